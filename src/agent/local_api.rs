@@ -1,0 +1,71 @@
+//! The local API: a Unix socket in the data dir, mode 0600, through which the CLI on this host
+//! talks to its agent. Each request is handed to the node loop, which owns all state.
+
+use std::{os::unix::fs::PermissionsExt, path::Path};
+
+use tokio::{
+    net::{UnixListener, UnixStream},
+    sync::{mpsc, oneshot},
+};
+use tracing::{debug, Instrument};
+
+use super::{framing, node::Command};
+use crate::api::{Request, Response};
+
+/// Binds the API socket, refusing to steal it from a live agent.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!(
+                    "another agent already serves {} (one agent per data dir)",
+                    path.display()
+                ),
+            ));
+        }
+        // A socket left by a killed agent.
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Accepts CLI connections until the node loop goes away.
+pub async fn serve(listener: UnixListener, commands: mpsc::Sender<Command>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let commands = commands.clone();
+        tokio::spawn(
+            async move {
+                if let Err(e) = handle(stream, commands).await {
+                    debug!(error = %e, "api connection ended with an error");
+                }
+            }
+            .in_current_span(),
+        );
+    }
+}
+
+async fn handle(mut stream: UnixStream, commands: mpsc::Sender<Command>) -> anyhow::Result<()> {
+    loop {
+        let request: Request = match framing::read(&mut stream).await {
+            Ok(Some(request)) => request,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                // Tell the client what was wrong with its message before hanging up.
+                framing::write(&mut stream, Response::Error(e.to_string())).await?;
+                return Ok(());
+            }
+        };
+        let (reply, answer) = oneshot::channel();
+        commands.send(Command::Api { request, reply }).await?;
+        let response = answer
+            .await
+            .unwrap_or_else(|_| Response::Error("agent is shutting down".into()));
+        framing::write(&mut stream, response).await?;
+    }
+}

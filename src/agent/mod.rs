@@ -1,0 +1,280 @@
+//! The agent: a thin tokio shell around the pure core. It binds the sockets, loads the data dir,
+//! and runs the node loop ([`node::Node`]) that owns all state; other tasks only move bytes.
+
+pub mod datadir;
+pub mod framing;
+pub mod local_api;
+pub mod node;
+pub mod quic;
+pub mod tls;
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, RwLock},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use rand::{rngs::StdRng, RngExt, SeedableRng};
+use tokio::{net::UdpSocket, sync::mpsc};
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::core::{
+    identity::{NodeId, NodeIdentity, NodeMeta},
+    join::JoinPlan,
+    membership::{Membership, Settings},
+    wire,
+};
+
+/// How an agent is started (`shoal agent` flags).
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Where the node keeps its id, peers, TLS material and API socket.
+    pub data_dir: PathBuf,
+    /// UDP address for gossip; QUIC binds the next port.
+    pub listen: SocketAddr,
+    /// Address peers should use, when it differs from `listen` (NAT, 0.0.0.0).
+    pub advertise: Option<SocketAddr>,
+    /// Seeds to join through (`host:port`); empty starts or resumes a cluster.
+    pub join: Vec<String>,
+    /// Node name; defaults to the host name.
+    pub name: Option<String>,
+    /// Engine labels.
+    pub labels: BTreeMap<String, String>,
+    /// How long to keep trying the seeds before giving up.
+    pub join_timeout: Duration,
+    /// Failure-detector settings.
+    pub settings: Settings,
+}
+
+impl AgentConfig {
+    /// Defaults that fit a single host.
+    pub fn new(data_dir: PathBuf) -> Self {
+        AgentConfig {
+            data_dir,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7946)),
+            advertise: None,
+            join: Vec::new(),
+            name: None,
+            labels: BTreeMap::new(),
+            join_timeout: Duration::from_secs(10),
+            settings: Settings::default(),
+        }
+    }
+}
+
+/// Why the agent could not start or stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The data dir could not be opened, read or written.
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        /// The data dir.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// A socket could not be bound.
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        /// Which socket.
+        what: &'static str,
+        /// Where.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TLS material could not be made.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The QUIC endpoint could not start.
+    #[error("quic: {0}")]
+    Quic(String),
+    /// The configuration is unusable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A seed address does not resolve.
+    #[error("seed {seed:?}: {reason}")]
+    Seed {
+        /// The address as given.
+        seed: String,
+        /// Why it is unusable.
+        reason: String,
+    },
+    /// The node loop stopped.
+    #[error(transparent)]
+    Node(#[from] node::NodeError),
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "shoal".to_string())
+}
+
+async fn resolve_seeds(seeds: &[String]) -> Result<Vec<SocketAddr>, AgentError> {
+    let mut out = Vec::new();
+    for seed in seeds {
+        let mut addrs = tokio::net::lookup_host(seed.as_str())
+            .await
+            .map_err(|e| AgentError::Seed {
+                seed: seed.clone(),
+                reason: e.to_string(),
+            })?;
+        let addr = addrs.next().ok_or_else(|| AgentError::Seed {
+            seed: seed.clone(),
+            reason: "resolves to no address".into(),
+        })?;
+        out.push(addr);
+    }
+    Ok(out)
+}
+
+/// Runs an agent until `shutdown` resolves, then leaves the cluster gracefully.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let data_err = |source| AgentError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    };
+    let data = datadir::DataDir::open(&config.data_dir).map_err(data_err)?;
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    let state = data
+        .start_generation(now_ms(), || NodeId(rng.random::<u128>() | 1))
+        .map_err(data_err)?;
+    let span = info_span!("node", node = %state.id.short());
+
+    async move {
+        let advertise = config.advertise.unwrap_or(config.listen);
+        if advertise.ip().is_unspecified() {
+            return Err(AgentError::Config(format!(
+                "listening on {} needs --advertise with an address peers can reach",
+                config.listen
+            )));
+        }
+        let quic_port = config.listen.port().checked_add(1).ok_or_else(|| {
+            AgentError::Config("the gossip port must leave room for QUIC on port+1".into())
+        })?;
+        let quic_listen = SocketAddr::new(config.listen.ip(), quic_port);
+        let quic_advertise = SocketAddr::new(advertise.ip(), advertise.port() + 1);
+
+        let cert = Arc::new(tls::NodeCert::load_or_create(&data.tls_dir())?);
+        let meta = NodeMeta {
+            name: config.name.clone().unwrap_or_else(host_name),
+            labels: config.labels.clone(),
+            os: std::env::consts::OS.into(),
+            arch: std::env::consts::ARCH.into(),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            quic_addr: quic_advertise,
+            cert_sha256: cert.sha256,
+        };
+        meta.validate().map_err(AgentError::Config)?;
+        let identity = NodeIdentity {
+            addr: advertise,
+            id: state.id,
+            generation: state.generation,
+            meta: Arc::new(meta),
+        };
+
+        let socket = UdpSocket::bind(config.listen)
+            .await
+            .map_err(|source| AgentError::Bind {
+                what: "gossip (udp)",
+                addr: config.listen.to_string(),
+                source,
+            })?;
+        let socket = Arc::new(socket);
+        let trusted: tls::TrustedSet = Arc::new(RwLock::new(HashSet::new()));
+        let endpoint = quic::bind(quic_listen, &cert, trusted.clone())
+            .map_err(|e| AgentError::Quic(format!("binding {quic_listen}: {e:#}")))?;
+        let api = local_api::bind(&data.socket_path()).map_err(|source| AgentError::Bind {
+            what: "api socket",
+            addr: data.socket_path().display().to_string(),
+            source,
+        })?;
+
+        let mut targets = resolve_seeds(&config.join).await?;
+        let remembered = data.load_peers();
+        targets.extend(remembered.iter().copied());
+        targets.retain(|t| *t != advertise && *t != config.listen);
+        targets.sort();
+        targets.dedup();
+        let join = JoinPlan::new(targets, !config.join.is_empty(), config.join_timeout);
+        info!(
+            name = %identity.meta.name, gossip = %advertise, quic = %quic_advertise,
+            generation = identity.generation, data_dir = %config.data_dir.display(),
+            seeds = ?config.join, remembered = remembered.len(), "agent starting"
+        );
+
+        let (packets_tx, packets_rx) = mpsc::channel(1024);
+        let (commands_tx, commands_rx) = mpsc::channel(256);
+        let receiver = tokio::spawn(receive(socket.clone(), packets_tx).in_current_span());
+        let api_task = tokio::spawn(local_api::serve(api, commands_tx.clone()).in_current_span());
+        let quic_task =
+            tokio::spawn(quic::serve(endpoint.clone(), commands_tx.clone()).in_current_span());
+
+        let membership = Membership::new(
+            identity,
+            config.settings.clone(),
+            StdRng::from_rng(&mut rand::rng()),
+        );
+        let node = node::Node {
+            membership,
+            socket,
+            endpoint: endpoint.clone(),
+            cert,
+            trusted,
+            data: data.clone(),
+            state,
+            commands_tx,
+            sync_period: config.settings.sync_period,
+        };
+        let result = node.run(packets_rx, commands_rx, join, shutdown).await;
+        receiver.abort();
+        api_task.abort();
+        quic_task.abort();
+        let _ = std::fs::remove_file(data.socket_path());
+        // Give QUIC a moment to tell peers the connection is closed.
+        let _ = tokio::time::timeout(Duration::from_millis(200), endpoint.wait_idle()).await;
+        match &result {
+            Ok(()) => info!("agent stopped"),
+            Err(e) => warn!(error = %e, "agent stopped"),
+        }
+        result.map_err(AgentError::from)
+    }
+    .instrument(span)
+    .await
+}
+
+/// Moves datagrams from the socket to the node loop; oversized ones are dropped here.
+async fn receive(socket: Arc<UdpSocket>, packets: mpsc::Sender<Vec<u8>>) {
+    // One byte more than we accept, so that an oversized datagram is recognisable as such.
+    let mut buf = vec![0u8; wire::MAX_DATAGRAM_BYTES + 64];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((len, from)) => {
+                if len > wire::MAX_DATAGRAM_BYTES + 4 {
+                    tracing::debug!(%from, len, "dropped oversized datagram");
+                    continue;
+                }
+                if packets.send(buf[..len].to_vec()).await.is_err() {
+                    return;
+                }
+            }
+            // ICMP errors surface here on some platforms; they say nothing about our socket.
+            Err(e) => tracing::trace!(error = %e, "recv failed"),
+        }
+    }
+}

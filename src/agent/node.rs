@@ -1,0 +1,314 @@
+//! The node loop: one task owns the [`Membership`] state machine and feeds it datagrams, timers,
+//! API requests and anti-entropy results, then carries out what it returns.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use rand::rngs::StdRng;
+use tokio::{
+    net::UdpSocket,
+    sync::{mpsc, oneshot},
+    time::Instant,
+};
+use tracing::{debug, info, warn, Instrument};
+
+use super::{
+    datadir::{DataDir, NodeState},
+    quic,
+    tls::{NodeCert, TrustedSet},
+};
+use crate::{
+    api::{NodeInfo, PeerRequest, PeerResponse, Request, Response},
+    core::{
+        join::{JoinPlan, JoinStep},
+        membership::{Effects, MemberEvent, Membership, NodeStatus, Timer},
+    },
+};
+
+/// What other tasks ask of the node loop.
+pub enum Command {
+    /// A CLI request from the local socket.
+    Api {
+        /// The request.
+        request: Request,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Response>,
+    },
+    /// A peer's request over QUIC.
+    Peer {
+        /// The request.
+        request: PeerRequest,
+        /// Where the answer goes.
+        reply: oneshot::Sender<PeerResponse>,
+    },
+    /// A peer's membership state, fetched by an anti-entropy round we started.
+    MergeMembers(Vec<foca::Member<crate::core::identity::NodeIdentity>>),
+}
+
+/// Why the node loop stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// No seed answered within the join timeout.
+    #[error("could not join the cluster: none of {targets:?} answered within {waited:?}")]
+    JoinFailed {
+        /// Addresses tried.
+        targets: Vec<SocketAddr>,
+        /// How long we tried.
+        waited: Duration,
+    },
+}
+
+
+/// Everything the node loop needs, built by [`super::run`].
+pub struct Node {
+    pub(super) membership: Membership<StdRng>,
+    pub(super) socket: Arc<UdpSocket>,
+    pub(super) endpoint: quinn::Endpoint,
+    pub(super) cert: Arc<NodeCert>,
+    pub(super) trusted: TrustedSet,
+    pub(super) data: DataDir,
+    pub(super) state: NodeState,
+    pub(super) commands_tx: mpsc::Sender<Command>,
+    pub(super) sync_period: Duration,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Node {
+    /// Runs until `shutdown` resolves (then leaves gracefully) or the join fails.
+    pub async fn run(
+        mut self,
+        mut packets: mpsc::Receiver<Vec<u8>>,
+        mut commands: mpsc::Receiver<Command>,
+        mut join: JoinPlan,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), NodeError> {
+        tokio::pin!(shutdown);
+        let mut timers: BTreeMap<(Instant, u64), Timer> = BTreeMap::new();
+        let mut timer_seq = 0u64;
+        let mut next_join = Some(Instant::now());
+        let mut sync_tick = tokio::time::interval(self.sync_period);
+        sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut peers_dirty = false;
+        let mut persist_tick = tokio::time::interval(Duration::from_secs(1));
+
+        loop {
+            let next_timer = timers.keys().next().map(|(at, _)| *at);
+            let far = Instant::now() + Duration::from_secs(3600);
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(packet) = packets.recv() => {
+                    if let Err(e) = self.membership.handle_packet(&packet, now_ms()) {
+                        // Garbage, a stale identity or a packet for a previous generation: drop it.
+                        debug!(error = %e, "dropped datagram");
+                    }
+                }
+                Some(command) = commands.recv() => self.on_command(command),
+                _ = tokio::time::sleep_until(next_timer.unwrap_or(far)), if next_timer.is_some() => {
+                    let now = Instant::now();
+                    while let Some(entry) = timers.first_entry() {
+                        if entry.key().0 > now {
+                            break;
+                        }
+                        let timer = entry.remove();
+                        if let Err(e) = self.membership.handle_timer(timer, now_ms()) {
+                            debug!(error = %e, "timer failed");
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(next_join.unwrap_or(far)), if next_join.is_some() => {
+                    next_join = None;
+                    let was_alone = join.is_alone();
+                    match join.poll(now_ms(), self.membership.is_connected()) {
+                        JoinStep::Announce(targets, next) => {
+                            if join.is_alone() && !was_alone {
+                                warn!(?targets, "no remembered peer answered; running alone and retrying every {:?}", next);
+                            }
+                            for target in targets {
+                                if let Err(e) = self.membership.join(target, now_ms()) {
+                                    debug!(%target, error = %e, "announce failed");
+                                }
+                            }
+                            next_join = Some(Instant::now() + next);
+                        }
+                        JoinStep::Done => {}
+                        JoinStep::Failed { targets, waited } => {
+                            return Err(NodeError::JoinFailed { targets, waited });
+                        }
+                    }
+                }
+                _ = sync_tick.tick() => self.start_sync(),
+                _ = persist_tick.tick(), if peers_dirty => {
+                    peers_dirty = false;
+                    let data = self.data.clone();
+                    let peers = self.membership.known_addrs();
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = data.save_peers(&peers) {
+                            warn!(error = %e, "could not persist peers");
+                        }
+                    });
+                }
+            }
+
+            let effects = self.membership.take_effects();
+            if !effects.events.is_empty() {
+                peers_dirty = true;
+            }
+            if effects.events.contains(&MemberEvent::Connected) {
+                // A full exchange right away, so we do not wait for gossip to fill our view.
+                self.start_sync();
+            }
+            self.carry_out(effects, &mut timers, &mut timer_seq).await;
+        }
+
+        info!("leaving the cluster");
+        if let Err(e) = self.membership.leave(now_ms()) {
+            warn!(error = %e, "leave failed");
+        }
+        let effects = self.membership.take_effects();
+        self.carry_out(effects, &mut timers, &mut timer_seq).await;
+        self.endpoint.close(0u32.into(), b"leaving");
+        Ok(())
+    }
+
+    async fn carry_out(
+        &mut self,
+        effects: Effects,
+        timers: &mut BTreeMap<(Instant, u64), Timer>,
+        timer_seq: &mut u64,
+    ) {
+        let Effects {
+            packets,
+            timers: new_timers,
+            events,
+        } = effects;
+        for (addr, data) in packets {
+            if let Err(e) = self.socket.send_to(&data, addr).await {
+                debug!(peer = %addr, error = %e, "send failed");
+            }
+        }
+        let now = Instant::now();
+        for (after, timer) in new_timers {
+            *timer_seq += 1;
+            timers.insert((now + after, *timer_seq), timer);
+        }
+        if events.is_empty() {
+            return;
+        }
+        for event in events {
+            self.log_event(event);
+        }
+        let fingerprints = self
+            .membership
+            .nodes()
+            .into_iter()
+            .filter(|v| v.status != NodeStatus::Left)
+            .map(|v| v.identity.meta.cert_sha256);
+        if let Ok(mut trusted) = self.trusted.write() {
+            trusted.clear();
+            trusted.extend(fingerprints);
+        }
+    }
+
+    fn log_event(&mut self, event: MemberEvent) {
+        match event {
+            MemberEvent::Up(peer) => info!(
+                peer = %peer.id.short(), name = %peer.meta.name, addr = %peer.addr,
+                generation = peer.generation, "member up"
+            ),
+            MemberEvent::Down(peer) => warn!(
+                peer = %peer.id.short(), name = %peer.meta.name, addr = %peer.addr, "member down"
+            ),
+            MemberEvent::Left(peer) => info!(
+                peer = %peer.id.short(), name = %peer.meta.name, addr = %peer.addr, "member left"
+            ),
+            MemberEvent::Connected => info!(peers = self.membership.num_peers(), "joined the cluster"),
+            MemberEvent::Disconnected => warn!("lost every peer; running alone"),
+            MemberEvent::Renewed(identity) => {
+                warn!(generation = identity.generation, "the cluster declared this node down while it was alive; rejoined as a new generation");
+                self.state.generation = identity.generation;
+                if let Err(e) = self.data.save_state(&self.state) {
+                    warn!(error = %e, "could not persist the new generation");
+                }
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Api { request, reply } => {
+                let _ = reply.send(self.answer(request));
+            }
+            Command::Peer { request, reply } => {
+                let response = match request {
+                    PeerRequest::SyncMembers(members) => {
+                        let ours = self.membership.state();
+                        if let Err(e) = self.membership.apply_state(members, now_ms()) {
+                            debug!(error = %e, "peer's membership state partly rejected");
+                        }
+                        PeerResponse::Members(ours)
+                    }
+                };
+                let _ = reply.send(response);
+            }
+            Command::MergeMembers(members) => {
+                if let Err(e) = self.membership.apply_state(members, now_ms()) {
+                    debug!(error = %e, "peer's membership state partly rejected");
+                }
+            }
+        }
+    }
+
+    fn answer(&self, request: Request) -> Response {
+        match request {
+            Request::NodeList => Response::Nodes(
+                self.membership
+                    .nodes()
+                    .iter()
+                    .map(NodeInfo::from_view)
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Starts one push-pull membership exchange with a random live peer, in the background.
+    fn start_sync(&mut self) {
+        let Some(peer) = self.membership.sync_peer(&mut rand::rng()) else {
+            return;
+        };
+        let endpoint = self.endpoint.clone();
+        let cert = self.cert.clone();
+        let commands = self.commands_tx.clone();
+        let ours = self.membership.state();
+        let meta = peer.meta.clone();
+        tokio::spawn(
+            async move {
+                match quic::call(
+                    &endpoint,
+                    &cert,
+                    meta.quic_addr,
+                    meta.cert_sha256,
+                    PeerRequest::SyncMembers(ours),
+                )
+                .await
+                {
+                    Ok(PeerResponse::Members(theirs)) => {
+                        let _ = commands.send(Command::MergeMembers(theirs)).await;
+                    }
+                    Ok(PeerResponse::Error(e)) => debug!(error = %e, "peer refused sync"),
+                    Err(e) => debug!(error = %e, "sync failed"),
+                }
+            }
+            .instrument(tracing::debug_span!("sync", peer = %peer.id.short())),
+        );
+    }
+}

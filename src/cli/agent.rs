@@ -1,0 +1,78 @@
+//! `shoal agent`: run a node in the foreground until SIGTERM or SIGINT.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::agent::{self, AgentConfig};
+
+/// Flags of `shoal agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// UDP address for gossip; QUIC uses the next port.
+    #[arg(long, default_value = "127.0.0.1:7946", env = "SHOAL_LISTEN")]
+    listen: SocketAddr,
+    /// Address peers should use to reach this node (defaults to --listen).
+    #[arg(long, env = "SHOAL_ADVERTISE")]
+    advertise: Option<SocketAddr>,
+    /// A member to join through (HOST:PORT); repeat to give several.
+    #[arg(long = "join", value_name = "SEED:PORT")]
+    join: Vec<String>,
+    /// Node name (defaults to the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Engine label KEY=VALUE for placement constraints; repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Seconds to keep trying the --join seeds before giving up.
+    #[arg(long, default_value_t = 10)]
+    join_timeout: u64,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("label {s:?} is not KEY=VALUE")),
+    }
+}
+
+/// Runs the agent with `args`.
+pub fn run(data_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let mut config = AgentConfig::new(data_dir.to_path_buf());
+    config.listen = args.listen;
+    config.advertise = args.advertise;
+    config.join = args.join;
+    config.name = args.name;
+    config.labels = args.labels.into_iter().collect::<BTreeMap<_, _>>();
+    config.join_timeout = Duration::from_secs(args.join_timeout);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(async {
+        agent::run(config, shutdown_signal())
+            .await
+            .context("shoal agent")
+    })
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

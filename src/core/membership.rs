@@ -1,0 +1,504 @@
+//! SWIM membership as a pure state machine: foca plus the bookkeeping shoal needs on top of it
+//! (the `left` status, members foca has forgotten, settings that follow the cluster size).
+//!
+//! Nothing here reads a clock or touches a socket. Callers feed in datagrams, fired timers and the
+//! current time, and carry out the [`Effects`] that come back; the agent does so with tokio, the
+//! simulator with a virtual clock and network.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    num::{NonZeroU32, NonZeroUsize},
+    time::Duration,
+};
+
+use foca::{AccumulatingRuntime, Foca, Member, NoCustomBroadcast, OwnedNotification, State};
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    codec::SwimCodec,
+    identity::{NodeId, NodeIdentity},
+    wire::{self, PacketKind, WireError},
+};
+
+/// A foca timer, handed to the caller to fire later.
+pub type Timer = foca::Timer<NodeIdentity>;
+
+/// How a node looks to the member that is asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeStatus {
+    /// Answers probes.
+    Ready,
+    /// Missed a probe; declared down unless it refutes within the suspicion timeout.
+    Suspect,
+    /// Declared down by the failure detector (crash, partition, long pause).
+    Down,
+    /// Said goodbye before stopping.
+    Left,
+}
+
+impl NodeStatus {
+    /// The lower-case word the CLI and JSON use.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NodeStatus::Ready => "ready",
+            NodeStatus::Suspect => "suspect",
+            NodeStatus::Down => "down",
+            NodeStatus::Left => "left",
+        }
+    }
+}
+
+/// One member as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeView {
+    /// The member's latest known identity (with its metadata).
+    pub identity: NodeIdentity,
+    /// Its status as this node's failure detector sees it.
+    pub status: NodeStatus,
+    /// When (caller's clock, ms) the status last changed.
+    pub since_ms: u64,
+    /// Whether this is the node answering.
+    pub is_self: bool,
+}
+
+/// Something worth a log line or a reaction in the caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberEvent {
+    /// A member became reachable (joined, restarted, or came back from a partition).
+    Up(NodeIdentity),
+    /// A member was declared down.
+    Down(NodeIdentity),
+    /// A member said goodbye.
+    Left(NodeIdentity),
+    /// This node now has at least one live peer.
+    Connected,
+    /// This node lost its last live peer.
+    Disconnected,
+    /// The cluster declared this node down while it was alive; it rejoined as a new generation,
+    /// which the caller should persist.
+    Renewed(NodeIdentity),
+}
+
+/// What the caller must carry out after feeding an input.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Datagrams to send, already framed.
+    pub packets: Vec<(SocketAddr, Vec<u8>)>,
+    /// Timers to fire after the given delay.
+    pub timers: Vec<(Duration, Timer)>,
+    /// What changed.
+    pub events: Vec<MemberEvent>,
+}
+
+/// Why an input was rejected. Rejected inputs leave the membership unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    /// The datagram's envelope or body did not decode.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// foca rejected the message (malformed, from ourselves, or addressed to an old identity).
+    #[error("swim: {0}")]
+    Swim(#[from] foca::Error),
+}
+
+/// The goodbye a node sends to its peers when it stops gracefully.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct LeaveNotice {
+    id: NodeId,
+    generation: u64,
+}
+
+/// Failure-detector settings. Probe timings are fixed for a process's life (foca cannot change
+/// them); the rest follows the cluster size, as memberlist and Lifeguard do.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How often each node probes one member.
+    pub probe_period: Duration,
+    /// How long a direct probe waits for its ack before asking others to probe indirectly.
+    pub probe_rtt: Duration,
+    /// Suspicion lasts `max(1, log10(n)) * multiplier * probe_period`.
+    pub suspicion_multiplier: f64,
+    /// How often to piggyback pending updates on a gossip message to a few members.
+    pub gossip_period: Duration,
+    /// How often to re-announce to members believed down: this is what merges the two sides of a
+    /// healed partition.
+    pub announce_to_down_period: Duration,
+    /// How often a node does a full push-pull exchange of membership state with one random peer.
+    /// Gossip spreads each update a bounded number of times; this catches whatever it missed.
+    pub sync_period: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            probe_period: Duration::from_millis(1000),
+            probe_rtt: Duration::from_millis(500),
+            suspicion_multiplier: 4.0,
+            gossip_period: Duration::from_millis(200),
+            announce_to_down_period: Duration::from_secs(10),
+            sync_period: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Settings {
+    /// foca's configuration for a cluster of `size` live members.
+    pub fn foca_config(&self, size: usize) -> foca::Config {
+        let n = NonZeroU32::new(size.clamp(1, u32::MAX as usize) as u32).expect("clamped >= 1");
+        let mut config = foca::Config::new_lan(n);
+        config.probe_period = self.probe_period;
+        config.probe_rtt = self.probe_rtt;
+        config.suspect_to_down_after = self.suspicion_timeout(size);
+        config.max_packet_size =
+            NonZeroUsize::new(wire::MAX_DATAGRAM_BYTES).expect("constant is non-zero");
+        config.periodic_gossip = Some(foca::PeriodicParams {
+            frequency: self.gossip_period,
+            num_members: NonZeroUsize::new(3).expect("constant"),
+        });
+        config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+            frequency: self.announce_to_down_period,
+            num_members: NonZeroUsize::new(2).expect("constant"),
+        });
+        // Down members are remembered (and re-announced to) for a day: a partition that heals
+        // within that time merges by itself.
+        config.remove_down_after = Some(Duration::from_secs(24 * 3600));
+        config
+    }
+
+    /// How long a suspect has to refute before it is declared down, for a cluster of `size`.
+    pub fn suspicion_timeout(&self, size: usize) -> Duration {
+        let factor = (size.max(1) as f64).log10().max(1.0);
+        self.probe_period
+            .mul_f64(factor * self.suspicion_multiplier)
+    }
+}
+
+/// Cluster sizes at which the settings are recomputed; between them nothing changes, so a
+/// flapping member does not churn the configuration.
+fn size_bucket(n: usize) -> usize {
+    match n {
+        0..=10 => 10,
+        11..=32 => 32,
+        33..=100 => 100,
+        101..=320 => 320,
+        321..=1000 => 1000,
+        _ => 10_000,
+    }
+}
+
+struct Record {
+    identity: NodeIdentity,
+    status: NodeStatus,
+    since_ms: u64,
+}
+
+/// One node's view of the cluster.
+pub struct Membership<R: RngExt> {
+    foca: Foca<NodeIdentity, SwimCodec, R, NoCustomBroadcast>,
+    runtime: AccumulatingRuntime<NodeIdentity>,
+    settings: Settings,
+    bucket: usize,
+    /// Last known identity and status of every member ever seen, so that members foca has
+    /// forgotten still show as down or left, as `docker node ls` keeps them.
+    records: BTreeMap<NodeId, Record>,
+    /// Generations that said goodbye: their "down" is really "left".
+    left: BTreeSet<(NodeId, u64)>,
+    leaving: bool,
+    effects: Effects,
+}
+
+impl<R: RngExt> Membership<R> {
+    /// A node that is not part of any cluster yet.
+    pub fn new(identity: NodeIdentity, settings: Settings, rng: R) -> Self {
+        let bucket = size_bucket(1);
+        let foca = Foca::new(identity, settings.foca_config(bucket), rng, SwimCodec);
+        Membership {
+            foca,
+            runtime: AccumulatingRuntime::new(),
+            settings,
+            bucket,
+            records: BTreeMap::new(),
+            left: BTreeSet::new(),
+            leaving: false,
+            effects: Effects::default(),
+        }
+    }
+
+    /// This node's current identity.
+    pub fn identity(&self) -> &NodeIdentity {
+        self.foca.identity()
+    }
+
+    /// Whether this node sees at least one live peer.
+    pub fn is_connected(&self) -> bool {
+        self.foca.num_members() > 0
+    }
+
+    /// Number of live peers (not counting this node).
+    pub fn num_peers(&self) -> usize {
+        self.foca.num_members()
+    }
+
+    /// Asks the node at `seed` to let us in. Safe to repeat; the answer arrives as datagrams.
+    pub fn join(&mut self, seed: SocketAddr, now_ms: u64) -> Result<(), MembershipError> {
+        // A known member at that address gets its real identity so foca accepts our message as
+        // addressed to it; otherwise a placeholder, which foca accepts for announces.
+        let dst = self
+            .records
+            .values()
+            .find(|r| r.identity.addr == seed)
+            .map(|r| r.identity.clone())
+            .unwrap_or_else(|| NodeIdentity::seed(seed));
+        self.foca.announce(dst, &mut self.runtime)?;
+        self.collect(now_ms);
+        Ok(())
+    }
+
+    /// Handles one datagram from the network.
+    pub fn handle_packet(&mut self, packet: &[u8], now_ms: u64) -> Result<(), MembershipError> {
+        let (kind, body) = wire::open(packet)?;
+        let result = match kind {
+            PacketKind::Swim => self
+                .foca
+                .handle_data(body, &mut self.runtime)
+                .map_err(MembershipError::from),
+            PacketKind::Leave => self.handle_leave(body, now_ms),
+        };
+        self.collect(now_ms);
+        result
+    }
+
+    fn handle_leave(&mut self, body: &[u8], now_ms: u64) -> Result<(), MembershipError> {
+        let notice: LeaveNotice = wire::decode(body)?;
+        let key = (notice.id, notice.generation);
+        if self.left.contains(&key) {
+            return Ok(());
+        }
+        // Only the generation we know can leave: a stale goodbye must not take down a restart.
+        let active = self
+            .foca
+            .iter_members()
+            .map(|m| m.id())
+            .find(|id| id.id == notice.id && id.generation == notice.generation)
+            .cloned();
+        let recorded = self
+            .records
+            .get(&notice.id)
+            .filter(|r| r.identity.generation == notice.generation)
+            .map(|r| (r.identity.clone(), r.status));
+        if let Some(identity) = active {
+            self.left.insert(key);
+            // foca reports the member down, which `on_notification` turns into `left`.
+            self.foca
+                .apply_many(std::iter::once(Member::down(identity)), true, &mut self.runtime)?;
+        } else if let Some((identity, NodeStatus::Down)) = recorded {
+            // foca's own gossip of the departure arrived first.
+            self.left.insert(key);
+            self.set_status(identity.clone(), NodeStatus::Left, now_ms);
+            self.effects.events.push(MemberEvent::Left(identity));
+        }
+        Ok(())
+    }
+
+    /// Fires a timer that an earlier [`Effects`] asked for.
+    pub fn handle_timer(&mut self, timer: Timer, now_ms: u64) -> Result<(), MembershipError> {
+        let result = self.foca.handle_timer(timer, &mut self.runtime);
+        self.collect(now_ms);
+        result.map_err(MembershipError::from)
+    }
+
+    /// Merges a full membership state received from a peer (anti-entropy).
+    pub fn apply_state(
+        &mut self,
+        members: Vec<Member<NodeIdentity>>,
+        now_ms: u64,
+    ) -> Result<(), MembershipError> {
+        let result = self
+            .foca
+            .apply_many(members.into_iter(), true, &mut self.runtime);
+        self.collect(now_ms);
+        result.map_err(MembershipError::from)
+    }
+
+    /// The full membership state, for anti-entropy with a peer.
+    pub fn state(&self) -> Vec<Member<NodeIdentity>> {
+        self.foca.iter_membership_state().cloned().collect()
+    }
+
+    /// Says goodbye: every live peer is told directly (so it shows us `left` at once), then foca
+    /// gossips our departure. The node answers nothing afterwards.
+    pub fn leave(&mut self, now_ms: u64) -> Result<(), MembershipError> {
+        self.leaving = true;
+        let me = self.identity().clone();
+        let notice = wire::encode(&LeaveNotice {
+            id: me.id,
+            generation: me.generation,
+        })?;
+        let packet = wire::seal(PacketKind::Leave, &notice);
+        for member in self.foca.iter_members() {
+            self.effects
+                .packets
+                .push((member.id().addr, packet.clone()));
+        }
+        let result = self.foca.leave_cluster(&mut self.runtime);
+        self.collect(now_ms);
+        result.map_err(MembershipError::from)
+    }
+
+    /// Takes what the caller must do now.
+    pub fn take_effects(&mut self) -> Effects {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Every member this node knows of, itself included, sorted by name then id.
+    pub fn nodes(&self) -> Vec<NodeView> {
+        let me = self.identity();
+        let mut views: Vec<NodeView> = Vec::with_capacity(self.records.len() + 1);
+        views.push(NodeView {
+            identity: me.clone(),
+            status: if self.leaving {
+                NodeStatus::Left
+            } else {
+                NodeStatus::Ready
+            },
+            since_ms: 0,
+            is_self: true,
+        });
+        // foca knows suspicion, which it does not notify; overlay it on the records.
+        let suspects: BTreeSet<NodeId> = self
+            .foca
+            .iter_membership_state()
+            .filter(|m| m.state() == State::Suspect)
+            .map(|m| m.id().id)
+            .collect();
+        for record in self.records.values() {
+            if record.identity.id == me.id {
+                continue;
+            }
+            let status = if record.status == NodeStatus::Ready && suspects.contains(&record.identity.id)
+            {
+                NodeStatus::Suspect
+            } else {
+                record.status
+            };
+            views.push(NodeView {
+                identity: record.identity.clone(),
+                status,
+                since_ms: record.since_ms,
+                is_self: false,
+            });
+        }
+        views.sort_by(|a, b| {
+            (&a.identity.meta.name, a.identity.id).cmp(&(&b.identity.meta.name, b.identity.id))
+        });
+        views
+    }
+
+    /// A random live peer for the next anti-entropy round.
+    pub fn sync_peer(&mut self, rng: &mut impl RngExt) -> Option<NodeIdentity> {
+        let n = self.foca.num_members();
+        if n == 0 {
+            return None;
+        }
+        let pick = rng.random_range(0..n);
+        self.foca.iter_members().nth(pick).map(|m| m.id().clone())
+    }
+
+    /// Addresses of members worth contacting when this node restarts.
+    pub fn known_addrs(&self) -> Vec<SocketAddr> {
+        let mut addrs: Vec<SocketAddr> = self
+            .records
+            .values()
+            .filter(|r| r.status != NodeStatus::Left && r.identity.id != self.identity().id)
+            .map(|r| r.identity.addr)
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        addrs
+    }
+
+    /// Turns what foca produced into [`Effects`] and updates the records.
+    fn collect(&mut self, now_ms: u64) {
+        while let Some((to, data)) = self.runtime.to_send() {
+            self.effects
+                .packets
+                .push((to.addr, wire::seal(PacketKind::Swim, &data)));
+        }
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            self.effects.timers.push((after, timer));
+        }
+        while let Some(notification) = self.runtime.to_notify() {
+            self.on_notification(notification, now_ms);
+        }
+        let bucket = size_bucket(self.foca.num_members() + 1);
+        if bucket != self.bucket {
+            // Only size-derived fields change, which foca always accepts.
+            if self.foca.set_config(self.settings.foca_config(bucket)).is_ok() {
+                self.bucket = bucket;
+            }
+        }
+    }
+
+    fn on_notification(&mut self, notification: OwnedNotification<NodeIdentity>, now_ms: u64) {
+        match notification {
+            OwnedNotification::MemberUp(identity) => {
+                self.set_status(identity.clone(), NodeStatus::Ready, now_ms);
+                self.effects.events.push(MemberEvent::Up(identity));
+            }
+            OwnedNotification::MemberDown(identity) => {
+                let left = self.left.contains(&(identity.id, identity.generation));
+                let status = if left {
+                    NodeStatus::Left
+                } else {
+                    NodeStatus::Down
+                };
+                self.set_status(identity.clone(), status, now_ms);
+                self.effects.events.push(if left {
+                    MemberEvent::Left(identity)
+                } else {
+                    MemberEvent::Down(identity)
+                });
+            }
+            OwnedNotification::Rename(_old, new) => {
+                self.set_status(new.clone(), NodeStatus::Ready, now_ms);
+                self.effects.events.push(MemberEvent::Up(new));
+            }
+            OwnedNotification::Active => self.effects.events.push(MemberEvent::Connected),
+            OwnedNotification::Idle => self.effects.events.push(MemberEvent::Disconnected),
+            OwnedNotification::Rejoin(identity) => {
+                self.effects.events.push(MemberEvent::Renewed(identity))
+            }
+            OwnedNotification::Defunct => {}
+        }
+    }
+
+    fn set_status(&mut self, identity: NodeIdentity, status: NodeStatus, now_ms: u64) {
+        if identity.id == NodeId::UNKNOWN {
+            return;
+        }
+        match self.records.get_mut(&identity.id) {
+            // News about an older generation (its "down" after a restart) changes nothing.
+            Some(r) if r.identity.generation > identity.generation => {}
+            Some(r) => {
+                if r.status != status || r.identity.generation != identity.generation {
+                    r.since_ms = now_ms;
+                }
+                r.status = status;
+                r.identity = identity;
+            }
+            None => {
+                self.records.insert(
+                    identity.id,
+                    Record {
+                        identity,
+                        status,
+                        since_ms: now_ms,
+                    },
+                );
+            }
+        }
+    }
+}
