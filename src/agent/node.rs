@@ -302,6 +302,7 @@ impl Node {
                 .await
                 {
                     Ok(PeerResponse::Members(theirs)) => {
+                        debug!(members = theirs.len(), "membership synced");
                         let _ = commands.send(Command::MergeMembers(theirs)).await;
                     }
                     Ok(PeerResponse::Error(e)) => debug!(error = %e, "peer refused sync"),

@@ -1,6 +1,6 @@
 //! `shoal agent`: run a node in the foreground until SIGTERM or SIGINT.
 
-use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
+use std::{collections::BTreeMap, io::IsTerminal, net::SocketAddr, path::Path, time::Duration};
 
 use anyhow::Context;
 use clap::Args;
@@ -44,6 +44,7 @@ pub fn run(data_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 
     let mut config = AgentConfig::new(data_dir.to_path_buf());

@@ -1,0 +1,170 @@
+//! Helpers for tests that run real `shoal` agents on loopback.
+#![allow(dead_code)]
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_shoal");
+
+/// A UDP port `p` such that `p` and `p + 1` are free on every address we use.
+pub fn free_port_pair(hosts: &[&str]) -> u16 {
+    free_ports(hosts, 1)
+}
+
+/// A base port `p` such that `p .. p + 2 * count` are free on every host: `count` agents, each
+/// with its gossip port and QUIC port. Randomised so that tests running at once rarely collide.
+pub fn free_ports(hosts: &[&str], count: u16) -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let offset = NEXT.fetch_add(64, Ordering::Relaxed);
+    let mut candidate =
+        20_000 + (((std::process::id() ^ nanos) % 18_000) as u16 * 2 + offset) % 36_000;
+    loop {
+        let free = hosts.iter().all(|h| {
+            (0..count * 2).all(|k| UdpSocket::bind(format!("{h}:{}", candidate + k)).is_ok())
+        });
+        if free {
+            return candidate;
+        }
+        candidate = 20_000 + (candidate - 20_000 + 2 * count) % 36_000;
+    }
+}
+
+/// One agent process and its data dir.
+pub struct Agent {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub child: Option<Child>,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Agent {
+    pub fn new(root: &Path, name: &str, addr: SocketAddr, join: &[SocketAddr]) -> Self {
+        let data_dir = root.join(name);
+        let mut args = vec![
+            "agent".to_string(),
+            "--listen".into(),
+            addr.to_string(),
+            "--name".into(),
+            name.into(),
+        ];
+        for seed in join {
+            args.push("--join".into());
+            args.push(seed.to_string());
+        }
+        Agent {
+            name: name.into(),
+            addr,
+            log: root.join(format!("{name}.log")),
+            data_dir,
+            child: None,
+            args,
+        }
+    }
+
+    /// Starts (or restarts) the process with the same data dir.
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.args)
+            .env("SHOAL_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn shoal agent");
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn sigterm(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status()
+                .unwrap();
+            let status = c.wait().unwrap();
+            assert!(status.success(), "agent exited with {status} after SIGTERM");
+        }
+    }
+
+    /// `node ls --format json` through this agent, or None if it does not answer.
+    pub fn nodes(&self) -> Option<Vec<Value>> {
+        let out = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["node", "ls", "--format", "json"])
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Status of the node called `name`, as this agent sees it.
+    pub fn status_of(&self, name: &str) -> Option<String> {
+        self.nodes()?
+            .into_iter()
+            .find(|n| n["name"] == name)
+            .map(|n| n["status"].as_str().unwrap_or_default().to_string())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls `check` every 50 ms until it holds or `limit` passes; returns the time it took.
+pub fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// Whether every agent in `agents` sees exactly `expected` nodes, all ready.
+pub fn all_ready(agents: &[Agent], expected: usize) -> bool {
+    agents.iter().all(|a| {
+        a.nodes().is_some_and(|nodes| {
+            nodes.len() == expected && nodes.iter().all(|n| n["status"] == "ready")
+        })
+    })
+}
