@@ -29,7 +29,13 @@ fn cluster(addrs: Vec<SocketAddr>, root: &std::path::Path) -> Vec<Agent> {
 
 #[test]
 fn five_agents_on_five_addresses_see_each_other() {
-    let hosts = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"];
+    let hosts = [
+        "127.0.0.1",
+        "127.0.0.2",
+        "127.0.0.3",
+        "127.0.0.4",
+        "127.0.0.5",
+    ];
     let port = free_port_pair(&hosts);
     let root = tempfile::tempdir().unwrap();
     let addrs = hosts
@@ -60,7 +66,13 @@ fn five_agents_on_one_address_crash_restart_and_leave() {
     );
 
     // kill -9: the others must see it down (suspect first is fine) within 10 s.
-    let id_before = agents[2].nodes().unwrap().into_iter().find(|n| n["self"] == true).unwrap()["id"].clone();
+    let id_before = agents[2]
+        .nodes()
+        .unwrap()
+        .into_iter()
+        .find(|n| n["self"] == true)
+        .unwrap()["id"]
+        .clone();
     agents[2].kill9();
     let down = wait_for(Duration::from_secs(10) * SLACK, || {
         [0, 1, 3, 4]
@@ -154,7 +166,13 @@ fn unresolvable_seed_is_a_clear_error() {
     let out = Command::new(BIN)
         .arg("--data-dir")
         .arg(root.path().join("x"))
-        .args(["agent", "--listen", "127.0.0.1:0", "--join", "no-such-host.invalid:7946"])
+        .args([
+            "agent",
+            "--listen",
+            "127.0.0.1:0",
+            "--join",
+            "no-such-host.invalid:7946",
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

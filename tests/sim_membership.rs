@@ -46,7 +46,10 @@ fn hundred_and_twenty_members_join_crash_and_rejoin() {
         sim.start(v, &[]);
     }
     let rejoined = sim.run_until(30_000, 100, |s| s.converged(NodeStatus::Down));
-    assert!(rejoined.is_some(), "restarted members did not rejoin everywhere");
+    assert!(
+        rejoined.is_some(),
+        "restarted members did not rejoin everywhere"
+    );
     assert!(sim.report.rejected < sim.report.packets_sent / 100);
 }
 
@@ -69,10 +72,16 @@ fn converges_under_loss_for_many_seeds() {
     for seed in 0..20 {
         let mut sim = boot(30, seed, 0.05);
         let joined = sim.run_until(60_000, 200, |s| s.converged(NodeStatus::Down));
-        assert!(joined.is_some(), "seed {seed}: no convergence under 5% loss");
+        assert!(
+            joined.is_some(),
+            "seed {seed}: no convergence under 5% loss"
+        );
         sim.crash(7);
         let detected = sim.run_until(60_000, 200, |s| s.converged(NodeStatus::Down));
-        assert!(detected.is_some(), "seed {seed}: crash not detected under loss");
+        assert!(
+            detected.is_some(),
+            "seed {seed}: crash not detected under loss"
+        );
     }
 }
 

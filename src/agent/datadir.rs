@@ -15,12 +15,16 @@ use crate::core::identity::NodeId;
 
 /// The data dir used when none is given: system-wide for root, per-user otherwise.
 pub fn default_data_dir() -> PathBuf {
-    let is_root = fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
+    let is_root = fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false);
     if is_root {
         return PathBuf::from("/var/lib/shoal");
     }
     match std::env::var_os("XDG_DATA_HOME").or_else(|| std::env::var_os("HOME")) {
-        Some(base) if std::env::var_os("XDG_DATA_HOME").is_some() => PathBuf::from(base).join("shoal"),
+        Some(base) if std::env::var_os("XDG_DATA_HOME").is_some() => {
+            PathBuf::from(base).join("shoal")
+        }
         Some(home) => PathBuf::from(home).join(".local/share/shoal"),
         None => PathBuf::from(".shoal"),
     }
@@ -89,7 +93,11 @@ impl DataDir {
     /// Loads the node's id and picks this start's generation: larger than any before, and at
     /// least the wall clock in ms, so that even a wiped node reusing an address outranks the old
     /// process there. Persisted before it is used.
-    pub fn start_generation(&self, now_ms: u64, new_id: impl FnOnce() -> NodeId) -> std::io::Result<NodeState> {
+    pub fn start_generation(
+        &self,
+        now_ms: u64,
+        new_id: impl FnOnce() -> NodeId,
+    ) -> std::io::Result<NodeState> {
         let path = self.root.join("node.json");
         let previous: Option<NodeState> = match fs::read(&path) {
             Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| {

@@ -122,15 +122,32 @@ fn host_name() -> String {
         .unwrap_or_else(|| "shoal".to_string())
 }
 
+/// For an agent listening on 0.0.0.0 without `--advertise` (the usual case in a container): the
+/// first non-loopback address the host name resolves to, as Docker's /etc/hosts provides.
+async fn guess_advertise(listen: SocketAddr) -> Result<SocketAddr, AgentError> {
+    let name = host_name();
+    let found = tokio::net::lookup_host((name.as_str(), listen.port()))
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.find(|a| a.is_ipv4() && !a.ip().is_loopback()));
+    found.ok_or_else(|| {
+        AgentError::Config(format!(
+            "listening on {listen} needs --advertise with an address peers can reach \
+             (host name {name:?} resolves to no usable address)"
+        ))
+    })
+}
+
 async fn resolve_seeds(seeds: &[String]) -> Result<Vec<SocketAddr>, AgentError> {
     let mut out = Vec::new();
     for seed in seeds {
-        let mut addrs = tokio::net::lookup_host(seed.as_str())
-            .await
-            .map_err(|e| AgentError::Seed {
-                seed: seed.clone(),
-                reason: e.to_string(),
-            })?;
+        let mut addrs =
+            tokio::net::lookup_host(seed.as_str())
+                .await
+                .map_err(|e| AgentError::Seed {
+                    seed: seed.clone(),
+                    reason: e.to_string(),
+                })?;
         let addr = addrs.next().ok_or_else(|| AgentError::Seed {
             seed: seed.clone(),
             reason: "resolves to no address".into(),
@@ -157,13 +174,11 @@ pub async fn run(
     let span = info_span!("node", node = %state.id.short());
 
     async move {
-        let advertise = config.advertise.unwrap_or(config.listen);
-        if advertise.ip().is_unspecified() {
-            return Err(AgentError::Config(format!(
-                "listening on {} needs --advertise with an address peers can reach",
-                config.listen
-            )));
-        }
+        let advertise = match config.advertise {
+            Some(addr) => addr,
+            None if config.listen.ip().is_unspecified() => guess_advertise(config.listen).await?,
+            None => config.listen,
+        };
         let quic_port = config.listen.port().checked_add(1).ok_or_else(|| {
             AgentError::Config("the gossip port must leave room for QUIC on port+1".into())
         })?;

@@ -62,7 +62,6 @@ pub enum NodeError {
     },
 }
 
-
 /// Everything the node loop needs, built by [`super::run`].
 pub struct Node {
     pub(super) membership: Membership<StdRng>,
@@ -231,7 +230,9 @@ impl Node {
             MemberEvent::Left(peer) => info!(
                 peer = %peer.id.short(), name = %peer.meta.name, addr = %peer.addr, "member left"
             ),
-            MemberEvent::Connected => info!(peers = self.membership.num_peers(), "joined the cluster"),
+            MemberEvent::Connected => {
+                info!(peers = self.membership.num_peers(), "joined the cluster")
+            }
             MemberEvent::Disconnected => warn!("lost every peer; running alone"),
             MemberEvent::Renewed(identity) => {
                 warn!(generation = identity.generation, "the cluster declared this node down while it was alive; rejoined as a new generation");

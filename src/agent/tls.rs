@@ -104,7 +104,10 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// QUIC server configuration: our certificate, and client certificates must be in `trusted`.
-pub fn server_config(node: &NodeCert, trusted: TrustedSet) -> Result<quinn::ServerConfig, TlsError> {
+pub fn server_config(
+    node: &NodeCert,
+    trusted: TrustedSet,
+) -> Result<quinn::ServerConfig, TlsError> {
     let provider = provider();
     let verifier = Arc::new(PinnedClients {
         trusted,

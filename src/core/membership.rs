@@ -292,8 +292,11 @@ impl<R: RngExt> Membership<R> {
         if let Some(identity) = active {
             self.left.insert(key);
             // foca reports the member down, which `on_notification` turns into `left`.
-            self.foca
-                .apply_many(std::iter::once(Member::down(identity)), true, &mut self.runtime)?;
+            self.foca.apply_many(
+                std::iter::once(Member::down(identity)),
+                true,
+                &mut self.runtime,
+            )?;
         } else if let Some((identity, NodeStatus::Down)) = recorded {
             // foca's own gossip of the departure arrived first.
             self.left.insert(key);
@@ -378,12 +381,12 @@ impl<R: RngExt> Membership<R> {
             if record.identity.id == me.id {
                 continue;
             }
-            let status = if record.status == NodeStatus::Ready && suspects.contains(&record.identity.id)
-            {
-                NodeStatus::Suspect
-            } else {
-                record.status
-            };
+            let status =
+                if record.status == NodeStatus::Ready && suspects.contains(&record.identity.id) {
+                    NodeStatus::Suspect
+                } else {
+                    record.status
+                };
             views.push(NodeView {
                 identity: record.identity.clone(),
                 status,
@@ -436,7 +439,11 @@ impl<R: RngExt> Membership<R> {
         let bucket = size_bucket(self.foca.num_members() + 1);
         if bucket != self.bucket {
             // Only size-derived fields change, which foca always accepts.
-            if self.foca.set_config(self.settings.foca_config(bucket)).is_ok() {
+            if self
+                .foca
+                .set_config(self.settings.foca_config(bucket))
+                .is_ok()
+            {
                 self.bucket = bucket;
             }
         }

@@ -15,8 +15,8 @@ use std::{
 use rand::{rngs::StdRng, RngExt, SeedableRng};
 
 use crate::core::{
-    join::{JoinPlan, JoinStep},
     identity::{NodeId, NodeIdentity, NodeMeta},
+    join::{JoinPlan, JoinStep},
     membership::{Effects, MemberEvent, Membership, NodeStatus, NodeView, Settings, Timer},
 };
 
@@ -45,12 +45,26 @@ impl Default for SimConfig {
 }
 
 enum Event {
-    Deliver { to: usize, data: Vec<u8> },
-    Timer { node: usize, epoch: u64, timer: Timer },
+    Deliver {
+        to: usize,
+        data: Vec<u8>,
+    },
+    Timer {
+        node: usize,
+        epoch: u64,
+        timer: Timer,
+    },
     /// Anti-entropy round of `node` (the agent does it over QUIC; here it is a direct exchange).
-    Sync { node: usize, epoch: u64, repeat: bool },
+    Sync {
+        node: usize,
+        epoch: u64,
+        repeat: bool,
+    },
     /// Next step of `node`'s join retry schedule.
-    Join { node: usize, epoch: u64 },
+    Join {
+        node: usize,
+        epoch: u64,
+    },
 }
 
 struct SimNode {
@@ -188,7 +202,9 @@ impl Sim {
         self.apply(i, effects);
         let epoch = self.nodes[i].epoch;
         self.schedule(self.now_ms, Event::Join { node: i, epoch });
-        let first = self.rng.random_range(0..self.config.settings.sync_period.as_millis() as u64);
+        let first = self
+            .rng
+            .random_range(0..self.config.settings.sync_period.as_millis() as u64);
         self.schedule(
             self.now_ms + first,
             Event::Sync {
@@ -335,7 +351,14 @@ impl Sim {
         // Like the agent: a full exchange as soon as a node is connected.
         if effects.events.contains(&MemberEvent::Connected) {
             let node = from;
-            self.schedule(self.now_ms, Event::Sync { node, epoch, repeat: false });
+            self.schedule(
+                self.now_ms,
+                Event::Sync {
+                    node,
+                    epoch,
+                    repeat: false,
+                },
+            );
         }
         for (after, timer) in effects.timers {
             let at = self.now_ms + after.as_millis() as u64;
@@ -401,7 +424,14 @@ impl Sim {
                 }
                 if repeat {
                     let next = self.now_ms + self.config.settings.sync_period.as_millis() as u64;
-                    self.schedule(next, Event::Sync { node, epoch, repeat });
+                    self.schedule(
+                        next,
+                        Event::Sync {
+                            node,
+                            epoch,
+                            repeat,
+                        },
+                    );
                 }
                 self.sync(node);
                 return;
@@ -469,8 +499,16 @@ impl Sim {
         {
             return;
         }
-        let ours = self.nodes[node].membership.as_ref().expect("checked").state();
-        let theirs = self.nodes[other].membership.as_ref().expect("checked").state();
+        let ours = self.nodes[node]
+            .membership
+            .as_ref()
+            .expect("checked")
+            .state();
+        let theirs = self.nodes[other]
+            .membership
+            .as_ref()
+            .expect("checked")
+            .state();
         for (target, state) in [(other, ours), (node, theirs)] {
             let m = self.nodes[target].membership.as_mut().expect("checked");
             if m.apply_state(state, now).is_err() {

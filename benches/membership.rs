@@ -1,0 +1,190 @@
+//! Membership benchmark: prints how long it takes until every member sees a join and a crash, in
+//! simulation (100 and 1,000 members, virtual time) and with 5 real agents on loopback (wall
+//! time), plus the agents' idle RSS and CPU. Run with `cargo bench --bench membership`.
+//! `SHOAL_BENCH_SIM_SIZES=100,1000` picks the simulated sizes.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use shoal::{
+    core::membership::NodeStatus,
+    sim::{Sim, SimConfig},
+};
+
+fn sim_figures(n: usize, seed: u64) {
+    let wall = Instant::now();
+    let mut sim = Sim::new(
+        n + 1,
+        SimConfig {
+            seed,
+            ..SimConfig::default()
+        },
+    );
+    sim.start(0, &[]);
+    for i in 1..n {
+        sim.start(i, &[0]);
+        if i % 20 == 0 {
+            sim.run_for(100);
+        }
+    }
+    let boot = sim
+        .run_until(600_000, 100, |s| s.converged(NodeStatus::Down))
+        .expect("cluster converges");
+    let packets_before = sim.report.packets_sent;
+    let bytes_before = sim.report.bytes_sent;
+    sim.run_for(10_000);
+    let idle_pkts = (sim.report.packets_sent - packets_before) as f64 / 10.0 / n as f64;
+    let idle_bytes = (sim.report.bytes_sent - bytes_before) as f64 / 10.0 / n as f64;
+
+    // One more node joins through member 0.
+    sim.start(n, &[0]);
+    let join = sim
+        .run_until(600_000, 50, |s| s.all_see(n, NodeStatus::Ready))
+        .expect("join seen everywhere");
+    sim.run_for(5_000);
+    // And crashes without a goodbye.
+    sim.crash(n);
+    let crash = sim
+        .run_until(600_000, 50, |s| s.all_see(n, NodeStatus::Down))
+        .expect("crash seen everywhere");
+    println!(
+        "sim n={n:>5} seed={seed}: bootstrap converged {:>6} ms | join seen by all {:>5} ms | \
+         crash seen by all {:>6} ms | idle {:.1} pkt/s/node, {:.0} B/s/node | wall {:.1}s",
+        boot,
+        join,
+        crash,
+        idle_pkts,
+        idle_bytes,
+        wall.elapsed().as_secs_f64()
+    );
+}
+
+fn proc_stat(pid: i32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kb = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = fields
+        .get(11)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    (rss_kb, ticks)
+}
+
+fn real_figures() {
+    let hosts = [
+        "127.0.0.1",
+        "127.0.0.2",
+        "127.0.0.3",
+        "127.0.0.4",
+        "127.0.0.5",
+    ];
+    let port = common::free_ports(&hosts, 1);
+    let root = tempfile::tempdir().unwrap();
+    let addrs: Vec<SocketAddr> = hosts
+        .iter()
+        .map(|h| format!("{h}:{port}").parse().unwrap())
+        .collect();
+    let mut agents: Vec<common::Agent> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| {
+            let join = if i == 0 { vec![] } else { vec![addrs[0]] };
+            common::Agent::new(root.path(), &format!("n{}", i + 1), a, &join)
+        })
+        .collect();
+    let start = Instant::now();
+    for a in agents.iter_mut() {
+        a.start();
+    }
+    let boot = common::wait_for(Duration::from_secs(30), || common::all_ready(&agents, 5))
+        .expect("5 agents converge");
+    println!(
+        "real 5 agents: all 5 ready everywhere {:>5} ms after the first start ({:?} after the last)",
+        boot.as_millis(),
+        start.elapsed().saturating_sub(boot)
+    );
+
+    // Join: restart-free measurement of a fresh 5th member.
+    agents[4].kill9();
+    common::wait_for(Duration::from_secs(30), || {
+        (0..4).all(|i| agents[i].status_of("n5").as_deref() == Some("down"))
+    })
+    .expect("n5 down");
+    agents[4].start();
+    let join = common::wait_for(Duration::from_secs(30), || common::all_ready(&agents, 5))
+        .expect("rejoin");
+    println!(
+        "real 5 agents: restarted member ready everywhere {:>5} ms",
+        join.as_millis()
+    );
+
+    std::thread::sleep(Duration::from_secs(2));
+    let before: Vec<(u64, u64)> = agents.iter().map(|a| proc_stat(a.pid())).collect();
+    let idle = Duration::from_secs(10);
+    std::thread::sleep(idle);
+    let after: Vec<(u64, u64)> = agents.iter().map(|a| proc_stat(a.pid())).collect();
+    let hz = 100.0; // USER_HZ on Linux
+    for (i, (b, a)) in before.iter().zip(after.iter()).enumerate() {
+        let cpu = (a.1 - b.1) as f64 / hz / idle.as_secs_f64() * 100.0;
+        println!(
+            "real 5 agents: n{} idle RSS {:>6} KiB, CPU {:.2}% of one core",
+            i + 1,
+            a.0,
+            cpu
+        );
+    }
+
+    agents[2].kill9();
+    let crash = common::wait_for(Duration::from_secs(60), || {
+        [0, 1, 3, 4]
+            .iter()
+            .all(|&i| agents[i].status_of("n3").as_deref() == Some("down"))
+    })
+    .expect("crash detected");
+    println!(
+        "real 5 agents: kill -9 seen as down by all {:>5} ms",
+        crash.as_millis()
+    );
+    agents[3].sigterm();
+    let left = common::wait_for(Duration::from_secs(10), || {
+        [0, 1, 4]
+            .iter()
+            .all(|&i| agents[i].status_of("n4").as_deref() == Some("left"))
+    })
+    .expect("leave seen");
+    println!(
+        "real 5 agents: SIGTERM seen as left by all {:>5} ms",
+        left.as_millis()
+    );
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` passes nothing: run a quick version.
+    let full = std::env::args().any(|a| a == "--bench");
+    let sizes: Vec<usize> = std::env::var("SHOAL_BENCH_SIM_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| if full { vec![100, 1000] } else { vec![20] });
+    for n in sizes {
+        sim_figures(n, 1);
+    }
+    if full {
+        real_figures();
+    }
+}

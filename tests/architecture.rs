@@ -1,0 +1,44 @@
+//! Keeps the line between the pure core and the IO shell from eroding: the core and the simulator
+//! must not use tokio, quinn or bollard (design §8; foca's own structure).
+
+use std::path::Path;
+
+fn check_dir(dir: &Path, offenders: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            check_dir(&path, offenders);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let code = line.trim_start();
+                if code.starts_with("//") {
+                    continue;
+                }
+                let crate_use = ["tokio", "quinn", "bollard"].iter().any(|c| {
+                    code.contains(&format!("{c}::")) || code.contains(&format!("use {c}"))
+                });
+                let io_call = ["SystemTime::now", "Instant::now", "UdpSocket", "std::fs::"]
+                    .iter()
+                    .any(|call| code.contains(call));
+                if crate_use || io_call {
+                    offenders.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn pure_core_does_no_io() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut offenders = Vec::new();
+    for dir in ["core", "sim"] {
+        check_dir(&root.join(dir), &mut offenders);
+    }
+    assert!(
+        offenders.is_empty(),
+        "the pure core must not do IO or read clocks:\n{}",
+        offenders.join("\n")
+    );
+}
