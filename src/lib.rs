@@ -22,5 +22,6 @@
 pub mod agent;
 pub mod api;
 pub mod cli;
+pub mod compose;
 pub mod core;
 pub mod sim;

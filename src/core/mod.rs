@@ -3,6 +3,7 @@
 //! simulator can run a thousand nodes deterministically in one thread.
 
 pub mod codec;
+pub mod desired;
 pub mod identity;
 pub mod join;
 pub mod membership;

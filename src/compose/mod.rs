@@ -1,0 +1,1 @@
+//! Compose v3 stack files: parsing, interpolation and validation into service definitions.

@@ -1,0 +1,333 @@
+//! What an operator asks for, as plain values: the service spec that stack files and `service
+//! update` produce, and node settings. The CRDT layer (`super::state`) stores these field by field.
+//!
+//! Durations are integer milliseconds and CPU amounts integer milli-CPUs, so specs compare and hash
+//! exactly and every node derives the same version from the same spec.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// How many replicas a service runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// `replicas` copies spread over eligible nodes.
+    #[default]
+    Replicated,
+    /// One copy on every eligible node.
+    Global,
+}
+
+/// Transport protocol of a published port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP.
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// Where a published port listens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishMode {
+    /// On every node, balanced over all healthy replicas (the routing mesh).
+    #[default]
+    Ingress,
+    /// Only on nodes running a replica, straight to that replica.
+    Host,
+}
+
+/// A port of the service's containers, optionally published.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PortSpec {
+    /// Port inside the container.
+    pub target: u16,
+    /// Port on the nodes, if published.
+    pub published: Option<u16>,
+    /// TCP or UDP.
+    pub protocol: Protocol,
+    /// Ingress (every node) or host (replica's node only).
+    pub mode: PublishMode,
+}
+
+/// A container healthcheck. `test: None` keeps the image's own test (Swarm's behaviour when a
+/// stack file overrides only the timings).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub struct HealthcheckSpec {
+    /// `["CMD", ...]`, `["CMD-SHELL", "..."]`, or `None` for the image's test.
+    pub test: Option<Vec<String>>,
+    /// Time between checks.
+    pub interval_ms: Option<u64>,
+    /// Time one check may take.
+    pub timeout_ms: Option<u64>,
+    /// Consecutive failures before unhealthy.
+    pub retries: Option<u64>,
+    /// Grace period after start during which failures do not count.
+    pub start_period_ms: Option<u64>,
+    /// Turn off any healthcheck, including the image's.
+    pub disable: bool,
+}
+
+/// What a placement constraint looks at.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ConstraintKey {
+    /// `node.id`
+    NodeId,
+    /// `node.hostname` (the node's name)
+    NodeHostname,
+    /// `node.role` (every shoal node is a `manager` and a `worker`; kept for Swarm files)
+    NodeRole,
+    /// `node.labels.KEY` (operator labels from `node update --label-add`)
+    NodeLabel(String),
+    /// `engine.labels.KEY` (labels given to the agent with `--label`)
+    EngineLabel(String),
+    /// `node.platform.os`
+    PlatformOs,
+    /// `node.platform.arch`
+    PlatformArch,
+}
+
+/// `==` or `!=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ConstraintOp {
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+}
+
+/// One placement constraint, e.g. `node.labels.zone == a`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Constraint {
+    /// What is compared.
+    pub key: ConstraintKey,
+    /// How.
+    pub op: ConstraintOp,
+    /// With what.
+    pub value: String,
+}
+
+/// Where replicas may go.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub struct PlacementSpec {
+    /// All must hold for a node to be eligible.
+    pub constraints: Vec<Constraint>,
+    /// `spread` preferences: the label names to spread over (`node.labels.zone` → `zone`).
+    pub spread: Vec<String>,
+    /// At most this many replicas of the service on one node.
+    pub max_replicas_per_node: Option<u64>,
+}
+
+/// What to do when an update's new replica fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureAction {
+    /// Stop the update where it is.
+    #[default]
+    Pause,
+    /// Carry on with the next batch.
+    Continue,
+    /// Go back to the previous spec.
+    Rollback,
+}
+
+/// Whether the new replica starts before the old one stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    /// Stop the old replica, then start the new (Swarm's default).
+    #[default]
+    StopFirst,
+    /// Start the new replica, stop the old once the new is healthy.
+    StartFirst,
+}
+
+/// `deploy.update_config` / `deploy.rollback_config`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UpdateConfig {
+    /// Replicas updated at once; 0 means all at once.
+    pub parallelism: u64,
+    /// Pause between batches.
+    pub delay_ms: u64,
+    /// What to do when a new replica fails.
+    pub failure_action: FailureAction,
+    /// How long a new replica is watched for failure.
+    pub monitor_ms: u64,
+    /// Fraction of failures tolerated, in thousandths (0.1 → 100).
+    pub max_failure_ratio_milli: u64,
+    /// Start-first or stop-first.
+    pub order: UpdateOrder,
+}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        // Swarm's defaults.
+        UpdateConfig {
+            parallelism: 1,
+            delay_ms: 0,
+            failure_action: FailureAction::Pause,
+            monitor_ms: 5_000,
+            max_failure_ratio_milli: 0,
+            order: UpdateOrder::StopFirst,
+        }
+    }
+}
+
+/// When a replica's container that exited is replaced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartCondition {
+    /// Never.
+    None,
+    /// Only after a non-zero exit.
+    OnFailure,
+    /// Always (Swarm's default).
+    #[default]
+    Any,
+}
+
+/// `deploy.restart_policy`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    /// When to replace an exited container.
+    pub condition: RestartCondition,
+    /// Wait before replacing.
+    pub delay_ms: u64,
+    /// Give up after this many attempts within `window_ms` (None: never give up).
+    pub max_attempts: Option<u64>,
+    /// Window over which attempts are counted (0: the whole life of the slot).
+    pub window_ms: u64,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            condition: RestartCondition::Any,
+            delay_ms: 5_000,
+            max_attempts: None,
+            window_ms: 0,
+        }
+    }
+}
+
+/// CPU and memory amounts.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub struct ResourceAmounts {
+    /// CPUs in thousandths (`0.5` → 500).
+    pub cpus_milli: Option<u64>,
+    /// Memory in bytes.
+    pub memory_bytes: Option<u64>,
+}
+
+/// `deploy.resources`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub struct Resources {
+    /// Hard caps on each container.
+    pub limits: ResourceAmounts,
+    /// What placement must find free on a node.
+    pub reservations: ResourceAmounts,
+}
+
+/// A volume or bind mount.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MountSpec {
+    /// Named volume, host path (bind), or empty for an anonymous volume / tmpfs.
+    pub source: String,
+    /// Path inside the container.
+    pub target: String,
+    /// `volume`, `bind` or `tmpfs`.
+    pub kind: MountKind,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+/// Kind of a mount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    /// A named or anonymous Docker volume.
+    Volume,
+    /// A host path.
+    Bind,
+    /// A tmpfs.
+    Tmpfs,
+}
+
+/// Everything about a service except its name, stack and replica count, which the CRDT keeps in
+/// registers of their own (so `service scale` never races a concurrent `service update`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub struct ServiceSpec {
+    /// Image reference; it must already be on the nodes (no registry).
+    pub image: String,
+    /// Overrides the image's CMD.
+    pub command: Option<Vec<String>>,
+    /// Overrides the image's ENTRYPOINT.
+    pub entrypoint: Option<Vec<String>>,
+    /// Environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Container labels (`services.*.labels`).
+    pub container_labels: BTreeMap<String, String>,
+    /// Service labels (`deploy.labels`): ingress options such as sticky sessions live here.
+    pub labels: BTreeMap<String, String>,
+    /// Replicated or global.
+    pub mode: Mode,
+    /// Container ports, published or not.
+    pub ports: Vec<PortSpec>,
+    /// Healthcheck override (None: the image's own).
+    pub healthcheck: Option<HealthcheckSpec>,
+    /// Placement rules.
+    pub placement: PlacementSpec,
+    /// Rolling update settings.
+    pub update_config: UpdateConfig,
+    /// Rollback settings.
+    pub rollback_config: UpdateConfig,
+    /// Restart policy.
+    pub restart_policy: RestartPolicy,
+    /// CPU and memory.
+    pub resources: Resources,
+    /// Networks the service attaches to (stack-scoped names).
+    pub networks: Vec<String>,
+    /// Volumes and binds.
+    pub mounts: Vec<MountSpec>,
+}
+
+/// A service as a stack file or `service create` describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceDef {
+    /// Full name, `STACK_SERVICE` for stack services.
+    pub name: String,
+    /// The stack it belongs to.
+    pub stack: String,
+    /// Desired replicas (ignored for global services).
+    pub replicas: u64,
+    /// The rest.
+    pub spec: ServiceSpec,
+}
+
+/// Operator setting of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Availability {
+    /// Runs replicas.
+    #[default]
+    Active,
+    /// Keeps what it runs, gets no new replicas.
+    Pause,
+    /// Hands everything off and runs nothing.
+    Drain,
+}
+
+impl Availability {
+    /// The lower-case word used by the CLI and JSON.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Availability::Active => "active",
+            Availability::Pause => "pause",
+            Availability::Drain => "drain",
+        }
+    }
+}
