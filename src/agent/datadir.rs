@@ -85,6 +85,11 @@ impl DataDir {
         socket_path(&self.root)
     }
 
+    /// Where the desired state is kept.
+    pub fn desired_path(&self) -> PathBuf {
+        self.root.join("desired.bin")
+    }
+
     /// Where TLS material lives.
     pub fn tls_dir(&self) -> PathBuf {
         self.root.join("tls")

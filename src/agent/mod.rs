@@ -5,7 +5,9 @@ pub mod datadir;
 pub mod framing;
 pub mod local_api;
 pub mod node;
+pub mod persist;
 pub mod quic;
+mod requests;
 pub mod tls;
 
 use std::{
@@ -240,6 +242,17 @@ pub async fn run(
         let quic_task =
             tokio::spawn(quic::serve(endpoint.clone(), commands_tx.clone()).in_current_span());
 
+        let replica = requests::load_replica(&data.desired_path(), state.id).map_err(|e| {
+            AgentError::DataDir {
+                path: config.data_dir.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            }
+        })?;
+        info!(
+            services = replica.state().services().len(),
+            "desired state loaded"
+        );
+        let persister = persist::Persister::start(data.desired_path());
         let membership = Membership::new(
             identity,
             config.settings.clone(),
@@ -255,6 +268,9 @@ pub async fn run(
             state,
             commands_tx,
             sync_period: config.settings.sync_period,
+            replica,
+            persister,
+            desired_dirty: false,
         };
         let result = node.run(packets_rx, commands_rx, join, shutdown).await;
         receiver.abort();

@@ -16,16 +16,21 @@ use tokio::{
 };
 use tracing::{debug, info, warn, Instrument};
 
+use super::persist::Persister;
 use super::{
     datadir::{DataDir, NodeState},
     quic,
     tls::{NodeCert, TrustedSet},
 };
 use crate::{
-    api::{NodeInfo, PeerRequest, PeerResponse, Request, Response},
+    api::{PeerRequest, PeerResponse, Request, Response},
     core::{
+        desired::state::DesiredState,
+        identity::NodeIdentity,
         join::{JoinPlan, JoinStep},
         membership::{Effects, MemberEvent, Membership, NodeStatus, Timer},
+        replica::Replica,
+        wire,
     },
 };
 
@@ -45,8 +50,17 @@ pub enum Command {
         /// Where the answer goes.
         reply: oneshot::Sender<PeerResponse>,
     },
-    /// A peer's membership state, fetched by an anti-entropy round we started.
-    MergeMembers(Vec<foca::Member<crate::core::identity::NodeIdentity>>),
+    /// A peer's answer to an anti-entropy round we started.
+    SyncAnswer {
+        /// The peer, to send our desired state to if it lacks some.
+        peer: NodeIdentity,
+        /// Its membership.
+        members: Vec<foca::Member<NodeIdentity>>,
+        /// Digest of its desired state.
+        desired_digest: [u8; 32],
+        /// Its desired state, when our digests differed.
+        desired: Option<Box<DesiredState>>,
+    },
 }
 
 /// Why the node loop stopped on its own.
@@ -73,9 +87,13 @@ pub struct Node {
     pub(super) state: NodeState,
     pub(super) commands_tx: mpsc::Sender<Command>,
     pub(super) sync_period: Duration,
+    pub(super) replica: Replica,
+    pub(super) persister: Persister,
+    /// Remote merges changed the desired state since it was last written.
+    pub(super) desired_dirty: bool,
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -146,7 +164,14 @@ impl Node {
                     }
                 }
                 _ = sync_tick.tick() => self.start_sync(),
-                _ = persist_tick.tick(), if peers_dirty => {
+                _ = persist_tick.tick(), if peers_dirty || self.desired_dirty => {
+                    if self.desired_dirty {
+                        self.desired_dirty = false;
+                        match wire::encode(self.replica.state()) {
+                            Ok(bytes) => self.persister.write_later(bytes),
+                            Err(e) => warn!(error = %e, "cannot encode the desired state"),
+                        }
+                    }
                     peers_dirty = false;
                     let data = self.data.clone();
                     let peers = self.membership.known_addrs();
@@ -189,7 +214,14 @@ impl Node {
             packets,
             timers: new_timers,
             events,
+            broadcasts,
         } = effects;
+        for payload in broadcasts {
+            match self.replica.receive_gossip(&payload, now_ms()) {
+                Ok(changed) => self.desired_dirty |= changed,
+                Err(e) => debug!(error = %e, "dropped gossip item"),
+            }
+        }
         for (addr, data) in packets {
             if let Err(e) = self.socket.send_to(&data, addr).await {
                 debug!(peer = %addr, error = %e, "send failed");
@@ -246,39 +278,97 @@ impl Node {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Api { request, reply } => {
-                let _ = reply.send(self.answer(request));
-            }
+            Command::Api { request, reply } => self.handle_api(request, reply),
             Command::Peer { request, reply } => {
                 let response = match request {
-                    PeerRequest::SyncMembers(members) => {
+                    PeerRequest::Sync {
+                        members,
+                        desired_digest,
+                    } => {
                         let ours = self.membership.state();
                         if let Err(e) = self.membership.apply_state(members, now_ms()) {
                             debug!(error = %e, "peer's membership state partly rejected");
                         }
-                        PeerResponse::Members(ours)
+                        let digest = self.replica.digest();
+                        PeerResponse::Sync {
+                            members: ours,
+                            desired_digest: digest,
+                            desired: (digest != desired_digest)
+                                .then(|| Box::new(self.replica.state().clone())),
+                        }
+                    }
+                    PeerRequest::Desired(state) => {
+                        self.desired_dirty |= self.replica.merge(*state, now_ms());
+                        PeerResponse::Ack
                     }
                 };
                 let _ = reply.send(response);
             }
-            Command::MergeMembers(members) => {
+            Command::SyncAnswer {
+                peer,
+                members,
+                desired_digest,
+                desired,
+            } => {
                 if let Err(e) = self.membership.apply_state(members, now_ms()) {
                     debug!(error = %e, "peer's membership state partly rejected");
+                }
+                if let Some(state) = desired {
+                    self.desired_dirty |= self.replica.merge(*state, now_ms());
+                }
+                if self.replica.digest() != desired_digest {
+                    // The peer lacks something we have: send it our whole state.
+                    let state = Box::new(self.replica.state().clone());
+                    self.push(vec![peer], PeerRequest::Desired(state));
                 }
             }
         }
     }
 
-    fn answer(&self, request: Request) -> Response {
-        match request {
-            Request::NodeList => Response::Nodes(
-                self.membership
-                    .nodes()
-                    .iter()
-                    .map(NodeInfo::from_view)
-                    .collect(),
-            ),
-        }
+    /// Sends `request` to each of `peers` in the background; the receiver yields how many
+    /// acknowledged it.
+    pub(super) fn push(
+        &self,
+        peers: Vec<NodeIdentity>,
+        request: PeerRequest,
+    ) -> oneshot::Receiver<usize> {
+        let (done, acked) = oneshot::channel();
+        let endpoint = self.endpoint.clone();
+        let cert = self.cert.clone();
+        tokio::spawn(
+            async move {
+                let mut calls = tokio::task::JoinSet::new();
+                for peer in peers {
+                    let request = request.clone();
+                    let endpoint = endpoint.clone();
+                    let cert = cert.clone();
+                    calls.spawn(async move {
+                        let meta = &peer.meta;
+                        let result =
+                            quic::call(&endpoint, &cert, meta.quic_addr, meta.cert_sha256, request)
+                                .await;
+                        match result {
+                            Ok(PeerResponse::Ack) => true,
+                            Ok(other) => {
+                                debug!(peer = %peer.id.short(), answer = ?other, "push refused");
+                                false
+                            }
+                            Err(e) => {
+                                debug!(peer = %peer.id.short(), error = %e, "push failed");
+                                false
+                            }
+                        }
+                    }.in_current_span());
+                }
+                let mut acks = 0;
+                while let Some(result) = calls.join_next().await {
+                    acks += usize::from(result.unwrap_or(false));
+                }
+                let _ = done.send(acks);
+            }
+            .in_current_span(),
+        );
+        acked
     }
 
     /// Starts one push-pull membership exchange with a random live peer, in the background.
@@ -289,28 +379,40 @@ impl Node {
         let endpoint = self.endpoint.clone();
         let cert = self.cert.clone();
         let commands = self.commands_tx.clone();
-        let ours = self.membership.state();
+        let request = PeerRequest::Sync {
+            members: self.membership.state(),
+            desired_digest: self.replica.digest(),
+        };
         let meta = peer.meta.clone();
+        let peer_id = peer.id.short();
         tokio::spawn(
             async move {
-                match quic::call(
-                    &endpoint,
-                    &cert,
-                    meta.quic_addr,
-                    meta.cert_sha256,
-                    PeerRequest::SyncMembers(ours),
-                )
-                .await
+                match quic::call(&endpoint, &cert, meta.quic_addr, meta.cert_sha256, request).await
                 {
-                    Ok(PeerResponse::Members(theirs)) => {
-                        debug!(members = theirs.len(), "membership synced");
-                        let _ = commands.send(Command::MergeMembers(theirs)).await;
+                    Ok(PeerResponse::Sync {
+                        members,
+                        desired_digest,
+                        desired,
+                    }) => {
+                        debug!(
+                            members = members.len(),
+                            desired_differs = desired.is_some(),
+                            "synced"
+                        );
+                        let answer = Command::SyncAnswer {
+                            peer,
+                            members,
+                            desired_digest,
+                            desired,
+                        };
+                        let _ = commands.send(answer).await;
                     }
+                    Ok(PeerResponse::Ack) => debug!("peer answered sync with a bare ack"),
                     Ok(PeerResponse::Error(e)) => debug!(error = %e, "peer refused sync"),
                     Err(e) => debug!(error = %e, "sync failed"),
                 }
             }
-            .instrument(tracing::debug_span!("sync", peer = %peer.id.short())),
+            .instrument(tracing::debug_span!("sync", peer = %peer_id)),
         );
     }
 }

@@ -23,18 +23,11 @@ pub struct AgentArgs {
     #[arg(long)]
     name: Option<String>,
     /// Engine label KEY=VALUE for placement constraints; repeatable.
-    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = super::parse_key_value)]
     labels: Vec<(String, String)>,
     /// Seconds to keep trying the --join seeds before giving up.
     #[arg(long, default_value_t = 10)]
     join_timeout: u64,
-}
-
-fn parse_label(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("label {s:?} is not KEY=VALUE")),
-    }
 }
 
 /// Runs the agent with `args`.

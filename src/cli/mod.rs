@@ -4,6 +4,8 @@
 pub mod agent;
 pub mod client;
 pub mod node;
+pub mod service;
+pub mod stack;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -27,6 +29,12 @@ enum Command {
     /// Manage nodes.
     #[command(subcommand)]
     Node(node::NodeCommand),
+    /// Manage stacks (compose files deployed as a unit).
+    #[command(subcommand)]
+    Stack(stack::StackCommand),
+    /// Manage services.
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
 }
 
 /// How list and inspect verbs print.
@@ -38,6 +46,38 @@ pub enum Format {
     Json,
 }
 
+/// Parses `KEY=VALUE` flags.
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+/// Prints what a change did, and says so on stderr when it could not reach any peer yet.
+pub fn print_receipt(response: crate::api::Response) -> anyhow::Result<()> {
+    let crate::api::Response::Changed(receipt) = response else {
+        anyhow::bail!("unexpected answer from the agent: {response:?}");
+    };
+    for action in &receipt.actions {
+        println!("{action}");
+    }
+    if !receipt.changed {
+        eprintln!("nothing changed");
+    } else if receipt.peers_live == 0 {
+        eprintln!(
+            "note: no other live node; the change is durable here and spreads when peers join"
+        );
+    } else if receipt.peers_acked == 0 {
+        eprintln!(
+            "warning: none of {} live peers acknowledged yet; the change is durable here and \
+             spreads by gossip and anti-entropy",
+            receipt.peers_live
+        );
+    }
+    Ok(())
+}
+
 /// Entry point of the `shoal` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -47,6 +87,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Agent(args) => agent::run(&data_dir, args),
         Command::Node(command) => node::run(&data_dir, command),
+        Command::Stack(command) => stack::run(&data_dir, command),
+        Command::Service(command) => service::run(&data_dir, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,7 +7,10 @@ use clap::Subcommand;
 use comfy_table::{presets::NOTHING, Table};
 
 use super::{client, Format};
-use crate::api::{NodeInfo, Request, Response};
+use crate::{
+    api::{find_node, NodeInfo, Request, Response},
+    core::desired::spec::Availability,
+};
 
 /// `shoal node` verbs.
 #[derive(Debug, Subcommand)]
@@ -19,6 +22,20 @@ pub enum NodeCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Change a node's availability or labels.
+    Update {
+        /// Node id, unique id prefix, or name.
+        node: String,
+        /// `active` runs replicas, `pause` takes no new ones, `drain` hands all of them off.
+        #[arg(long, value_enum)]
+        availability: Option<AvailabilityArg>,
+        /// Set a node label KEY=VALUE (for `node.labels.KEY` constraints); repeatable.
+        #[arg(long = "label-add", value_name = "KEY=VALUE", value_parser = super::parse_key_value)]
+        label_add: Vec<(String, String)>,
+        /// Remove a node label; repeatable.
+        #[arg(long = "label-rm", value_name = "KEY")]
+        label_rm: Vec<String>,
+    },
     /// Show one node in detail.
     Inspect {
         /// Node id, unique id prefix, or name.
@@ -29,26 +46,71 @@ pub enum NodeCommand {
     },
 }
 
+/// `--availability` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum AvailabilityArg {
+    /// Runs replicas.
+    Active,
+    /// Keeps its replicas, gets no new ones.
+    Pause,
+    /// Hands every replica off.
+    Drain,
+}
+
+impl From<AvailabilityArg> for Availability {
+    fn from(a: AvailabilityArg) -> Self {
+        match a {
+            AvailabilityArg::Active => Availability::Active,
+            AvailabilityArg::Pause => Availability::Pause,
+            AvailabilityArg::Drain => Availability::Drain,
+        }
+    }
+}
+
 /// Runs a `node` verb against the agent of `data_dir`.
 pub fn run(data_dir: &Path, command: NodeCommand) -> anyhow::Result<()> {
-    let nodes = match client::call(data_dir, Request::NodeList)? {
-        Response::Nodes(nodes) => nodes,
-        other => bail!("unexpected answer from the agent: {other:?}"),
-    };
     match command {
-        NodeCommand::Ls { format } => match format {
-            Format::Json => println!("{}", serde_json::to_string_pretty(&nodes)?),
-            Format::Table => println!("{}", table(&nodes)),
-        },
+        NodeCommand::Ls { format } => {
+            let nodes = fetch(data_dir)?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&nodes)?),
+                Format::Table => println!("{}", table(&nodes)),
+            }
+        }
         NodeCommand::Inspect { node, format } => {
-            let found = find(&nodes, &node)?;
+            let nodes = fetch(data_dir)?;
+            let found = find_node(&nodes, &node).map_err(anyhow::Error::msg)?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(found)?),
                 Format::Table => print!("{}", pretty(found)),
             }
         }
+        NodeCommand::Update {
+            node,
+            availability,
+            label_add,
+            label_rm,
+        } => {
+            if availability.is_none() && label_add.is_empty() && label_rm.is_empty() {
+                bail!("nothing to update: give --availability, --label-add or --label-rm");
+            }
+            let request = Request::NodeUpdate {
+                node,
+                availability: availability.map(Into::into),
+                label_add,
+                label_rm,
+            };
+            super::print_receipt(client::call(data_dir, request)?)?;
+        }
     }
     Ok(())
+}
+
+fn fetch(data_dir: &Path) -> anyhow::Result<Vec<NodeInfo>> {
+    match client::call(data_dir, Request::NodeList)? {
+        Response::Nodes(nodes) => Ok(nodes),
+        other => bail!("unexpected answer from the agent: {other:?}"),
+    }
 }
 
 fn labels(node: &NodeInfo) -> String {
@@ -70,7 +132,7 @@ fn table(nodes: &[NodeInfo]) -> Table {
             id,
             node.name.clone(),
             node.status.as_str().to_string(),
-            node.availability.clone(),
+            node.availability.as_str().to_string(),
             node.addr.to_string(),
             labels(node),
         ]);
@@ -86,7 +148,7 @@ fn pretty(node: &NodeInfo) -> String {
         node.id,
         node.name,
         node.status.as_str(),
-        node.availability,
+        node.availability.as_str(),
         node.addr,
         node.quic_addr,
         labels(node),
@@ -95,29 +157,4 @@ fn pretty(node: &NodeInfo) -> String {
         node.agent_version,
         node.generation,
     )
-}
-
-/// Finds a node by full id, unique id prefix, or name.
-pub fn find<'a>(nodes: &'a [NodeInfo], query: &str) -> anyhow::Result<&'a NodeInfo> {
-    if let Some(node) = nodes.iter().find(|n| n.id == query) {
-        return Ok(node);
-    }
-    let by_name: Vec<_> = nodes.iter().filter(|n| n.name == query).collect();
-    if let [node] = by_name[..] {
-        return Ok(node);
-    }
-    let by_prefix: Vec<_> = nodes.iter().filter(|n| n.id.starts_with(query)).collect();
-    match (by_name.len(), &by_prefix[..]) {
-        (0, [node]) if !query.is_empty() => Ok(node),
-        (0, []) => bail!("no such node: {query}"),
-        _ => bail!(
-            "node {query:?} is ambiguous; it matches {}",
-            by_name
-                .iter()
-                .chain(by_prefix.iter())
-                .map(|n| format!("{} ({})", &n.id[..12], n.name))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
 }

@@ -1,1 +1,453 @@
 //! Compose v3 stack files: parsing, interpolation and validation into service definitions.
+//!
+//! [`parse_stack`] takes the text of one or more files (like `docker stack deploy -c a.yml -c
+//! b.yml`) and the environment to interpolate from, and returns [`ServiceDef`]s plus warnings. It
+//! does no IO: the caller reads the files and passes its environment.
+//!
+//! # Pipeline
+//!
+//! For each file, in order:
+//! 1. **Size check** before anything else: over [`MAX_FILE_BYTES`] is refused unparsed.
+//! 2. **Parse** into a YAML tree with a node budget, so alias bombs fail in milliseconds
+//!    (`load.rs`); nesting depth is capped at 128 by yaml_serde.
+//! 3. **Merge keys** (`<<: *defaults`) are applied; anchors are typically declared under `x-*`.
+//! 4. **Top level** is checked: `version`, `services`, `networks`, `volumes`, `configs`,
+//!    `secrets` and `x-*` are allowed (`x-*` is dropped silently), anything else is an error.
+//! 5. **Interpolation** of `$VAR` forms in every string value (`interpolate.rs`).
+//! 6. **List forms** of `environment`, `labels`, `deploy.labels` and `networks` become mappings.
+//!
+//! Then the files are merged: later files override keys of earlier ones, mappings merge key by
+//! key (so one variable or label can be overridden), and everything else, **including lists such
+//! as `ports`, `volumes`, `command` and `placement.constraints`, is replaced whole** (docker merges
+//! ports and volumes by target; shoal keeps the simpler rule). The merged tree is deserialized
+//! into `model.rs` (with `serde_path_to_error` for the key path of type errors and
+//! `serde_ignored` for keys shoal does not act on, which become one warning each) and converted
+//! (`convert.rs`, `deploy.rs`, `mounts.rs`).
+//!
+//! # Why interpolation happens after parsing
+//!
+//! Docker compose substitutes variables in parsed values too. Doing it on the text line by line
+//! would keep line numbers but shift columns, and, worse, a value such as `a: b` or `#x` would
+//! change the YAML structure. On values, every position in the original text stays exact. The
+//! price: `replicas: ${N}` arrives as the string `"3"`, so numeric and boolean fields accept
+//! numeric strings (`replicas: "3"` is accepted too).
+//!
+//! # Error positions
+//!
+//! The merged tree has no positions, so a failure carries a key path and the path is looked up
+//! again in the original text (`locate.rs`); values that came through a `<<` merge point at the
+//! anchor. When a path is in several files, the last file that has it is named (its value won).
+//!
+//! # Names
+//!
+//! Services become `STACK_SERVICE`. As in Swarm, networks and named volumes are stack-scoped:
+//! `front` in stack `app` is `app_front`, unless declared `external: true` (used as is) or given a
+//! `name:`. A service that lists no network gets an empty `networks` (Swarm would attach it to
+//! `STACK_default`); one that lists `default` gets `STACK_default`. Relative bind sources
+//! (`./data`) are passed on unchanged.
+
+mod constraint;
+mod convert;
+mod deploy;
+mod error;
+mod interpolate;
+mod load;
+mod locate;
+mod model;
+mod mounts;
+mod ports;
+mod units;
+mod words;
+
+use std::collections::BTreeMap;
+
+use yaml_serde::Value;
+
+pub use self::error::{ComposeError, Location};
+use self::error::{Failure, KeyPath, Segment};
+use self::interpolate::Interpolator;
+use self::load::key_text;
+use self::model::{External, RawDeclaration, RawStack};
+pub use crate::core::desired::spec::ServiceDef;
+
+/// Largest stack file accepted, checked before parsing.
+pub const MAX_FILE_BYTES: usize = 4 << 20;
+
+/// Most text variable substitution may produce across all files.
+const MAX_INTERPOLATED_BYTES: usize = 64 << 20;
+
+/// Top-level keys besides `x-*`.
+const TOP_LEVEL: [&str; 6] = [
+    "version", "services", "networks", "volumes", "configs", "secrets",
+];
+
+/// Compose keys that are valid but that shoal does not act on; any other unknown key is reported
+/// as unknown (likely a typo) instead.
+const KNOWN_UNSUPPORTED: &[&str] = &[
+    "build",
+    "cap_add",
+    "cap_drop",
+    "cgroup_parent",
+    "cgroupns_mode",
+    "configs",
+    "container_name",
+    "cpu_count",
+    "cpu_percent",
+    "cpu_shares",
+    "cpu_period",
+    "cpu_quota",
+    "cpus",
+    "cpuset",
+    "credential_spec",
+    "depends_on",
+    "devices",
+    "device_cgroup_rules",
+    "dns",
+    "dns_opt",
+    "dns_search",
+    "domainname",
+    "env_file",
+    "expose",
+    "external_links",
+    "extra_hosts",
+    "group_add",
+    "hostname",
+    "init",
+    "ipc",
+    "isolation",
+    "links",
+    "logging",
+    "mac_address",
+    "mem_limit",
+    "mem_reservation",
+    "mem_swappiness",
+    "memswap_limit",
+    "network_mode",
+    "oom_kill_disable",
+    "oom_score_adj",
+    "pid",
+    "pids_limit",
+    "platform",
+    "privileged",
+    "profiles",
+    "pull_policy",
+    "read_only",
+    "restart",
+    "runtime",
+    "scale",
+    "secrets",
+    "security_opt",
+    "shm_size",
+    "stdin_open",
+    "stop_grace_period",
+    "stop_signal",
+    "storage_opt",
+    "sysctls",
+    "tmpfs",
+    "tty",
+    "ulimits",
+    "user",
+    "userns_mode",
+    "volumes_from",
+    "working_dir",
+    "endpoint_mode",
+    "pids",
+    "generic_resources",
+    "start_interval",
+    "aliases",
+    "ipv4_address",
+    "ipv6_address",
+    "driver",
+    "driver_opts",
+    "attachable",
+    "ipam",
+    "internal",
+    "enable_ipv6",
+    "labels",
+    "name",
+    "app_protocol",
+    "bind",
+    "volume",
+    "consistency",
+    "priority",
+    "link_local_ips",
+];
+
+/// A parsed stack: its services, what it declares, and what was ignored along the way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StackFile {
+    /// The services, in the order of the (first) file that declares them.
+    pub services: Vec<ServiceDef>,
+    /// Top-level `networks`, in file order.
+    pub networks: Vec<Declared>,
+    /// Top-level `volumes`, in file order.
+    pub volumes: Vec<Declared>,
+    /// Human-readable warnings, each naming a key path: ignored keys (one per key), unset
+    /// variables (one per variable), environment entries dropped for lack of a value...
+    pub warnings: Vec<String>,
+}
+
+/// A network or volume declared at the top level of a stack file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Declared {
+    /// The key in the file (`front`).
+    pub key: String,
+    /// The real name: `STACK_KEY`, or the `name:` given, or the key itself when external.
+    pub name: String,
+    /// Declared `external: true`: it must exist already; the stack does not own it.
+    pub external: bool,
+}
+
+/// Parses, interpolates, merges and validates stack files into service definitions.
+///
+/// `files` are `(name for messages, text)` pairs merged in order, later files overriding
+/// earlier ones (see the module docs for how). `env` is the environment for `$VAR`
+/// interpolation and for `environment` entries that name a variable without a value.
+///
+/// # Errors
+///
+/// Any problem in any file, as a [`ComposeError`] naming the file, line, column and key path.
+/// Never panics, whatever the input.
+pub fn parse_stack(
+    stack_name: &str,
+    files: &[(String, String)],
+    env: &BTreeMap<String, String>,
+) -> Result<StackFile, ComposeError> {
+    if let Err(reason) = convert::check_name(stack_name) {
+        return Err(ComposeError::StackName {
+            name: stack_name.to_string(),
+            reason,
+        });
+    }
+    if files.is_empty() {
+        return Err(ComposeError::NoFiles);
+    }
+    for (name, text) in files {
+        if text.len() > MAX_FILE_BYTES {
+            return Err(ComposeError::TooLarge {
+                file: name.clone(),
+                size: text.len(),
+                limit: MAX_FILE_BYTES,
+            });
+        }
+    }
+    let mut warnings = Vec::new();
+    let mut interpolator = Interpolator::new(env, MAX_INTERPOLATED_BYTES);
+    let mut merged: Option<Value> = None;
+    for (i, (name, text)) in files.iter().enumerate() {
+        let doc = load::parse(text).map_err(|e| syntax_error(name, &e))?;
+        let doc = prepare(doc, &mut interpolator, &mut warnings)
+            .map_err(|f| located(files, Failure { file: Some(i), ..f }))?;
+        match &mut merged {
+            None => merged = Some(doc),
+            Some(base) => load::merge_into(base, doc),
+        }
+    }
+    let merged = merged.unwrap_or(Value::Null);
+    build(stack_name, merged, env, warnings).map_err(|f| located(files, f))
+}
+
+/// Steps 3 to 6 of the pipeline for one file.
+fn prepare(
+    mut doc: Value,
+    interpolator: &mut Interpolator<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Value, Failure> {
+    let root = KeyPath::root();
+    load::resolve_merges(&mut doc, &root)?;
+    let Value::Mapping(map) = &mut doc else {
+        return Err(Failure::at(
+            &root,
+            "the top level must be a mapping with a `services` key",
+        ));
+    };
+    for key in map.keys().map(key_text) {
+        if !key.starts_with("x-") && !TOP_LEVEL.contains(&key.as_str()) {
+            return Err(Failure::at(
+                &root.key(&key),
+                "unknown top-level key (expected version, services, networks, volumes, \
+                 configs, secrets or x-*)",
+            ));
+        }
+    }
+    // Extensions are only templates for anchors, already expanded; substituting in them would
+    // only duplicate warnings.
+    map.retain(|k, _| !key_text(k).starts_with("x-"));
+    interpolator.document(&mut doc, &root, warnings)?;
+    load::normalize_lists(&mut doc);
+    Ok(doc)
+}
+
+/// Deserializes and converts the merged tree.
+fn build(
+    stack: &str,
+    merged: Value,
+    env: &BTreeMap<String, String>,
+    mut warnings: Vec<String>,
+) -> Result<StackFile, Failure> {
+    let mut ignored: Vec<KeyPath> = Vec::new();
+    let mut record = |p: serde_ignored::Path<'_>| ignored.push(ignored_path(&p));
+    let raw: RawStack =
+        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(merged, &mut record))
+            .map_err(|e| Failure {
+                path: KeyPath(
+                    e.path()
+                        .iter()
+                        .filter_map(|s| match s {
+                            serde_path_to_error::Segment::Seq { index } => {
+                                Some(Segment::Index(*index))
+                            }
+                            serde_path_to_error::Segment::Map { key } => {
+                                Some(Segment::Key(key.clone()))
+                            }
+                            _ => None,
+                        })
+                        .collect(),
+                ),
+                message: e.into_inner().to_string(),
+                file: None,
+            })?;
+    for path in ignored {
+        let key = path.last_key().unwrap_or_default();
+        if key.starts_with("x-") {
+            continue;
+        }
+        let why = if KNOWN_UNSUPPORTED.contains(&key) {
+            "not supported by shoal, ignored"
+        } else {
+            "unknown key, ignored"
+        };
+        let warning = format!("{path}: {why}");
+        if !warnings.contains(&warning) {
+            warnings.push(warning);
+        }
+    }
+
+    let root = KeyPath::root();
+    let networks = declarations(stack, &root.key("networks"), raw.networks)?;
+    let volumes = declarations(stack, &root.key("volumes"), raw.volumes)?;
+    let by_key = |d: &[Declared]| -> BTreeMap<String, Declared> {
+        d.iter().map(|d| (d.key.clone(), d.clone())).collect()
+    };
+    let (network_map, volume_map) = (by_key(&networks), by_key(&volumes));
+    let services_path = root.key("services");
+    let raw_services = raw.services.map(|e| e.0).unwrap_or_default();
+    if raw_services.is_empty() {
+        return Err(Failure::at(
+            &services_path,
+            "at least one service is required",
+        ));
+    }
+    let mut ctx = convert::Ctx::new(stack, env, &network_map, &volume_map, &mut warnings);
+    let mut services = Vec::with_capacity(raw_services.len());
+    for (name, service) in raw_services {
+        let path = services_path.key(&name);
+        services.push(convert::service(&mut ctx, &path, &name, service)?);
+    }
+    Ok(StackFile {
+        services,
+        networks,
+        volumes,
+        warnings,
+    })
+}
+
+/// Top-level networks or volumes with their real names.
+fn declarations(
+    stack: &str,
+    path: &KeyPath,
+    raw: Option<model::Entries<Option<RawDeclaration>>>,
+) -> Result<Vec<Declared>, Failure> {
+    let mut out = Vec::new();
+    for (key, decl) in raw.map(|e| e.0).unwrap_or_default() {
+        let at = path.key(&key);
+        convert::check_name(&key).map_err(|e| Failure::at(&at, format!("invalid name: {e}")))?;
+        let decl = decl.unwrap_or_default();
+        let (external, legacy_name) = match decl.external {
+            Some(External::Flag(b)) => (b, None),
+            Some(External::Named(n)) => (true, n),
+            None => (false, None),
+        };
+        let name = match (legacy_name.or(decl.name), external) {
+            (Some(n), _) => n,
+            (None, true) => key.clone(),
+            (None, false) => format!("{stack}_{key}"),
+        };
+        out.push(Declared {
+            key,
+            name,
+            external,
+        });
+    }
+    Ok(out)
+}
+
+fn ignored_path(p: &serde_ignored::Path<'_>) -> KeyPath {
+    use serde_ignored::Path as P;
+    match p {
+        P::Root => KeyPath::root(),
+        P::Seq { parent, index } => ignored_path(parent).index(*index),
+        P::Map { parent, key } => ignored_path(parent).key(key),
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            ignored_path(parent)
+        }
+    }
+}
+
+/// A yaml_serde parse error with its position moved in front, as `file:line:col: message`.
+fn syntax_error(file: &str, e: &yaml_serde::Error) -> ComposeError {
+    let location = e.location();
+    let mut message = e.to_string();
+    if let Some(l) = &location {
+        let own = format!(" at line {} column {}", l.line(), l.column());
+        if let Some(pos) = message.find(&own) {
+            message.replace_range(pos..pos + own.len(), "");
+        }
+    }
+    ComposeError::Syntax {
+        at: Location {
+            file: file.to_string(),
+            line: location.as_ref().map(|l| l.line()),
+            column: location.as_ref().map(|l| l.column()),
+        },
+        message,
+    }
+}
+
+/// Ties a failure to a file and position: the full path if some file has it (the last such
+/// file, whose value won the merge), else the longest prefix that exists.
+fn located(files: &[(String, String)], f: Failure) -> ComposeError {
+    let candidates: Vec<usize> = match f.file {
+        Some(i) => vec![i],
+        None => (0..files.len()).rev().collect(),
+    };
+    let segments = &f.path.0;
+    for len in (0..=segments.len()).rev() {
+        for &i in &candidates {
+            if let Some((line, column)) = locate::locate(&files[i].1, &segments[..len]) {
+                return ComposeError::Invalid {
+                    at: Location {
+                        file: files[i].0.clone(),
+                        line: Some(line),
+                        column: Some(column),
+                    },
+                    path: f.path.to_string(),
+                    message: f.message,
+                };
+            }
+        }
+    }
+    let file = candidates
+        .first()
+        .and_then(|i| files.get(*i))
+        .map_or_else(String::new, |(name, _)| name.clone());
+    ComposeError::Invalid {
+        at: Location {
+            file,
+            line: None,
+            column: None,
+        },
+        path: f.path.to_string(),
+        message: f.message,
+    }
+}

@@ -12,11 +12,12 @@ use std::{
     time::Duration,
 };
 
-use foca::{AccumulatingRuntime, Foca, Member, NoCustomBroadcast, OwnedNotification, State};
+use foca::{AccumulatingRuntime, Foca, Member, OwnedNotification, State};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
 use super::{
+    broadcast::{Broadcasts, Inbox, MAX_BROADCAST_BYTES},
     codec::SwimCodec,
     identity::{NodeId, NodeIdentity},
     wire::{self, PacketKind, WireError},
@@ -91,6 +92,8 @@ pub struct Effects {
     pub timers: Vec<(Duration, Timer)>,
     /// What changed.
     pub events: Vec<MemberEvent>,
+    /// Payloads peers broadcast (see [`Membership::broadcast`]) that this node had not seen.
+    pub broadcasts: Vec<Vec<u8>>,
 }
 
 /// Why an input was rejected. Rejected inputs leave the membership unchanged.
@@ -197,7 +200,7 @@ struct Record {
 
 /// One node's view of the cluster.
 pub struct Membership<R: RngExt> {
-    foca: Foca<NodeIdentity, SwimCodec, R, NoCustomBroadcast>,
+    foca: Foca<NodeIdentity, SwimCodec, R, Broadcasts>,
     runtime: AccumulatingRuntime<NodeIdentity>,
     settings: Settings,
     bucket: usize,
@@ -206,6 +209,8 @@ pub struct Membership<R: RngExt> {
     records: BTreeMap<NodeId, Record>,
     /// Generations that said goodbye: their "down" is really "left".
     left: BTreeSet<(NodeId, u64)>,
+    /// New broadcast payloads from peers, filled by foca's handler.
+    inbox: Inbox,
     leaving: bool,
     effects: Effects,
 }
@@ -214,13 +219,21 @@ impl<R: RngExt> Membership<R> {
     /// A node that is not part of any cluster yet.
     pub fn new(identity: NodeIdentity, settings: Settings, rng: R) -> Self {
         let bucket = size_bucket(1);
-        let foca = Foca::new(identity, settings.foca_config(bucket), rng, SwimCodec);
+        let inbox = Inbox::default();
+        let foca = Foca::with_custom_broadcast(
+            identity,
+            settings.foca_config(bucket),
+            rng,
+            SwimCodec,
+            Broadcasts::new(inbox.clone()),
+        );
         Membership {
             foca,
             runtime: AccumulatingRuntime::new(),
             settings,
             bucket,
             records: BTreeMap::new(),
+            inbox,
             left: BTreeSet::new(),
             leaving: false,
             effects: Effects::default(),
@@ -351,6 +364,20 @@ impl<R: RngExt> Membership<R> {
         result.map_err(MembershipError::from)
     }
 
+    /// Spreads `payload` to every member by piggybacking it on SWIM messages. Returns false (and
+    /// sends nothing) when it is too large to ride along; the caller must use another channel.
+    pub fn broadcast(&mut self, payload: &[u8], now_ms: u64) -> bool {
+        if payload.is_empty() || payload.len() > MAX_BROADCAST_BYTES {
+            return false;
+        }
+        let queued = self.foca.add_broadcast(payload).is_ok();
+        // Start spreading now rather than at the next probe.
+        if queued && self.foca.gossip(&mut self.runtime).is_ok() {
+            self.collect(now_ms);
+        }
+        queued
+    }
+
     /// Takes what the caller must do now.
     pub fn take_effects(&mut self) -> Effects {
         std::mem::take(&mut self.effects)
@@ -436,6 +463,7 @@ impl<R: RngExt> Membership<R> {
         while let Some(notification) = self.runtime.to_notify() {
             self.on_notification(notification, now_ms);
         }
+        self.effects.broadcasts.extend(self.inbox.take());
         let bucket = size_bucket(self.foca.num_members() + 1);
         if bucket != self.bucket {
             // Only size-derived fields change, which foca always accepts.

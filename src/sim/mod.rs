@@ -14,10 +14,14 @@ use std::{
 
 use rand::{rngs::StdRng, RngExt, SeedableRng};
 
+mod replication;
+
 use crate::core::{
+    desired::state::DesiredState,
     identity::{NodeId, NodeIdentity, NodeMeta},
-    join::{JoinPlan, JoinStep},
+    join::JoinPlan,
     membership::{Effects, MemberEvent, Membership, NodeStatus, NodeView, Settings, Timer},
+    replica::Replica,
 };
 
 /// Knobs of one simulated run.
@@ -65,6 +69,11 @@ enum Event {
         node: usize,
         epoch: u64,
     },
+    /// A desired-state push over the simulated QUIC link.
+    Push {
+        to: usize,
+        state: Box<DesiredState>,
+    },
 }
 
 struct SimNode {
@@ -77,6 +86,8 @@ struct SimNode {
     known: Vec<SocketAddr>,
     membership: Option<Membership<StdRng>>,
     join: Option<JoinPlan>,
+    /// Desired state, kept across crashes as the data dir keeps it.
+    replica: Replica,
 }
 
 /// Counters a test or benchmark can report.
@@ -90,6 +101,8 @@ pub struct Report {
     pub packets_dropped: u64,
     /// Inputs a node rejected (malformed, stale); expected to stay small.
     pub rejected: u64,
+    /// Anti-entropy rounds that found two nodes' desired states different.
+    pub desired_repairs: u64,
 }
 
 /// The simulated cluster.
@@ -118,9 +131,11 @@ impl Sim {
         for i in 0..n {
             let addr = sim_addr(i);
             by_addr.insert(addr, i);
+            let id = NodeId(rng.random::<u128>() | 1);
             nodes.push(SimNode {
                 addr,
-                id: NodeId(rng.random::<u128>() | 1),
+                id,
+                replica: Replica::new(id, DesiredState::default(), 0),
                 generation: 0,
                 epoch: 0,
                 known: Vec::new(),
@@ -348,6 +363,16 @@ impl Sim {
 
     fn apply(&mut self, from: usize, effects: Effects) {
         let epoch = self.nodes[from].epoch;
+        for payload in &effects.broadcasts {
+            let now = self.now_ms;
+            if self.nodes[from]
+                .replica
+                .receive_gossip(payload, now)
+                .is_err()
+            {
+                self.report.rejected += 1;
+            }
+        }
         // Like the agent: a full exchange as soon as a node is connected.
         if effects.events.contains(&MemberEvent::Connected) {
             let node = from;
@@ -443,6 +468,13 @@ impl Sim {
                 self.join_step(node);
                 return;
             }
+            Event::Push { to, state } => {
+                if self.nodes[to].membership.is_some() {
+                    let now = self.now_ms;
+                    self.nodes[to].replica.merge(*state, now);
+                }
+                return;
+            }
         };
         if result.is_err() {
             self.report.rejected += 1;
@@ -453,70 +485,6 @@ impl Sim {
             .expect("handled above")
             .take_effects();
         self.apply(node, effects);
-    }
-}
-
-impl Sim {
-    fn join_step(&mut self, node: usize) {
-        let now = self.now_ms;
-        let n = &mut self.nodes[node];
-        let (Some(m), Some(plan)) = (n.membership.as_mut(), n.join.as_mut()) else {
-            return;
-        };
-        match plan.poll(now, m.is_connected()) {
-            JoinStep::Announce(targets, next) => {
-                for target in targets {
-                    if m.join(target, now).is_err() {
-                        self.report.rejected += 1;
-                    }
-                }
-                let effects = m.take_effects();
-                let epoch = n.epoch;
-                self.apply(node, effects);
-                self.schedule(now + next.as_millis() as u64, Event::Join { node, epoch });
-            }
-            JoinStep::Done | JoinStep::Failed { .. } => n.join = None,
-        }
-    }
-
-    /// One push-pull exchange between `node` and a random peer it believes alive, if the network
-    /// lets a round trip through (one loss draw each way; partitions block it).
-    fn sync(&mut self, node: usize) {
-        let now = self.now_ms;
-        let Some(peer) = self.nodes[node]
-            .membership
-            .as_mut()
-            .and_then(|m| m.sync_peer(&mut self.rng))
-        else {
-            return;
-        };
-        let Some(&other) = self.by_addr.get(&peer.addr) else {
-            return;
-        };
-        let lost = self.config.loss > 0.0
-            && (self.rng.random_bool(self.config.loss) || self.rng.random_bool(self.config.loss));
-        if lost || self.groups[node] != self.groups[other] || self.nodes[other].membership.is_none()
-        {
-            return;
-        }
-        let ours = self.nodes[node]
-            .membership
-            .as_ref()
-            .expect("checked")
-            .state();
-        let theirs = self.nodes[other]
-            .membership
-            .as_ref()
-            .expect("checked")
-            .state();
-        for (target, state) in [(other, ours), (node, theirs)] {
-            let m = self.nodes[target].membership.as_mut().expect("checked");
-            if m.apply_state(state, now).is_err() {
-                self.report.rejected += 1;
-            }
-            let effects = m.take_effects();
-            self.apply(target, effects);
-        }
     }
 }
 

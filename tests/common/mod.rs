@@ -137,6 +137,33 @@ impl Agent {
             .map(|n| n["status"].as_str().unwrap_or_default().to_string())
     }
 
+    /// Runs `shoal --data-dir DIR ARGS...` against this agent.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(args)
+            .output()
+            .expect("run shoal cli")
+    }
+
+    /// `service ls --format json`, or None if the agent does not answer.
+    pub fn services(&self) -> Option<Vec<Value>> {
+        let out = self.cli(&["service", "ls", "--format", "json"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Desired replicas of `service` as this agent sees it.
+    pub fn replicas_of(&self, service: &str) -> Option<u64> {
+        self.services()?
+            .into_iter()
+            .find(|s| s["name"] == service)
+            .and_then(|s| s["replicas"].as_u64())
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

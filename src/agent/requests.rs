@@ -1,0 +1,274 @@
+//! Answers to CLI requests: queries read the node's current view; changes are applied to the local
+//! replica, made durable, and pushed to peers before the CLI hears back.
+
+use rand::seq::IndexedRandom;
+use tokio::sync::oneshot;
+use tracing::{info, Instrument};
+
+use super::node::{now_ms, Node};
+use crate::{
+    api::{
+        find_node, port_text, ChangeReceipt, NodeInfo, PeerRequest, Request, Response,
+        ServiceDetail, ServiceInfo, StackInfo,
+    },
+    core::{
+        desired::{
+            spec::Mode,
+            state::{DesiredError, DesiredState, ServiceView},
+        },
+        identity::{NodeId, NodeIdentity},
+        membership::NodeStatus,
+        replica::{Replica, PUSH_FANOUT},
+        wire,
+    },
+};
+
+impl Node {
+    /// Answers one CLI request; changes answer asynchronously once durable and pushed.
+    pub(super) fn handle_api(&mut self, request: Request, reply: oneshot::Sender<Response>) {
+        let state = self.replica.state();
+        let answer = match request {
+            Request::NodeList => Response::Nodes(self.node_infos()),
+            Request::StackList => Response::Stacks(
+                state
+                    .stacks()
+                    .into_iter()
+                    .map(|s| StackInfo {
+                        name: s.name,
+                        services: s.services,
+                    })
+                    .collect(),
+            ),
+            Request::ServiceList => Response::Services(
+                state
+                    .services()
+                    .iter()
+                    .map(|s| self.service_info(s))
+                    .collect(),
+            ),
+            Request::ServiceInspect { name } => match state.service(&name) {
+                Some(view) => Response::Service(Box::new(ServiceDetail {
+                    info: self.service_info(&view),
+                    version: view.version.to_string(),
+                    force: view.force,
+                    spec: view.spec.clone(),
+                })),
+                None => Response::Error(DesiredError::UnknownService(name).to_string()),
+            },
+            Request::NodeUpdate {
+                node,
+                availability,
+                label_add,
+                label_rm,
+            } => {
+                let id = match self.resolve_node(&node) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        let _ = reply.send(Response::Error(e));
+                        return;
+                    }
+                };
+                let action = format!("Updated node {}", id.short());
+                return self.change(reply, vec![action], move |s, hlc| {
+                    s.update_node(id, availability, label_add, label_rm, hlc)
+                });
+            }
+            Request::StackDeploy { stack, services } => {
+                let before: Vec<ServiceView> = state
+                    .services()
+                    .into_iter()
+                    .filter(|s| s.stack == stack)
+                    .collect();
+                let mut actions = Vec::new();
+                for def in &services {
+                    match before.iter().find(|s| s.name == def.name) {
+                        Some(_) => actions.push(format!("Updating service {}", def.name)),
+                        None => actions.push(format!("Creating service {}", def.name)),
+                    }
+                }
+                for old in &before {
+                    if !services.iter().any(|d| d.name == old.name) {
+                        actions.push(format!("Removing service {}", old.name));
+                    }
+                }
+                return self.change(reply, actions, move |s, hlc| {
+                    s.deploy_stack(&stack, services, hlc)
+                });
+            }
+            Request::StackRemove { stack } => {
+                let actions = state
+                    .services()
+                    .into_iter()
+                    .filter(|s| s.stack == stack)
+                    .map(|s| format!("Removing service {}", s.name))
+                    .collect();
+                return self.change(reply, actions, move |s, hlc| s.remove_stack(&stack, hlc));
+            }
+            Request::ServiceUpdate { name, update } => {
+                let action = format!("Updated service {name}");
+                return self.change(reply, vec![action], move |s, hlc| {
+                    s.update_service(&name, update, hlc)
+                });
+            }
+            Request::ServiceScale { scales } => {
+                let actions = scales
+                    .iter()
+                    .map(|(name, n)| format!("{name} scaled to {n}"))
+                    .collect();
+                return self.change(reply, actions, move |s, hlc| {
+                    // All or nothing: validate every name on a scratch copy first.
+                    let mut scratch = s.clone();
+                    for (name, replicas) in &scales {
+                        scratch.scale(name, *replicas, hlc)?;
+                    }
+                    let mut delta = DesiredState::default();
+                    for (name, replicas) in scales {
+                        delta.merge_delta(s.scale(&name, replicas, hlc)?);
+                    }
+                    Ok(delta)
+                });
+            }
+            Request::ServiceRemove { names } => {
+                let actions = names
+                    .iter()
+                    .map(|n| format!("Removing service {n}"))
+                    .collect();
+                return self.change(reply, actions, move |s, hlc| {
+                    let mut scratch = s.clone();
+                    for name in &names {
+                        scratch.remove_service(name, hlc)?;
+                    }
+                    let mut delta = DesiredState::default();
+                    for name in names {
+                        delta.merge_delta(s.remove_service(&name, hlc)?);
+                    }
+                    Ok(delta)
+                });
+            }
+        };
+        let _ = reply.send(answer);
+    }
+
+    /// Applies a change, persists it, spreads it, and answers once it is durable and peers have
+    /// acknowledged (or could not be reached).
+    fn change(
+        &mut self,
+        reply: oneshot::Sender<Response>,
+        actions: Vec<String>,
+        op: impl FnOnce(
+            &mut DesiredState,
+            crate::core::desired::hlc::Hlc,
+        ) -> Result<DesiredState, DesiredError>,
+    ) {
+        let before = self.replica.digest();
+        let outgoing = match self.replica.change(now_ms(), op) {
+            Ok(outgoing) => outgoing,
+            Err(e) => {
+                let _ = reply.send(Response::Error(e.to_string()));
+                return;
+            }
+        };
+        let changed = self.replica.digest() != before;
+        let snapshot = match wire::encode(self.replica.state()) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let _ = reply.send(Response::Error(format!(
+                    "cannot encode the desired state: {e}"
+                )));
+                return;
+            }
+        };
+        let durable = self.persister.write(snapshot);
+        let live = self.live_peers();
+        let peers_live = live.len();
+        let targets: Vec<NodeIdentity> = live
+            .sample(&mut rand::rng(), PUSH_FANOUT)
+            .cloned()
+            .collect();
+        let acked = if changed {
+            if let Some(gossip) = &outgoing.gossip {
+                self.membership.broadcast(gossip, now_ms());
+            }
+            Some(self.push(targets, PeerRequest::Desired(Box::new(outgoing.delta))))
+        } else {
+            None
+        };
+        for action in &actions {
+            info!(action = %action, changed, "desired state change");
+        }
+        tokio::spawn(
+            async move {
+                let response = match durable.await {
+                    Ok(Ok(())) => {
+                        let peers_acked = match acked {
+                            Some(acked) => acked.await.unwrap_or(0),
+                            None => 0,
+                        };
+                        Response::Changed(ChangeReceipt {
+                            actions,
+                            changed,
+                            peers_acked,
+                            peers_live,
+                        })
+                    }
+                    Ok(Err(e)) => Response::Error(format!("change not durable: {e}")),
+                    Err(_) => Response::Error("agent is shutting down".into()),
+                };
+                let _ = reply.send(response);
+            }
+            .in_current_span(),
+        );
+    }
+
+    fn live_peers(&self) -> Vec<NodeIdentity> {
+        self.membership
+            .nodes()
+            .into_iter()
+            .filter(|v| !v.is_self && v.status == NodeStatus::Ready)
+            .map(|v| v.identity)
+            .collect()
+    }
+
+    pub(super) fn node_infos(&self) -> Vec<NodeInfo> {
+        let state = self.replica.state();
+        self.membership
+            .nodes()
+            .iter()
+            .map(|v| NodeInfo::from_view(v, &state.node_settings(v.identity.id)))
+            .collect()
+    }
+
+    fn service_info(&self, view: &ServiceView) -> ServiceInfo {
+        ServiceInfo {
+            name: view.name.clone(),
+            stack: view.stack.clone(),
+            mode: view.spec.mode,
+            replicas: match view.spec.mode {
+                Mode::Replicated => view.replicas,
+                Mode::Global => self.live_peers().len() as u64 + 1,
+            },
+            // Observed state arrives with replica claiming (P3).
+            running: 0,
+            image: view.spec.image.clone(),
+            ports: view.spec.ports.iter().map(port_text).collect(),
+        }
+    }
+
+    /// Finds a node by full id, unique id prefix, or name.
+    fn resolve_node(&self, query: &str) -> Result<NodeId, String> {
+        let nodes = self.node_infos();
+        find_node(&nodes, query).and_then(|n| n.id.parse::<NodeId>())
+    }
+}
+
+/// Loads the desired state from the data dir, or starts empty.
+pub(super) fn load_replica(path: &std::path::Path, node: NodeId) -> Result<Replica, String> {
+    let state = match std::fs::read(path) {
+        Ok(bytes) => {
+            wire::decode::<DesiredState>(&bytes).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => DesiredState::default(),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    Ok(Replica::new(node, state, now_ms()))
+}

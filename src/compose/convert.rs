@@ -1,0 +1,382 @@
+//! One raw service to a `ServiceDef`: names, image, command, environment, labels, ports,
+//! healthcheck and networks here; `deploy` in `deploy.rs`, volumes in `mounts.rs`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::core::desired::spec::{HealthcheckSpec, PortSpec, PublishMode, ServiceDef, ServiceSpec};
+
+use super::error::{Failure, KeyPath};
+use super::model::{
+    Lenient, ListOrEntries, RawHealthcheck, RawPort, RawPortLong, RawService, Scalar, StringOrList,
+};
+use super::{deploy, mounts, ports, units, words, Declared};
+
+/// Expanded ports allowed in one stack: `1-65535` twice is legitimate, a file full of such ranges
+/// is not.
+const MAX_PORTS: usize = 200_000;
+
+/// What every service conversion needs besides its own section.
+pub(crate) struct Ctx<'a> {
+    /// Stack name, the prefix of service, network and volume names.
+    pub(crate) stack: &'a str,
+    /// For `environment` entries without a value.
+    pub(crate) env: &'a BTreeMap<String, String>,
+    /// Top-level networks by key.
+    pub(crate) networks: &'a BTreeMap<String, Declared>,
+    /// Top-level volumes by key.
+    pub(crate) volumes: &'a BTreeMap<String, Declared>,
+    /// Where warnings go.
+    pub(crate) warnings: &'a mut Vec<String>,
+    /// Ports that may still be expanded from ranges.
+    pub(crate) ports_left: usize,
+}
+
+impl<'a> Ctx<'a> {
+    /// A context with the full port allowance.
+    pub(crate) fn new(
+        stack: &'a str,
+        env: &'a BTreeMap<String, String>,
+        networks: &'a BTreeMap<String, Declared>,
+        volumes: &'a BTreeMap<String, Declared>,
+        warnings: &'a mut Vec<String>,
+    ) -> Self {
+        Ctx {
+            stack,
+            env,
+            networks,
+            volumes,
+            warnings,
+            ports_left: MAX_PORTS,
+        }
+    }
+}
+
+/// Checks a stack, service, network or volume name: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
+    let mut bytes = name.bytes();
+    match bytes.next() {
+        None => Err("must not be empty".to_string()),
+        Some(b) if !b.is_ascii_alphanumeric() => {
+            Err("must start with a letter or digit".to_string())
+        }
+        _ if bytes.any(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))) => {
+            Err("may only contain letters, digits, '_', '.' and '-'".to_string())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Converts `services.NAME` (at `path`).
+pub(crate) fn service(
+    ctx: &mut Ctx<'_>,
+    path: &KeyPath,
+    name: &str,
+    raw: RawService,
+) -> Result<ServiceDef, Failure> {
+    check_name(name).map_err(|e| Failure::at(path, format!("invalid service name: {e}")))?;
+    let full = format!("{}_{name}", ctx.stack);
+    // Service names become DNS labels on the nodes.
+    if full.len() > 63 {
+        return Err(Failure::at(
+            path,
+            format!("service name {full:?} is longer than 63 characters"),
+        ));
+    }
+    let image = match raw.image.as_deref().map(str::trim) {
+        Some(image) if !image.is_empty() && !image.contains(char::is_whitespace) => image,
+        Some(image) if !image.is_empty() => {
+            return Err(Failure::at(
+                &path.key("image"),
+                format!("invalid image reference {image:?}"),
+            ))
+        }
+        _ => {
+            return Err(Failure::at(
+                &path.key("image"),
+                "missing: every service needs an image (shoal does not build images)",
+            ))
+        }
+    };
+    let mut spec = ServiceSpec {
+        image: image.to_string(),
+        ..ServiceSpec::default()
+    };
+    spec.command = words_of(raw.command, &path.key("command"))?;
+    spec.entrypoint = words_of(raw.entrypoint, &path.key("entrypoint"))?;
+    if let Some(env) = raw.environment {
+        spec.env = environment(ctx, &path.key("environment"), env)?;
+    }
+    if let Some(labels) = raw.labels {
+        spec.container_labels = labels_of(&path.key("labels"), labels)?;
+    }
+    if let Some(list) = raw.ports {
+        spec.ports = ports_of(ctx, &path.key("ports"), list)?;
+    }
+    if let Some(h) = raw.healthcheck {
+        spec.healthcheck = Some(healthcheck(&path.key("healthcheck"), h)?);
+    }
+    if let Some(nets) = raw.networks {
+        spec.networks = networks(ctx, &path.key("networks"), nets)?;
+    }
+    if let Some(list) = raw.volumes {
+        let vpath = path.key("volumes");
+        for (i, m) in list.into_iter().enumerate() {
+            let mount = mounts::mount(ctx, &vpath.index(i), m)?;
+            spec.mounts.push(mount);
+        }
+    }
+    let replicas = deploy::apply(
+        &path.key("deploy"),
+        raw.deploy.unwrap_or_default(),
+        &mut spec,
+    )?;
+    Ok(ServiceDef {
+        name: full,
+        stack: ctx.stack.to_string(),
+        replicas,
+        spec,
+    })
+}
+
+fn words_of(value: Option<StringOrList>, path: &KeyPath) -> Result<Option<Vec<String>>, Failure> {
+    match value {
+        None => Ok(None),
+        Some(StringOrList::String(s)) => {
+            words::split(&s).map(Some).map_err(|e| Failure::at(path, e))
+        }
+        Some(StringOrList::List(items)) => Ok(Some(items.into_iter().map(|s| s.0).collect())),
+    }
+}
+
+/// `KEY=VALUE` list items or mapping entries; a key without value is taken from the caller's
+/// environment, as `docker stack deploy` does, or dropped with a warning.
+fn environment(
+    ctx: &mut Ctx<'_>,
+    path: &KeyPath,
+    raw: ListOrEntries<Scalar>,
+) -> Result<BTreeMap<String, String>, Failure> {
+    let mut out = BTreeMap::new();
+    for (key, value, at) in pairs(path, raw)? {
+        let value = match value {
+            Some(v) => v,
+            None => match ctx.env.get(&key) {
+                Some(v) => v.clone(),
+                None => {
+                    ctx.warnings.push(format!(
+                        "{at}: {key} has no value and is not set in the environment, dropped"
+                    ));
+                    continue;
+                }
+            },
+        };
+        out.insert(key, value);
+    }
+    Ok(out)
+}
+
+/// Labels: a key without value is an empty label, as in Docker.
+fn labels_of(
+    path: &KeyPath,
+    raw: ListOrEntries<Scalar>,
+) -> Result<BTreeMap<String, String>, Failure> {
+    Ok(pairs(path, raw)?
+        .into_iter()
+        .map(|(k, v, _)| (k, v.unwrap_or_default()))
+        .collect())
+}
+
+/// The (key, value, path of the entry) of either form, keys checked; later entries win.
+pub(crate) fn pairs(
+    path: &KeyPath,
+    raw: ListOrEntries<Scalar>,
+) -> Result<Vec<(String, Option<String>, KeyPath)>, Failure> {
+    let entries: Vec<_> = match raw {
+        ListOrEntries::List(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, Scalar(s))| {
+                let (k, v) = match s.split_once('=') {
+                    Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                    None => (s, None),
+                };
+                (k, v, path.index(i))
+            })
+            .collect(),
+        ListOrEntries::Map(entries) => entries
+            .into_iter()
+            .map(|(k, v)| {
+                let at = path.key(&k);
+                (k, v.map(|Scalar(s)| s), at)
+            })
+            .collect(),
+    };
+    for (key, _, at) in &entries {
+        if key.is_empty() || key.contains('=') || key.contains(char::is_whitespace) {
+            return Err(Failure::at(at, format!("invalid name {key:?}")));
+        }
+    }
+    Ok(entries)
+}
+
+fn ports_of(
+    ctx: &mut Ctx<'_>,
+    path: &KeyPath,
+    list: Vec<RawPort>,
+) -> Result<Vec<PortSpec>, Failure> {
+    let mut out = Vec::new();
+    let mut published = BTreeSet::new();
+    for (i, raw) in list.into_iter().enumerate() {
+        let at = path.index(i);
+        let expanded = match raw {
+            RawPort::Short(s) => ports::parse_short(&s).map_err(|e| Failure::at(&at, e))?,
+            RawPort::Long(long) => vec![long_port(&at, long)?],
+        };
+        ctx.ports_left = ctx
+            .ports_left
+            .checked_sub(expanded.len())
+            .ok_or_else(|| Failure::at(&at, format!("more than {MAX_PORTS} ports in the stack")))?;
+        for p in &expanded {
+            if let Some(n) = p.published {
+                if !published.insert((n, p.protocol)) {
+                    let proto = format!("{:?}", p.protocol).to_lowercase();
+                    return Err(Failure::at(
+                        &at,
+                        format!("port {n}/{proto} is published twice"),
+                    ));
+                }
+            }
+        }
+        out.extend(expanded);
+    }
+    Ok(out)
+}
+
+fn long_port(path: &KeyPath, raw: RawPortLong) -> Result<PortSpec, Failure> {
+    if raw.host_ip.is_some() {
+        return Err(Failure::at(
+            &path.key("host_ip"),
+            "a host IP is not supported (ingress publishes on every interface)",
+        ));
+    }
+    let target = match raw.target {
+        Some(Lenient(t)) => u16::try_from(t).ok().filter(|t| *t != 0).ok_or_else(|| {
+            Failure::at(
+                &path.key("target"),
+                format!("port {t} is out of range 1-65535"),
+            )
+        })?,
+        None => {
+            return Err(Failure::at(
+                &path.key("target"),
+                "missing: the container port",
+            ))
+        }
+    };
+    let published = match raw.published {
+        Some(Scalar(p)) => {
+            Some(ports::parse_port(&p).map_err(|e| Failure::at(&path.key("published"), e))?)
+        }
+        None => None,
+    };
+    Ok(PortSpec {
+        target,
+        published,
+        protocol: raw.protocol.unwrap_or_default(),
+        mode: raw.mode.unwrap_or(PublishMode::Ingress),
+    })
+}
+
+fn healthcheck(path: &KeyPath, raw: RawHealthcheck) -> Result<HealthcheckSpec, Failure> {
+    let duration = |value: Option<Scalar>, key: &str| {
+        value
+            .map(|Scalar(s)| units::duration_ms(&s).map_err(|e| Failure::at(&path.key(key), e)))
+            .transpose()
+    };
+    let mut spec = HealthcheckSpec {
+        test: None,
+        interval_ms: duration(raw.interval, "interval")?,
+        timeout_ms: duration(raw.timeout, "timeout")?,
+        retries: raw.retries.map(|Lenient(n)| n),
+        start_period_ms: duration(raw.start_period, "start_period")?,
+        disable: raw.disable.is_some_and(|Lenient(b)| b),
+    };
+    let test_path = path.key("test");
+    let test = match raw.test {
+        None => None,
+        Some(StringOrList::String(s)) if s.trim().is_empty() => {
+            return Err(Failure::at(&test_path, "empty test"))
+        }
+        Some(StringOrList::String(s)) => Some(vec!["CMD-SHELL".to_string(), s]),
+        Some(StringOrList::List(items)) => {
+            let items: Vec<String> = items.into_iter().map(|s| s.0).collect();
+            match items.first().map(String::as_str) {
+                Some("NONE") if items.len() == 1 => Some(items),
+                Some("CMD") if items.len() >= 2 => Some(items),
+                Some("CMD-SHELL") if items.len() == 2 => Some(items),
+                _ => {
+                    return Err(Failure::at(
+                        &test_path,
+                        "expected [\"CMD\", program, args...], [\"CMD-SHELL\", command] or \
+                         [\"NONE\"]",
+                    ))
+                }
+            }
+        }
+    };
+    let none = || Some(vec!["NONE".to_string()]);
+    match test {
+        Some(t) if t[0] == "NONE" => {
+            spec.disable = true;
+            spec.test = Some(t);
+        }
+        Some(_) if spec.disable => {
+            return Err(Failure::at(
+                &path.key("disable"),
+                "disable: true conflicts with the test given",
+            ))
+        }
+        Some(t) => spec.test = Some(t),
+        None if spec.disable => spec.test = none(),
+        None => {}
+    }
+    Ok(spec)
+}
+
+fn networks(
+    ctx: &mut Ctx<'_>,
+    path: &KeyPath,
+    raw: ListOrEntries<super::model::RawServiceNetwork>,
+) -> Result<Vec<String>, Failure> {
+    let names: Vec<(String, KeyPath)> = match raw {
+        ListOrEntries::List(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, Scalar(s))| (s, path.index(i)))
+            .collect(),
+        ListOrEntries::Map(entries) => entries
+            .into_iter()
+            .map(|(k, _)| {
+                let at = path.key(&k);
+                (k, at)
+            })
+            .collect(),
+    };
+    let mut out: Vec<String> = Vec::new();
+    for (name, at) in names {
+        let resolved = match ctx.networks.get(&name) {
+            Some(d) => d.name.clone(),
+            // Swarm creates STACK_default without a declaration.
+            None if name == "default" => format!("{}_default", ctx.stack),
+            None => {
+                return Err(Failure::at(
+                    &at,
+                    format!("network {name:?} is not declared in the top-level networks"),
+                ))
+            }
+        };
+        if !out.contains(&resolved) {
+            out.push(resolved);
+        }
+    }
+    Ok(out)
+}

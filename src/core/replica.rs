@@ -1,0 +1,113 @@
+//! One node's copy of the desired state and the rules for spreading it, shared by the agent and
+//! the simulator.
+//!
+//! A change is applied locally first (and made durable by the caller), then spread three ways:
+//! - pushed over QUIC to a few live peers at once (the CLI waits for their acknowledgement);
+//! - piggybacked on SWIM gossip when the delta is small, so it reaches everyone epidemically;
+//! - repaired by anti-entropy: every sync round compares state digests with one random peer and
+//!   exchanges full states when they differ, so a node that was down or partitioned catches up.
+//!
+//! Merging is a CRDT join, so the order, duplication or loss of any of these messages never
+//! changes the outcome, only how soon it is reached.
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    broadcast::MAX_BROADCAST_BYTES,
+    desired::{
+        hlc::{Clock, Hlc},
+        state::{DesiredError, DesiredState},
+    },
+    identity::NodeId,
+    wire::{self, WireError},
+};
+
+/// How many live peers a local change is pushed to directly.
+pub const PUSH_FANOUT: usize = 4;
+
+/// Version of the gossip item layout below.
+const GOSSIP_VERSION: u8 = 1;
+
+/// What rides in a SWIM custom broadcast.
+#[derive(Debug, Serialize, Deserialize)]
+enum GossipItem {
+    /// A desired-state delta.
+    Desired(DesiredState),
+}
+
+/// A change ready to be spread.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The registers written, to push to peers.
+    pub delta: DesiredState,
+    /// The delta as a gossip payload, when it is small enough to ride on SWIM messages.
+    pub gossip: Option<Vec<u8>>,
+}
+
+/// A node's desired state and clock.
+#[derive(Debug)]
+pub struct Replica {
+    state: DesiredState,
+    clock: Clock,
+}
+
+impl Replica {
+    /// Starts from `state` (loaded from the data dir, or empty).
+    pub fn new(node: NodeId, state: DesiredState, now_ms: u64) -> Self {
+        let mut clock = Clock::new(node);
+        if let Some(max) = state.max_hlc() {
+            clock.observe(&max, now_ms);
+        }
+        Replica { state, clock }
+    }
+
+    /// The current desired state.
+    pub fn state(&self) -> &DesiredState {
+        &self.state
+    }
+
+    /// Applies a local operation with a fresh timestamp.
+    pub fn change(
+        &mut self,
+        now_ms: u64,
+        op: impl FnOnce(&mut DesiredState, Hlc) -> Result<DesiredState, DesiredError>,
+    ) -> Result<Outgoing, DesiredError> {
+        let hlc = self.clock.tick(now_ms);
+        let delta = op(&mut self.state, hlc)?;
+        let gossip = encode_gossip(&delta).filter(|bytes| bytes.len() <= MAX_BROADCAST_BYTES);
+        Ok(Outgoing { delta, gossip })
+    }
+
+    /// Merges state from a peer; true if anything changed.
+    pub fn merge(&mut self, other: DesiredState, now_ms: u64) -> bool {
+        if let Some(max) = other.max_hlc() {
+            self.clock.observe(&max, now_ms);
+        }
+        self.state.merge_delta(other)
+    }
+
+    /// Merges a gossip payload; true if anything changed.
+    pub fn receive_gossip(&mut self, payload: &[u8], now_ms: u64) -> Result<bool, WireError> {
+        match payload.split_first() {
+            Some((&GOSSIP_VERSION, body)) => {
+                let GossipItem::Desired(delta) = wire::decode(body)?;
+                Ok(self.merge(delta, now_ms))
+            }
+            Some((&other, _)) => Err(WireError::Version(other)),
+            None => Err(WireError::Decode("empty gossip item".into())),
+        }
+    }
+
+    /// Digest of the state, compared in anti-entropy rounds.
+    pub fn digest(&self) -> [u8; 32] {
+        self.state.digest()
+    }
+}
+
+fn encode_gossip(delta: &DesiredState) -> Option<Vec<u8>> {
+    let body = wire::encode(&GossipItem::Desired(delta.clone())).ok()?;
+    let mut out = Vec::with_capacity(body.len() + 1);
+    out.push(GOSSIP_VERSION);
+    out.extend_from_slice(&body);
+    Some(out)
+}
