@@ -378,3 +378,21 @@ fn billion_laughs_fails_fast() {
     );
     assert!(e.contains("alias bomb"), "{e}");
 }
+
+#[test]
+fn deep_nesting_just_below_the_limit_does_not_overflow_the_stack() {
+    let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+    for key in ["labels", "x-ext", "unknown_key"] {
+        let text = format!(
+            "services:\n  web:\n    image: nginx\n    {key}: {}\n",
+            deep(120)
+        );
+        // Either an error or ignored with a warning, never a crash.
+        let _ = parse(&text);
+    }
+    let text = format!(
+        "x-deep: {}\nservices:\n  web:\n    image: nginx\n",
+        deep(125)
+    );
+    assert!(parse(&text).is_ok());
+}

@@ -66,6 +66,10 @@ async fn handle(mut stream: UnixStream, commands: mpsc::Sender<Command>) -> anyh
         let response = answer
             .await
             .unwrap_or_else(|_| Response::Error("agent is shutting down".into()));
-        framing::write(&mut stream, response).await?;
+        if let Err(e) = framing::write(&mut stream, response).await {
+            // Say why rather than hang up: an answer that cannot be encoded is our bug.
+            let message = format!("the agent could not send its answer: {e}");
+            framing::write(&mut stream, Response::Error(message)).await?;
+        }
     }
 }

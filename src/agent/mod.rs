@@ -70,7 +70,7 @@ impl AgentConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     /// The data dir could not be opened, read or written.
-    #[error("data dir {path}: {source}")]
+    #[error("data dir {path}")]
     DataDir {
         /// The data dir.
         path: PathBuf,
@@ -78,7 +78,7 @@ pub enum AgentError {
         source: std::io::Error,
     },
     /// A socket could not be bound.
-    #[error("cannot bind {what} on {addr}: {source}")]
+    #[error("cannot bind {what} on {addr}")]
     Bind {
         /// Which socket.
         what: &'static str,
@@ -205,6 +205,13 @@ pub async fn run(
             meta: Arc::new(meta),
         };
 
+        // First, so that a second agent on the same data dir says so rather than failing to bind.
+        let api = local_api::bind(&data.socket_path()).map_err(|source| AgentError::Bind {
+            what: "api socket",
+            addr: data.socket_path().display().to_string(),
+            source,
+        })?;
+
         let socket = UdpSocket::bind(config.listen)
             .await
             .map_err(|source| AgentError::Bind {
@@ -216,12 +223,6 @@ pub async fn run(
         let trusted: tls::TrustedSet = Arc::new(RwLock::new(HashSet::new()));
         let endpoint = quic::bind(quic_listen, &cert, trusted.clone())
             .map_err(|e| AgentError::Quic(format!("binding {quic_listen}: {e:#}")))?;
-        let api = local_api::bind(&data.socket_path()).map_err(|source| AgentError::Bind {
-            what: "api socket",
-            addr: data.socket_path().display().to_string(),
-            source,
-        })?;
-
         let mut targets = resolve_seeds(&config.join).await?;
         let remembered = data.load_peers();
         targets.extend(remembered.iter().copied());

@@ -13,6 +13,7 @@ use crate::{
     },
     core::{
         desired::{
+            hlc::Hlc,
             spec::Mode,
             state::{DesiredError, DesiredState, ServiceView},
         },
@@ -69,81 +70,46 @@ impl Node {
                     }
                 };
                 let action = format!("Updated node {}", id.short());
-                return self.change(reply, vec![action], move |s, hlc| {
-                    s.update_node(id, availability, label_add, label_rm, hlc)
-                });
+                return self.change(
+                    reply,
+                    move |s, hlc| s.update_node(id, availability, label_add, label_rm, hlc),
+                    move |_, _| vec![action],
+                );
             }
             Request::StackDeploy { stack, services } => {
-                let before: Vec<ServiceView> = state
-                    .services()
-                    .into_iter()
-                    .filter(|s| s.stack == stack)
-                    .collect();
-                let mut actions = Vec::new();
-                for def in &services {
-                    match before.iter().find(|s| s.name == def.name) {
-                        Some(_) => actions.push(format!("Updating service {}", def.name)),
-                        None => actions.push(format!("Creating service {}", def.name)),
-                    }
-                }
-                for old in &before {
-                    if !services.iter().any(|d| d.name == old.name) {
-                        actions.push(format!("Removing service {}", old.name));
-                    }
-                }
-                return self.change(reply, actions, move |s, hlc| {
-                    s.deploy_stack(&stack, services, hlc)
-                });
+                return self.change(
+                    reply,
+                    move |s, hlc| s.deploy_stack(&stack, services, hlc),
+                    service_actions,
+                );
             }
             Request::StackRemove { stack } => {
-                let actions = state
-                    .services()
-                    .into_iter()
-                    .filter(|s| s.stack == stack)
-                    .map(|s| format!("Removing service {}", s.name))
-                    .collect();
-                return self.change(reply, actions, move |s, hlc| s.remove_stack(&stack, hlc));
+                return self.change(
+                    reply,
+                    move |s, hlc| s.remove_stack(&stack, hlc),
+                    service_actions,
+                );
             }
             Request::ServiceUpdate { name, update } => {
-                let action = format!("Updated service {name}");
-                return self.change(reply, vec![action], move |s, hlc| {
-                    s.update_service(&name, update, hlc)
-                });
+                return self.change(
+                    reply,
+                    move |s, hlc| s.update_service(&name, update, hlc),
+                    service_actions,
+                );
             }
             Request::ServiceScale { scales } => {
-                let actions = scales
-                    .iter()
-                    .map(|(name, n)| format!("{name} scaled to {n}"))
-                    .collect();
-                return self.change(reply, actions, move |s, hlc| {
-                    // All or nothing: validate every name on a scratch copy first.
-                    let mut scratch = s.clone();
-                    for (name, replicas) in &scales {
-                        scratch.scale(name, *replicas, hlc)?;
-                    }
-                    let mut delta = DesiredState::default();
-                    for (name, replicas) in scales {
-                        delta.merge_delta(s.scale(&name, replicas, hlc)?);
-                    }
-                    Ok(delta)
-                });
+                return self.change(
+                    reply,
+                    move |s, hlc| all_or_nothing(s, scales, |s, (name, n)| s.scale(&name, n, hlc)),
+                    service_actions,
+                );
             }
             Request::ServiceRemove { names } => {
-                let actions = names
-                    .iter()
-                    .map(|n| format!("Removing service {n}"))
-                    .collect();
-                return self.change(reply, actions, move |s, hlc| {
-                    let mut scratch = s.clone();
-                    for name in &names {
-                        scratch.remove_service(name, hlc)?;
-                    }
-                    let mut delta = DesiredState::default();
-                    for name in names {
-                        delta.merge_delta(s.remove_service(&name, hlc)?);
-                    }
-                    Ok(delta)
-                });
+                return self.change(
+                    reply,
+                    move |s, hlc| all_or_nothing(s, names, |s, name| s.remove_service(&name, hlc)),
+                    service_actions,
+                );
             }
         };
         let _ = reply.send(answer);
@@ -154,13 +120,11 @@ impl Node {
     fn change(
         &mut self,
         reply: oneshot::Sender<Response>,
-        actions: Vec<String>,
-        op: impl FnOnce(
-            &mut DesiredState,
-            crate::core::desired::hlc::Hlc,
-        ) -> Result<DesiredState, DesiredError>,
+        op: impl FnOnce(&mut DesiredState, Hlc) -> Result<DesiredState, DesiredError>,
+        describe: impl FnOnce(&[ServiceView], &[ServiceView]) -> Vec<String>,
     ) {
         let before = self.replica.digest();
+        let services_before = self.replica.state().services();
         let outgoing = match self.replica.change(now_ms(), op) {
             Ok(outgoing) => outgoing,
             Err(e) => {
@@ -169,6 +133,7 @@ impl Node {
             }
         };
         let changed = self.replica.digest() != before;
+        let actions = describe(&services_before, &self.replica.state().services());
         let snapshot = match wire::encode(self.replica.state()) {
             Ok(bytes) => bytes,
             Err(e) => {
@@ -259,6 +224,43 @@ impl Node {
         let nodes = self.node_infos();
         find_node(&nodes, query).and_then(|n| n.id.parse::<NodeId>())
     }
+}
+
+/// Applies `op` to every item on a scratch copy, and keeps the result only if all succeed, so a
+/// `service scale a=1 nope=2` changes nothing.
+fn all_or_nothing<T>(
+    state: &mut DesiredState,
+    items: Vec<T>,
+    mut op: impl FnMut(&mut DesiredState, T) -> Result<DesiredState, DesiredError>,
+) -> Result<DesiredState, DesiredError> {
+    let mut scratch = state.clone();
+    let mut delta = DesiredState::default();
+    for item in items {
+        delta.merge_delta(op(&mut scratch, item)?);
+    }
+    *state = scratch;
+    Ok(delta)
+}
+
+/// What a change did to services, one line each, in Docker's words.
+fn service_actions(before: &[ServiceView], after: &[ServiceView]) -> Vec<String> {
+    let mut actions = Vec::new();
+    for new in after {
+        match before.iter().find(|old| old.name == new.name) {
+            None => actions.push(format!("Creating service {}", new.name)),
+            Some(old) if old.replicas != new.replicas && old.version == new.version => {
+                actions.push(format!("{} scaled to {}", new.name, new.replicas))
+            }
+            Some(old) if old != new => actions.push(format!("Updating service {}", new.name)),
+            Some(_) => {}
+        }
+    }
+    for old in before {
+        if !after.iter().any(|new| new.name == old.name) {
+            actions.push(format!("Removing service {}", old.name));
+        }
+    }
+    actions
 }
 
 /// Loads the desired state from the data dir, or starts empty.

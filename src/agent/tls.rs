@@ -45,7 +45,7 @@ pub fn fingerprint(cert: &[u8]) -> [u8; 32] {
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// Reading or writing the key files failed.
-    #[error("tls files in {path}: {source}")]
+    #[error("tls file {path}")]
     Io {
         /// The file concerned.
         path: String,

@@ -132,7 +132,6 @@ pub struct ServiceInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceDetail {
     /// The summary.
-    #[serde(flatten)]
     pub info: ServiceInfo,
     /// Spec version (changes when replicas must be replaced).
     pub version: String,

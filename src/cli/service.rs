@@ -104,7 +104,16 @@ pub fn run(data_dir: &Path, command: ServiceCommand) -> anyhow::Result<()> {
                 bail!("unexpected answer from the agent");
             };
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&detail)?),
+                Format::Json => {
+                    // One flat object: the `service ls` fields plus version, force and spec.
+                    let mut value = serde_json::to_value(&detail.info)?;
+                    if let serde_json::Value::Object(map) = &mut value {
+                        map.insert("version".into(), detail.version.clone().into());
+                        map.insert("force".into(), detail.force.into());
+                        map.insert("spec".into(), serde_json::to_value(&detail.spec)?);
+                    }
+                    println!("{}", serde_json::to_string_pretty(&value)?);
+                }
                 Format::Table => print!("{}", pretty(&detail)),
             }
         }
@@ -140,19 +149,22 @@ fn table(services: &[ServiceInfo]) -> Table {
     table.load_preset(NOTHING);
     table.set_header(["NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]);
     for s in services {
-        let mode = match s.mode {
-            Mode::Replicated => "replicated",
-            Mode::Global => "global",
-        };
         table.add_row([
             s.name.clone(),
-            mode.to_string(),
+            mode_text(s.mode).to_string(),
             format!("{}/{}", s.running, s.replicas),
             s.image.clone(),
             s.ports.join(","),
         ]);
     }
     table
+}
+
+fn mode_text(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Replicated => "replicated",
+        Mode::Global => "global",
+    }
 }
 
 fn pretty(d: &ServiceDetail) -> String {
@@ -187,7 +199,7 @@ fn pretty(d: &ServiceDetail) -> String {
         out += &format!("Ports:          {}\n", d.info.ports.join(", "));
     }
     for c in &spec.placement.constraints {
-        out += &format!("Constraint:     {c:?}\n");
+        out += &format!("Constraint:     {c}\n");
     }
     let u = &spec.update_config;
     out += &format!(
@@ -203,9 +215,19 @@ fn pretty(d: &ServiceDetail) -> String {
             .map_or_else(|| "unlimited".to_string(), |n| n.to_string())
     );
     if let Some(h) = &spec.healthcheck {
+        let ms = |v: Option<u64>| v.map_or_else(|| "image's".to_string(), |v| format!("{v} ms"));
+        let test = h
+            .test
+            .as_ref()
+            .map_or_else(|| "image's".to_string(), |t| t.join(" "));
         out += &format!(
-            "Healthcheck:    test {:?}, interval {:?} ms, retries {:?}, start period {:?} ms\n",
-            h.test, h.interval_ms, h.retries, h.start_period_ms
+            "Healthcheck:    {}test {test}, interval {}, timeout {}, retries {}, start period {}\n",
+            if h.disable { "disabled; " } else { "" },
+            ms(h.interval_ms),
+            ms(h.timeout_ms),
+            h.retries
+                .map_or_else(|| "image's".to_string(), |r| r.to_string()),
+            ms(h.start_period_ms),
         );
     }
     out

@@ -81,98 +81,6 @@ const TOP_LEVEL: [&str; 6] = [
     "version", "services", "networks", "volumes", "configs", "secrets",
 ];
 
-/// Compose keys that are valid but that shoal does not act on; any other unknown key is reported
-/// as unknown (likely a typo) instead.
-const KNOWN_UNSUPPORTED: &[&str] = &[
-    "build",
-    "cap_add",
-    "cap_drop",
-    "cgroup_parent",
-    "cgroupns_mode",
-    "configs",
-    "container_name",
-    "cpu_count",
-    "cpu_percent",
-    "cpu_shares",
-    "cpu_period",
-    "cpu_quota",
-    "cpus",
-    "cpuset",
-    "credential_spec",
-    "depends_on",
-    "devices",
-    "device_cgroup_rules",
-    "dns",
-    "dns_opt",
-    "dns_search",
-    "domainname",
-    "env_file",
-    "expose",
-    "external_links",
-    "extra_hosts",
-    "group_add",
-    "hostname",
-    "init",
-    "ipc",
-    "isolation",
-    "links",
-    "logging",
-    "mac_address",
-    "mem_limit",
-    "mem_reservation",
-    "mem_swappiness",
-    "memswap_limit",
-    "network_mode",
-    "oom_kill_disable",
-    "oom_score_adj",
-    "pid",
-    "pids_limit",
-    "platform",
-    "privileged",
-    "profiles",
-    "pull_policy",
-    "read_only",
-    "restart",
-    "runtime",
-    "scale",
-    "secrets",
-    "security_opt",
-    "shm_size",
-    "stdin_open",
-    "stop_grace_period",
-    "stop_signal",
-    "storage_opt",
-    "sysctls",
-    "tmpfs",
-    "tty",
-    "ulimits",
-    "user",
-    "userns_mode",
-    "volumes_from",
-    "working_dir",
-    "endpoint_mode",
-    "pids",
-    "generic_resources",
-    "start_interval",
-    "aliases",
-    "ipv4_address",
-    "ipv6_address",
-    "driver",
-    "driver_opts",
-    "attachable",
-    "ipam",
-    "internal",
-    "enable_ipv6",
-    "labels",
-    "name",
-    "app_protocol",
-    "bind",
-    "volume",
-    "consistency",
-    "priority",
-    "link_local_ips",
-];
-
 /// A parsed stack: its services, what it declares, and what was ignored along the way.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StackFile {
@@ -308,18 +216,10 @@ fn build(
                 file: None,
             })?;
     for path in ignored {
-        let key = path.last_key().unwrap_or_default();
-        if key.starts_with("x-") {
-            continue;
-        }
-        let why = if KNOWN_UNSUPPORTED.contains(&key) {
-            "not supported by shoal, ignored"
-        } else {
-            "unknown key, ignored"
-        };
-        let warning = format!("{path}: {why}");
-        if !warnings.contains(&warning) {
-            warnings.push(warning);
+        if let Some(warning) = model::ignored_key_warning(&path) {
+            if !warnings.contains(&warning) {
+                warnings.push(warning);
+            }
         }
     }
 

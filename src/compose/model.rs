@@ -11,9 +11,39 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Unexpected, Visitor};
 use serde::Deserialize;
 
+use super::error::KeyPath;
 use crate::core::desired::spec::{
     FailureAction, Mode, MountKind, Protocol, PublishMode, RestartCondition, UpdateOrder,
 };
+
+/// Compose keys that are valid but that shoal does not act on; any other key missing from the
+/// structs below is reported as unknown (likely a typo) instead.
+const KNOWN_UNSUPPORTED: &str = "
+    build cap_add cap_drop cgroup_parent cgroupns_mode configs container_name cpu_count
+    cpu_percent cpu_shares cpu_period cpu_quota cpus cpuset credential_spec depends_on devices
+    device_cgroup_rules dns dns_opt dns_search domainname env_file expose external_links
+    extra_hosts group_add hostname init ipc isolation links logging mac_address mem_limit
+    mem_reservation mem_swappiness memswap_limit network_mode oom_kill_disable oom_score_adj pid
+    pids_limit platform privileged profiles pull_policy read_only restart runtime scale secrets
+    security_opt shm_size stdin_open stop_grace_period stop_signal storage_opt sysctls tmpfs tty
+    ulimits user userns_mode volumes_from working_dir endpoint_mode pids generic_resources
+    start_interval aliases ipv4_address ipv6_address link_local_ips priority driver driver_opts
+    attachable ipam internal enable_ipv6 labels name app_protocol bind volume consistency";
+
+/// The warning for a key that deserialization ignored, or `None` for `x-*` extensions, which
+/// compose allows anywhere and which are ignored silently.
+pub(crate) fn ignored_key_warning(path: &KeyPath) -> Option<String> {
+    let key = path.last_key().unwrap_or_default();
+    if key.starts_with("x-") {
+        return None;
+    }
+    let why = if KNOWN_UNSUPPORTED.split_whitespace().any(|k| k == key) {
+        "not supported by shoal, ignored"
+    } else {
+        "unknown key, ignored"
+    };
+    Some(format!("{path}: {why}"))
+}
 
 /// The whole file. `configs` and `secrets` are deliberately absent: they are reported as ignored.
 #[derive(Deserialize, Default)]

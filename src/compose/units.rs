@@ -62,10 +62,11 @@ fn scaled(number: &str, scale: u128) -> Option<u128> {
         value = value.checked_mul(10)?.checked_add(u128::from(d - b'0'))?;
     }
     value = value.checked_mul(scale)?;
-    // 30 fraction digits are far below a nanosecond or a byte; more only risks overflow.
+    // 18 fraction digits are far below a nanosecond or a byte, and 10^18 times the largest
+    // scale (2^50) still fits in a u128.
     let mut divisor: u128 = 1;
     let mut fraction: u128 = 0;
-    for d in frac.bytes().take(30) {
+    for d in frac.bytes().take(18) {
         fraction = fraction * 10 + u128::from(d - b'0');
         divisor *= 10;
     }

@@ -115,6 +115,25 @@ pub struct Constraint {
     pub value: String,
 }
 
+impl std::fmt::Display for Constraint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = match &self.key {
+            ConstraintKey::NodeId => "node.id".to_string(),
+            ConstraintKey::NodeHostname => "node.hostname".to_string(),
+            ConstraintKey::NodeRole => "node.role".to_string(),
+            ConstraintKey::NodeLabel(k) => format!("node.labels.{k}"),
+            ConstraintKey::EngineLabel(k) => format!("engine.labels.{k}"),
+            ConstraintKey::PlatformOs => "node.platform.os".to_string(),
+            ConstraintKey::PlatformArch => "node.platform.arch".to_string(),
+        };
+        let op = match self.op {
+            ConstraintOp::Eq => "==",
+            ConstraintOp::Ne => "!=",
+        };
+        write!(f, "{key} {op} {}", self.value)
+    }
+}
+
 /// Where replicas may go.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub struct PlacementSpec {
