@@ -45,6 +45,24 @@
 //! `name:`. A service that lists no network gets an empty `networks` (Swarm would attach it to
 //! `STACK_default`); one that lists `default` gets `STACK_default`. Relative bind sources
 //! (`./data`) are passed on unchanged.
+//!
+//! # Testing
+//!
+//! Unit tests sit next to each small parser; `tests/compose.rs` and `tests/compose_errors.rs` run
+//! whole files (fixtures in `tests/fixtures/compose/`), `tests/compose_props.rs` checks with
+//! proptest that no input panics. `fuzz/` is a cargo-fuzz project outside the main build; on the
+//! stable toolchain, from the repository root:
+//!
+//! ```text
+//! cargo install cargo-fuzz   # once
+//! cargo fuzz run --sanitizer none stack_file -- -max_total_time=30
+//! # seeded with the fixtures (new inputs go to the first directory only):
+//! mkdir -p fuzz/corpus/stack_file && cargo fuzz run --sanitizer none stack_file \
+//!     fuzz/corpus/stack_file tests/fixtures/compose -- -max_total_time=30
+//! ```
+//!
+//! `RUSTC_BOOTSTRAP=1 cargo fuzz run stack_file ...` adds AddressSanitizer (nightly flags on the
+//! stable compiler), about 8x slower; there is no unsafe code here for it to watch.
 
 mod constraint;
 mod convert;
@@ -198,20 +216,7 @@ fn build(
     let raw: RawStack =
         serde_path_to_error::deserialize(serde_ignored::Deserializer::new(merged, &mut record))
             .map_err(|e| Failure {
-                path: KeyPath(
-                    e.path()
-                        .iter()
-                        .filter_map(|s| match s {
-                            serde_path_to_error::Segment::Seq { index } => {
-                                Some(Segment::Index(*index))
-                            }
-                            serde_path_to_error::Segment::Map { key } => {
-                                Some(Segment::Key(key.clone()))
-                            }
-                            _ => None,
-                        })
-                        .collect(),
-                ),
+                path: tracked_path(e.path()),
                 message: e.into_inner().to_string(),
                 file: None,
             })?;
@@ -282,6 +287,21 @@ fn declarations(
     Ok(out)
 }
 
+/// The key path `serde_path_to_error` tracked, in our form.
+fn tracked_path(path: &serde_path_to_error::Path) -> KeyPath {
+    use serde_path_to_error::Segment as S;
+    KeyPath(
+        path.iter()
+            .filter_map(|s| match s {
+                S::Seq { index } => Some(Segment::Index(*index)),
+                S::Map { key } => Some(Segment::Key(key.clone())),
+                S::Enum { .. } | S::Unknown => None,
+            })
+            .collect(),
+    )
+}
+
+/// The key path `serde_ignored` reports, in our form.
 fn ignored_path(p: &serde_ignored::Path<'_>) -> KeyPath {
     use serde_ignored::Path as P;
     match p {

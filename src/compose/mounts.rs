@@ -18,8 +18,21 @@ fn is_host_path(source: &str) -> bool {
         || source == ".."
 }
 
-/// `SOURCE:TARGET[:MODE]` or `TARGET`, as (source, target, read-only, unknown mode options).
-pub(crate) fn parse_short(text: &str) -> Result<(Option<&str>, &str, bool, Vec<&str>), String> {
+/// A parsed short-syntax volume.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct ShortMount<'a> {
+    /// Volume name or host path; `None` for an anonymous volume.
+    pub(crate) source: Option<&'a str>,
+    /// Path in the container.
+    pub(crate) target: &'a str,
+    /// `:ro`.
+    pub(crate) read_only: bool,
+    /// Mode options shoal ignores (`z`, `cached`, `nocopy`...).
+    pub(crate) unknown: Vec<&'a str>,
+}
+
+/// Parses `SOURCE:TARGET[:MODE]` or `TARGET`.
+pub(crate) fn parse_short(text: &str) -> Result<ShortMount<'_>, String> {
     let parts: Vec<&str> = text.split(':').collect();
     let (source, target, mode) = match parts.as_slice() {
         [target] => (None, *target, None),
@@ -43,7 +56,12 @@ pub(crate) fn parse_short(text: &str) -> Result<(Option<&str>, &str, bool, Vec<&
             other => unknown.push(other),
         }
     }
-    Ok((source, target, read_only, unknown))
+    Ok(ShortMount {
+        source,
+        target,
+        read_only,
+        unknown,
+    })
 }
 
 /// Converts one entry of `services.NAME.volumes` at `path`.
@@ -54,8 +72,12 @@ pub(crate) fn mount(
 ) -> Result<MountSpec, Failure> {
     let (kind, source, target, read_only) = match raw {
         RawMount::Short(text) => {
-            let (source, target, read_only, unknown) =
-                parse_short(&text).map_err(|e| Failure::at(path, e))?;
+            let ShortMount {
+                source,
+                target,
+                read_only,
+                unknown,
+            } = parse_short(&text).map_err(|e| Failure::at(path, e))?;
             for option in unknown {
                 ctx.warnings.push(format!(
                     "{path}: volume option {option:?} is not supported by shoal, ignored"
@@ -136,21 +158,27 @@ pub(crate) fn mount(
 mod tests {
     use super::*;
 
+    fn short(source: Option<&'static str>, target: &'static str, ro: bool) -> ShortMount<'static> {
+        ShortMount {
+            source,
+            target,
+            read_only: ro,
+            unknown: vec![],
+        }
+    }
+
     #[test]
     fn short_syntax() {
         assert_eq!(
             parse_short("data:/var/lib/data"),
-            Ok((Some("data"), "/var/lib/data", false, vec![]))
+            Ok(short(Some("data"), "/var/lib/data", false))
         );
-        assert_eq!(parse_short("/cache"), Ok((None, "/cache", false, vec![])));
+        assert_eq!(parse_short("/cache"), Ok(short(None, "/cache", false)));
         assert_eq!(
             parse_short("./conf:/etc/conf:ro"),
-            Ok((Some("./conf"), "/etc/conf", true, vec![]))
+            Ok(short(Some("./conf"), "/etc/conf", true))
         );
-        assert_eq!(
-            parse_short("/a:/b:rw,z"),
-            Ok((Some("/a"), "/b", false, vec!["z"]))
-        );
+        assert_eq!(parse_short("/a:/b:rw,z").map(|m| m.unknown), Ok(vec!["z"]));
         assert!(parse_short("a:b:c:d").is_err());
         assert!(parse_short(":/b").is_err());
         assert!(is_host_path("~/x") && is_host_path("../x") && !is_host_path("data"));
