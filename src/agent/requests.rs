@@ -93,7 +93,7 @@ impl Node {
             Request::ServiceUpdate { name, update } => {
                 return self.change(
                     reply,
-                    move |s, hlc| s.update_service(&name, update, hlc),
+                    move |s, hlc| s.update_service(&name, *update, hlc),
                     service_actions,
                 );
             }

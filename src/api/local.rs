@@ -55,7 +55,7 @@ pub enum Request {
         /// Service name.
         name: String,
         /// What changes.
-        update: ServiceUpdate,
+        update: Box<ServiceUpdate>,
     },
     /// Set replica counts.
     ServiceScale {

@@ -9,10 +9,19 @@ use comfy_table::{presets::NOTHING, Table};
 use super::{client, parse_key_value, print_receipt, Format};
 use crate::{
     api::{Request, Response, ServiceDetail, ServiceInfo},
-    core::desired::{spec::Mode, state::ServiceUpdate},
+    compose,
+    core::desired::{
+        spec::{
+            Constraint, FailureAction, HealthcheckSpec, Mode, RestartCondition, ServiceSpec,
+            UpdateOrder,
+        },
+        state::ServiceUpdate,
+    },
 };
 
 /// `shoal service` verbs.
+// Parsed once per process; boxing the big variant would only obscure the clap derive.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum ServiceCommand {
     /// List services.
@@ -70,9 +79,225 @@ pub struct UpdateArgs {
     /// Remove a service label; repeatable.
     #[arg(long = "label-rm", value_name = "KEY")]
     label_rm: Vec<String>,
+    /// Add or change a container label; repeatable.
+    #[arg(long = "container-label-add", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    container_label_add: Vec<(String, String)>,
+    /// Remove a container label; repeatable.
+    #[arg(long = "container-label-rm", value_name = "KEY")]
+    container_label_rm: Vec<String>,
+    /// Add a placement constraint, e.g. `node.labels.zone==a`; repeatable.
+    #[arg(long = "constraint-add", value_name = "EXPR", value_parser = parse_constraint_arg)]
+    constraint_add: Vec<Constraint>,
+    /// Remove a placement constraint; repeatable.
+    #[arg(long = "constraint-rm", value_name = "EXPR", value_parser = parse_constraint_arg)]
+    constraint_rm: Vec<Constraint>,
+    /// Replicas updated at once (0: all).
+    #[arg(long)]
+    update_parallelism: Option<u64>,
+    /// Pause between update batches, e.g. `10s`.
+    #[arg(long, value_parser = parse_duration_arg)]
+    update_delay: Option<u64>,
+    /// `start-first` or `stop-first`.
+    #[arg(long, value_parser = parse_order)]
+    update_order: Option<UpdateOrder>,
+    /// `pause`, `continue` or `rollback`.
+    #[arg(long, value_parser = parse_failure_action)]
+    update_failure_action: Option<FailureAction>,
+    /// How long a new replica is watched for failure, e.g. `30s`.
+    #[arg(long, value_parser = parse_duration_arg)]
+    update_monitor: Option<u64>,
+    /// Fraction of failed replicas tolerated during an update, e.g. `0.2`.
+    #[arg(long, value_parser = parse_ratio)]
+    update_max_failure_ratio: Option<u64>,
+    /// Replicas rolled back at once (0: all).
+    #[arg(long)]
+    rollback_parallelism: Option<u64>,
+    /// Pause between rollback batches.
+    #[arg(long, value_parser = parse_duration_arg)]
+    rollback_delay: Option<u64>,
+    /// `start-first` or `stop-first` for rollbacks.
+    #[arg(long, value_parser = parse_order)]
+    rollback_order: Option<UpdateOrder>,
+    /// `none`, `on-failure` or `any`.
+    #[arg(long, value_parser = parse_condition)]
+    restart_condition: Option<RestartCondition>,
+    /// Wait before replacing an exited replica, e.g. `5s`.
+    #[arg(long, value_parser = parse_duration_arg)]
+    restart_delay: Option<u64>,
+    /// Give up after this many restarts (0: never give up).
+    #[arg(long)]
+    restart_max_attempts: Option<u64>,
+    /// Window over which restarts are counted, e.g. `2m`.
+    #[arg(long, value_parser = parse_duration_arg)]
+    restart_window: Option<u64>,
+    /// Healthcheck command, run by a shell in the container.
+    #[arg(long)]
+    health_cmd: Option<String>,
+    /// Time between healthchecks, e.g. `2s`.
+    #[arg(long, value_parser = parse_duration_arg)]
+    health_interval: Option<u64>,
+    /// Time one healthcheck may take.
+    #[arg(long, value_parser = parse_duration_arg)]
+    health_timeout: Option<u64>,
+    /// Consecutive failures before unhealthy.
+    #[arg(long)]
+    health_retries: Option<u64>,
+    /// Grace period after start, e.g. `10s`.
+    #[arg(long, value_parser = parse_duration_arg)]
+    health_start_period: Option<u64>,
+    /// Turn off every healthcheck, including the image's.
+    #[arg(long)]
+    no_healthcheck: bool,
     /// Replace every replica even if nothing else changed.
     #[arg(long)]
     force: bool,
+}
+
+fn parse_constraint_arg(s: &str) -> Result<Constraint, String> {
+    compose::parse_constraint(s)
+}
+
+fn parse_duration_arg(s: &str) -> Result<u64, String> {
+    compose::duration_ms(s)
+}
+
+fn parse_ratio(s: &str) -> Result<u64, String> {
+    let v = compose::thousandths(s)?;
+    if v > 1000 {
+        return Err(format!("{s}: a ratio is between 0 and 1"));
+    }
+    Ok(v)
+}
+
+fn parse_order(s: &str) -> Result<UpdateOrder, String> {
+    match s {
+        "start-first" => Ok(UpdateOrder::StartFirst),
+        "stop-first" => Ok(UpdateOrder::StopFirst),
+        _ => Err(format!("{s:?}: expected start-first or stop-first")),
+    }
+}
+
+fn parse_failure_action(s: &str) -> Result<FailureAction, String> {
+    match s {
+        "pause" => Ok(FailureAction::Pause),
+        "continue" => Ok(FailureAction::Continue),
+        "rollback" => Ok(FailureAction::Rollback),
+        _ => Err(format!("{s:?}: expected pause, continue or rollback")),
+    }
+}
+
+fn parse_condition(s: &str) -> Result<RestartCondition, String> {
+    match s {
+        "none" => Ok(RestartCondition::None),
+        "on-failure" => Ok(RestartCondition::OnFailure),
+        "any" => Ok(RestartCondition::Any),
+        _ => Err(format!("{s:?}: expected none, on-failure or any")),
+    }
+}
+
+impl UpdateArgs {
+    fn touches_update_config(&self) -> bool {
+        self.update_parallelism.is_some()
+            || self.update_delay.is_some()
+            || self.update_order.is_some()
+            || self.update_failure_action.is_some()
+            || self.update_monitor.is_some()
+            || self.update_max_failure_ratio.is_some()
+    }
+
+    fn touches_rollback_config(&self) -> bool {
+        self.rollback_parallelism.is_some()
+            || self.rollback_delay.is_some()
+            || self.rollback_order.is_some()
+    }
+
+    fn touches_restart_policy(&self) -> bool {
+        self.restart_condition.is_some()
+            || self.restart_delay.is_some()
+            || self.restart_max_attempts.is_some()
+            || self.restart_window.is_some()
+    }
+
+    fn touches_healthcheck(&self) -> bool {
+        self.health_cmd.is_some()
+            || self.health_interval.is_some()
+            || self.health_timeout.is_some()
+            || self.health_retries.is_some()
+            || self.health_start_period.is_some()
+            || self.no_healthcheck
+    }
+
+    /// Turns the flags into an update; settings changed field by field start from `current`.
+    fn into_update(self, current: Option<&ServiceSpec>) -> ServiceUpdate {
+        let mut update = ServiceUpdate {
+            update_config: None,
+            rollback_config: None,
+            restart_policy: None,
+            healthcheck: None,
+            ..ServiceUpdate::default()
+        };
+        if let Some(spec) = current {
+            if self.touches_update_config() {
+                let mut c = spec.update_config.clone();
+                c.parallelism = self.update_parallelism.unwrap_or(c.parallelism);
+                c.delay_ms = self.update_delay.unwrap_or(c.delay_ms);
+                c.order = self.update_order.unwrap_or(c.order);
+                c.failure_action = self.update_failure_action.unwrap_or(c.failure_action);
+                c.monitor_ms = self.update_monitor.unwrap_or(c.monitor_ms);
+                c.max_failure_ratio_milli =
+                    self.update_max_failure_ratio.unwrap_or(c.max_failure_ratio_milli);
+                update.update_config = Some(c);
+            }
+            if self.touches_rollback_config() {
+                let mut c = spec.rollback_config.clone();
+                c.parallelism = self.rollback_parallelism.unwrap_or(c.parallelism);
+                c.delay_ms = self.rollback_delay.unwrap_or(c.delay_ms);
+                c.order = self.rollback_order.unwrap_or(c.order);
+                update.rollback_config = Some(c);
+            }
+            if self.touches_restart_policy() {
+                let mut r = spec.restart_policy.clone();
+                r.condition = self.restart_condition.unwrap_or(r.condition);
+                r.delay_ms = self.restart_delay.unwrap_or(r.delay_ms);
+                if let Some(n) = self.restart_max_attempts {
+                    r.max_attempts = (n > 0).then_some(n);
+                }
+                r.window_ms = self.restart_window.unwrap_or(r.window_ms);
+                update.restart_policy = Some(r);
+            }
+            if self.touches_healthcheck() {
+                let mut h = spec.healthcheck.clone().unwrap_or_default();
+                if let Some(cmd) = &self.health_cmd {
+                    h.test = Some(vec!["CMD-SHELL".into(), cmd.clone()]);
+                    h.disable = false;
+                }
+                h.interval_ms = self.health_interval.or(h.interval_ms);
+                h.timeout_ms = self.health_timeout.or(h.timeout_ms);
+                h.retries = self.health_retries.or(h.retries);
+                h.start_period_ms = self.health_start_period.or(h.start_period_ms);
+                if self.no_healthcheck {
+                    h = HealthcheckSpec {
+                        test: Some(vec!["NONE".into()]),
+                        disable: true,
+                        ..HealthcheckSpec::default()
+                    };
+                }
+                update.healthcheck = Some(h);
+            }
+        }
+        update.image = self.image;
+        update.replicas = self.replicas;
+        update.env_add = self.env_add;
+        update.env_rm = self.env_rm;
+        update.label_add = self.label_add;
+        update.label_rm = self.label_rm;
+        update.container_label_add = self.container_label_add;
+        update.container_label_rm = self.container_label_rm;
+        update.constraint_add = self.constraint_add;
+        update.constraint_rm = self.constraint_rm;
+        update.force = self.force;
+        update
+    }
 }
 
 fn parse_scale(s: &str) -> Result<(String, u64), String> {
@@ -118,19 +343,27 @@ pub fn run(data_dir: &Path, command: ServiceCommand) -> anyhow::Result<()> {
             }
         }
         ServiceCommand::Update(args) => {
-            let update = ServiceUpdate {
-                image: args.image,
-                replicas: args.replicas,
-                env_add: args.env_add,
-                env_rm: args.env_rm,
-                label_add: args.label_add,
-                label_rm: args.label_rm,
-                force: args.force,
-                ..ServiceUpdate::default()
+            // Settings given field by field need the current values of the others.
+            let needs_current = args.touches_update_config()
+                || args.touches_rollback_config()
+                || args.touches_restart_policy()
+                || args.touches_healthcheck();
+            let current = if needs_current {
+                let request = Request::ServiceInspect {
+                    name: args.name.clone(),
+                };
+                match client::call(data_dir, request)? {
+                    Response::Service(detail) => Some(detail.spec),
+                    other => bail!("unexpected answer from the agent: {other:?}"),
+                }
+            } else {
+                None
             };
+            let name = args.name.clone();
+            let update = args.into_update(current.as_ref());
             let request = Request::ServiceUpdate {
-                name: args.name,
-                update,
+                name,
+                update: Box::new(update),
             };
             print_receipt(client::call(data_dir, request)?)?;
         }

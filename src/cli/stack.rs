@@ -13,7 +13,7 @@ use crate::{
 };
 
 /// Stack files larger than this are refused before they are read.
-const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+const MAX_FILE_BYTES: u64 = compose::MAX_FILE_BYTES as u64;
 
 /// `shoal stack` verbs.
 #[derive(Debug, Subcommand)]
