@@ -1,0 +1,46 @@
+//! Arbitrary bytes into every decoder that reads from the network or the API socket: gossip
+//! datagrams (envelope, SWIM, leave notices), desired-state gossip items, and framed API and peer
+//! messages. Each must return an error, never panic, hang or allocate without bound.
+#![no_main]
+
+use std::{net::SocketAddr, sync::Arc};
+
+use libfuzzer_sys::fuzz_target;
+use rand::SeedableRng;
+use shoal::{
+    api::{self, PeerRequest, PeerResponse, Request, Response},
+    core::{
+        desired::state::DesiredState,
+        identity::{NodeId, NodeIdentity, NodeMeta},
+        membership::{Membership, Settings},
+        replica::Replica,
+        wire,
+    },
+};
+
+fuzz_target!(|data: &[u8]| {
+    let addr: SocketAddr = "127.0.0.1:7946".parse().unwrap();
+    let identity = NodeIdentity {
+        addr,
+        id: NodeId(1),
+        generation: 1,
+        meta: Arc::new(NodeMeta::unknown(addr)),
+    };
+    let mut membership = Membership::new(
+        identity,
+        Settings::default(),
+        rand::rngs::StdRng::seed_from_u64(1),
+    );
+    let _ = membership.handle_packet(data, 0);
+    // The same bytes behind a valid envelope reach the SWIM and leave decoders.
+    let _ = membership.handle_packet(&wire::seal(wire::PacketKind::Swim, data), 0);
+    let _ = membership.handle_packet(&wire::seal(wire::PacketKind::Leave, data), 0);
+
+    let mut replica = Replica::new(NodeId(1), DesiredState::default(), 0);
+    let _ = replica.receive_gossip(data, 0);
+    let _ = wire::decode::<DesiredState>(data);
+    let _ = api::unframe::<Request>(data);
+    let _ = api::unframe::<Response>(data);
+    let _ = api::unframe::<PeerRequest>(data);
+    let _ = api::unframe::<PeerResponse>(data);
+});
