@@ -68,8 +68,10 @@ fn sim_figures(n: usize) {
 
     let bytes_before = sim.report.bytes_sent;
     let t0 = sim.now_ms();
-    sim.change(0, |s, hlc| s.deploy_stack("app", vec![service("app", "web", 3)], hlc))
-        .expect("deploy");
+    sim.change(0, |s, hlc| {
+        s.deploy_stack("app", vec![service("app", "web", 3)], hlc)
+    })
+    .expect("deploy");
     let took = sim
         .run_until(60_000, 5, |s| {
             (0..s.len()).all(|i| s.desired(i).service("app_web").is_some())
@@ -136,7 +138,13 @@ fn anti_entropy_figures() {
 }
 
 fn real_figures() {
-    let hosts = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"];
+    let hosts = [
+        "127.0.0.1",
+        "127.0.0.2",
+        "127.0.0.3",
+        "127.0.0.4",
+        "127.0.0.5",
+    ];
     let port = common::free_ports(&hosts, 1);
     let root = tempfile::tempdir().unwrap();
     let addrs: Vec<SocketAddr> = hosts
@@ -160,7 +168,10 @@ fn real_figures() {
     for round in 0..5 {
         std::fs::write(
             &file,
-            format!("services:\n  web:\n    image: shoal-demo:v1\n    deploy:\n      replicas: {}\n", round + 1),
+            format!(
+                "services:\n  web:\n    image: shoal-demo:v1\n    deploy:\n      replicas: {}\n",
+                round + 1
+            ),
         )
         .unwrap();
         let t = Instant::now();

@@ -244,8 +244,9 @@ impl UpdateArgs {
                 c.order = self.update_order.unwrap_or(c.order);
                 c.failure_action = self.update_failure_action.unwrap_or(c.failure_action);
                 c.monitor_ms = self.update_monitor.unwrap_or(c.monitor_ms);
-                c.max_failure_ratio_milli =
-                    self.update_max_failure_ratio.unwrap_or(c.max_failure_ratio_milli);
+                c.max_failure_ratio_milli = self
+                    .update_max_failure_ratio
+                    .unwrap_or(c.max_failure_ratio_milli);
                 update.update_config = Some(c);
             }
             if self.touches_rollback_config() {

@@ -83,11 +83,11 @@ use yaml_serde::Value;
 
 pub use self::error::{ComposeError, Location};
 // The CLI's `service update` flags take the same values as stack files.
-pub(crate) use self::{constraint::parse_constraint, units::duration_ms, units::thousandths};
 use self::error::{Failure, KeyPath, Segment};
 use self::interpolate::Interpolator;
 use self::load::key_text;
 use self::model::{External, RawDeclaration, RawStack};
+pub(crate) use self::{constraint::parse_constraint, units::duration_ms, units::thousandths};
 pub use crate::core::desired::spec::ServiceDef;
 
 /// Largest stack file accepted, checked before parsing.
