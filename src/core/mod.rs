@@ -8,5 +8,6 @@ pub mod desired;
 pub mod identity;
 pub mod join;
 pub mod membership;
+pub mod observed;
 pub mod replica;
 pub mod wire;

@@ -1,0 +1,246 @@
+//! Observed state: what each node runs now, as that node reports it.
+//!
+//! Every node is the only writer of its own report, so the merge is trivial and exact: a report
+//! replaces another from the same node when its `(generation, seq)` is larger. Reports spread like
+//! the desired state (pushed to peers when they change, repaired by anti-entropy), so every node
+//! can answer `service ps` for the whole cluster and see, for a slot it is taking over, when the new
+//! owner's replica is healthy.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{desired::hlc::Hlc, identity::NodeId};
+
+/// A slot of a service: replicated services have slots 1..=replicas, global services one slot per
+/// eligible node.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum SlotKey {
+    /// Slot number of a replicated service, from 1.
+    Replica(u64),
+    /// The node a global service's slot belongs to.
+    Node(NodeId),
+}
+
+impl std::fmt::Display for SlotKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SlotKey::Replica(n) => write!(f, "{n}"),
+            SlotKey::Node(id) => write!(f, "{}", id.short()),
+        }
+    }
+}
+
+/// Where a replica is in its life, in Swarm's words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    /// Waiting: for a restart delay, a backoff, or a node to place it on.
+    Pending,
+    /// Container created and started; not yet healthy (or no healthcheck result yet).
+    Starting,
+    /// Running (and healthy, if it has a healthcheck).
+    Running,
+    /// Exited with status 0.
+    Complete,
+    /// Exited with an error, or replaced for being unhealthy.
+    Failed,
+    /// Stopped on purpose (scaled down, handed off, updated).
+    Shutdown,
+    /// Could not be created (no such image, bad command).
+    Rejected,
+}
+
+impl TaskState {
+    /// The lower-case word shown by `service ps`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Starting => "starting",
+            TaskState::Running => "running",
+            TaskState::Complete => "complete",
+            TaskState::Failed => "failed",
+            TaskState::Shutdown => "shutdown",
+            TaskState::Rejected => "rejected",
+        }
+    }
+}
+
+/// Healthcheck status of a running container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// No healthcheck: running counts as ready.
+    None,
+    /// Within the start period, or no check has passed yet.
+    Starting,
+    /// The last checks passed.
+    Healthy,
+    /// Failed more checks in a row than allowed.
+    Unhealthy,
+}
+
+impl Health {
+    /// Whether a replica in this health should receive traffic and count as ready.
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Health::None | Health::Healthy)
+    }
+}
+
+/// One replica (a task, in Swarm's words) as its node reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskReport {
+    /// Service name.
+    pub service: String,
+    /// The slot it fills.
+    pub slot: SlotKey,
+    /// Short random id, unique per replacement: a new container for a slot is a new task.
+    pub task_id: String,
+    /// Spec version it runs.
+    pub version: Hlc,
+    /// Force counter of the spec it runs.
+    pub force: u64,
+    /// Docker container id, once created.
+    pub container_id: Option<String>,
+    /// Where it is in its life.
+    pub state: TaskState,
+    /// Healthcheck status.
+    pub health: Health,
+    /// Whether the node means to keep it running (`running`) or is stopping it (`shutdown`).
+    pub desired_running: bool,
+    /// What went wrong, in Docker's words.
+    pub error: Option<String>,
+    /// Where traffic for it goes: container address and port, per container port.
+    pub endpoints: Vec<(u16, std::net::SocketAddr)>,
+    /// When (ms since the epoch) it entered `state`.
+    pub since_ms: u64,
+}
+
+impl TaskReport {
+    /// Whether it runs the given spec version and is ready for traffic.
+    pub fn is_ready_at(&self, version: Hlc, force: u64) -> bool {
+        self.state == TaskState::Running
+            && self.health.is_ready()
+            && self.version == version
+            && self.force == force
+            && self.desired_running
+    }
+}
+
+/// Most tasks a node keeps in its history per slot (Swarm keeps a few for `service ps`).
+pub const HISTORY_PER_SLOT: usize = 4;
+
+/// Everything one node runs, plus recent history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeReport {
+    /// The reporting node.
+    pub node: NodeId,
+    /// Its process generation: a restarted node's reports replace the old process's.
+    pub generation: u64,
+    /// Grows with every new report of one generation.
+    pub seq: u64,
+    /// Current tasks (desired running, or being stopped).
+    pub tasks: Vec<TaskReport>,
+    /// Finished tasks, newest first, at most [`HISTORY_PER_SLOT`] per slot.
+    pub history: Vec<TaskReport>,
+}
+
+impl NodeReport {
+    /// The register's version: later generation, then later sequence number, wins.
+    pub fn version(&self) -> (u64, u64) {
+        (self.generation, self.seq)
+    }
+}
+
+/// The latest report of every node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedState {
+    nodes: BTreeMap<NodeId, NodeReport>,
+}
+
+impl ObservedState {
+    /// Keeps `report` if it is newer than what we have for its node; true if it was.
+    pub fn merge(&mut self, report: NodeReport) -> bool {
+        match self.nodes.get(&report.node) {
+            Some(current) if current.version() >= report.version() => false,
+            _ => {
+                self.nodes.insert(report.node, report);
+                true
+            }
+        }
+    }
+
+    /// The report of `node`, if any.
+    pub fn get(&self, node: NodeId) -> Option<&NodeReport> {
+        self.nodes.get(&node)
+    }
+
+    /// Every report.
+    pub fn reports(&self) -> impl Iterator<Item = &NodeReport> {
+        self.nodes.values()
+    }
+
+    /// Version of every report held, sent in anti-entropy so a peer can return what is newer.
+    pub fn versions(&self) -> BTreeMap<NodeId, (u64, u64)> {
+        self.nodes
+            .iter()
+            .map(|(id, r)| (*id, r.version()))
+            .collect()
+    }
+
+    /// Reports newer than (or missing from) `versions`.
+    pub fn newer_than(&self, versions: &BTreeMap<NodeId, (u64, u64)>) -> Vec<NodeReport> {
+        self.nodes
+            .values()
+            .filter(|r| versions.get(&r.node).is_none_or(|v| *v < r.version()))
+            .cloned()
+            .collect()
+    }
+
+    /// Every current task of `service` on any node.
+    pub fn tasks_of<'a>(&'a self, service: &'a str) -> impl Iterator<Item = (NodeId, &'a TaskReport)> {
+        self.nodes.values().flat_map(move |r| {
+            r.tasks
+                .iter()
+                .filter(move |t| t.service == service)
+                .map(move |t| (r.node, t))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(node: u128, generation: u64, seq: u64) -> NodeReport {
+        NodeReport {
+            node: NodeId(node),
+            generation,
+            seq,
+            tasks: vec![],
+            history: vec![],
+        }
+    }
+
+    #[test]
+    fn newer_report_wins_regardless_of_order() {
+        let mut a = ObservedState::default();
+        assert!(a.merge(report(1, 1, 5)));
+        assert!(!a.merge(report(1, 1, 4)));
+        assert!(!a.merge(report(1, 1, 5)));
+        assert!(a.merge(report(1, 2, 0)), "a restart's first report wins");
+        assert_eq!(a.get(NodeId(1)).unwrap().version(), (2, 0));
+    }
+
+    #[test]
+    fn anti_entropy_returns_only_what_the_peer_lacks() {
+        let mut a = ObservedState::default();
+        a.merge(report(1, 1, 5));
+        a.merge(report(2, 1, 1));
+        let mut b = ObservedState::default();
+        b.merge(report(1, 1, 5));
+        let missing = a.newer_than(&b.versions());
+        assert_eq!(missing.len(), 1);
+        assert_eq!(missing[0].node, NodeId(2));
+    }
+}
