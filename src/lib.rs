@@ -24,4 +24,6 @@ pub mod api;
 pub mod cli;
 pub mod compose;
 pub mod core;
+pub mod reconcile;
+pub mod runtime;
 pub mod sim;

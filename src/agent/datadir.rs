@@ -33,8 +33,15 @@ pub fn default_data_dir() -> PathBuf {
 /// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync of the directory.
 /// `private` files are created 0600.
 pub fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> std::io::Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // Unique per write: two writers of one file must not rename each other's temp file away.
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("tmp");
+    let tmp = path.with_extension(format!(
+        "tmp.{}.{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
     {
         let mut file = fs::OpenOptions::new()
             .write(true)

@@ -6,9 +6,11 @@ pub mod framing;
 pub mod local_api;
 pub mod node;
 pub mod persist;
+mod ps;
 pub mod quic;
 mod requests;
 pub mod tls;
+pub mod workload;
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -48,6 +50,17 @@ pub struct AgentConfig {
     pub join_timeout: Duration,
     /// Failure-detector settings.
     pub settings: Settings,
+    /// Which container engine runs this node's replicas.
+    pub runtime: RuntimeKind,
+}
+
+/// Which container engine an agent uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// The local Docker Engine (`DOCKER_HOST` or its Unix socket).
+    Docker,
+    /// None: the node takes part in membership and desired state but runs no replicas.
+    None,
 }
 
 impl AgentConfig {
@@ -62,6 +75,7 @@ impl AgentConfig {
             labels: BTreeMap::new(),
             join_timeout: Duration::from_secs(10),
             settings: Settings::default(),
+            runtime: RuntimeKind::Docker,
         }
     }
 }
@@ -196,6 +210,7 @@ pub async fn run(
             agent_version: env!("CARGO_PKG_VERSION").into(),
             quic_addr: quic_advertise,
             cert_sha256: cert.sha256,
+            runs_containers: config.runtime == RuntimeKind::Docker,
         };
         meta.validate().map_err(AgentError::Config)?;
         let identity = NodeIdentity {
@@ -259,6 +274,20 @@ pub async fn run(
             config.settings.clone(),
             StdRng::from_rng(&mut rand::rng()),
         );
+        let workload = match config.runtime {
+            RuntimeKind::None => workload::Workload::disabled(),
+            RuntimeKind::Docker => match crate::runtime::docker::Docker::connect() {
+                Ok(docker) => {
+                    info!("running replicas on the local Docker engine");
+                    workload::Workload::docker(state.id, docker, commands_tx.clone())
+                }
+                Err(e) => {
+                    return Err(AgentError::Config(format!(
+                        "cannot reach Docker ({e}); start the engine, or run with --runtime none"
+                    )))
+                }
+            },
+        };
         let node = node::Node {
             membership,
             socket,
@@ -272,6 +301,8 @@ pub async fn run(
             replica,
             persister,
             desired_dirty: false,
+            workload,
+            reconcile_due: true,
         };
         let result = node.run(packets_rx, commands_rx, join, shutdown).await;
         receiver.abort();

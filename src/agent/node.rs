@@ -16,19 +16,23 @@ use tokio::{
 };
 use tracing::{debug, info, warn, Instrument};
 
-use super::persist::Persister;
 use super::{
     datadir::{DataDir, NodeState},
     quic,
     tls::{NodeCert, TrustedSet},
 };
+use super::{
+    persist::Persister,
+    workload::{Outcome, Workload},
+};
 use crate::{
     api::{PeerRequest, PeerResponse, Request, Response},
     core::{
         desired::state::DesiredState,
-        identity::NodeIdentity,
+        identity::{NodeId, NodeIdentity},
         join::{JoinPlan, JoinStep},
         membership::{Effects, MemberEvent, Membership, NodeStatus, Timer},
+        observed::NodeReport,
         replica::Replica,
         wire,
     },
@@ -50,6 +54,8 @@ pub enum Command {
         /// Where the answer goes.
         reply: oneshot::Sender<PeerResponse>,
     },
+    /// News from the container engine or the executor.
+    Workload(Outcome),
     /// A peer's answer to an anti-entropy round we started.
     SyncAnswer {
         /// The peer, to send our desired state to if it lacks some.
@@ -60,8 +66,17 @@ pub enum Command {
         desired_digest: [u8; 32],
         /// Its desired state, when our digests differed.
         desired: Option<Box<DesiredState>>,
+        /// Reports it has that are newer than ours.
+        reports: Vec<NodeReport>,
+        /// Versions of the reports it holds, to send back what it lacks.
+        observed: BTreeMap<NodeId, (u64, u64)>,
     },
 }
+
+/// Reconcile at least this often, even when nothing seems to change.
+const RECONCILE_PERIOD: Duration = Duration::from_secs(1);
+/// Never reconcile more often than this: a burst of news becomes one round.
+const RECONCILE_MIN_GAP: Duration = Duration::from_millis(50);
 
 /// Why the node loop stopped on its own.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +106,10 @@ pub struct Node {
     pub(super) persister: Persister,
     /// Remote merges changed the desired state since it was last written.
     pub(super) desired_dirty: bool,
+    /// Replicas of this node and every node's reports.
+    pub(super) workload: Workload,
+    /// Something the reconciler looks at changed.
+    pub(super) reconcile_due: bool,
 }
 
 pub(super) fn now_ms() -> u64 {
@@ -117,6 +136,10 @@ impl Node {
         sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut peers_dirty = false;
         let mut persist_tick = tokio::time::interval(Duration::from_secs(1));
+        let mut reconcile_tick = tokio::time::interval(RECONCILE_PERIOD);
+        reconcile_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reconcile_at: Option<Instant> = None;
+        let mut last_reconcile = Instant::now();
 
         loop {
             let next_timer = timers.keys().next().map(|(at, _)| *at);
@@ -164,6 +187,14 @@ impl Node {
                     }
                 }
                 _ = sync_tick.tick() => self.start_sync(),
+                _ = reconcile_tick.tick() => self.reconcile_due = true,
+                _ = tokio::time::sleep_until(reconcile_at.unwrap_or(far)), if reconcile_at.is_some() => {
+                    reconcile_at = None;
+                    last_reconcile = Instant::now();
+                    if let Some(wake) = self.reconcile() {
+                        reconcile_at = Some(wake);
+                    }
+                }
                 _ = persist_tick.tick(), if peers_dirty || self.desired_dirty => {
                     if self.desired_dirty {
                         self.desired_dirty = false;
@@ -186,6 +217,13 @@ impl Node {
             let effects = self.membership.take_effects();
             if !effects.events.is_empty() {
                 peers_dirty = true;
+                self.reconcile_due = true;
+            }
+            if self.reconcile_due {
+                self.reconcile_due = false;
+                // At most one round per RECONCILE_MIN_GAP: a burst of news is one round.
+                let at = (last_reconcile + RECONCILE_MIN_GAP).max(Instant::now());
+                reconcile_at = Some(reconcile_at.map_or(at, |t| t.min(at)));
             }
             if effects.events.contains(&MemberEvent::Connected) {
                 // A full exchange right away, so we do not wait for gossip to fill our view.
@@ -218,7 +256,10 @@ impl Node {
         } = effects;
         for payload in broadcasts {
             match self.replica.receive_gossip(&payload, now_ms()) {
-                Ok(changed) => self.desired_dirty |= changed,
+                Ok(changed) => {
+                    self.desired_dirty |= changed;
+                    self.reconcile_due |= changed;
+                }
                 Err(e) => debug!(error = %e, "dropped gossip item"),
             }
         }
@@ -284,6 +325,7 @@ impl Node {
                     PeerRequest::Sync {
                         members,
                         desired_digest,
+                        observed,
                     } => {
                         let ours = self.membership.state();
                         if let Err(e) = self.membership.apply_state(members, now_ms()) {
@@ -295,26 +337,59 @@ impl Node {
                             desired_digest: digest,
                             desired: (digest != desired_digest)
                                 .then(|| Box::new(self.replica.state().clone())),
+                            reports: self.workload.observed.newer_than(&observed),
+                            observed: self.workload.observed.versions(),
                         }
                     }
                     PeerRequest::Desired(state) => {
-                        self.desired_dirty |= self.replica.merge(*state, now_ms());
+                        let changed = self.replica.merge(*state, now_ms());
+                        self.desired_dirty |= changed;
+                        self.reconcile_due |= changed;
+                        PeerResponse::Ack
+                    }
+                    PeerRequest::Reports(reports) => {
+                        self.merge_reports(reports);
                         PeerResponse::Ack
                     }
                 };
                 let _ = reply.send(response);
             }
+            Command::Workload(outcome) => match outcome {
+                Outcome::Listed(containers) => {
+                    self.workload.listed(containers);
+                    self.reconcile_due = true;
+                }
+                Outcome::ListFailed(e) => {
+                    if self.workload.engine_error.as_deref() != Some(e.as_str()) {
+                        warn!(error = %e, "cannot list containers; replicas are not reconciled");
+                    }
+                    self.workload.engine_error = Some(e);
+                }
+                Outcome::CreateFailed { task, error } => {
+                    self.workload.create_failed(&task, error);
+                    self.reconcile_due = true;
+                }
+            },
             Command::SyncAnswer {
                 peer,
                 members,
                 desired_digest,
                 desired,
+                reports,
+                observed,
             } => {
+                self.merge_reports(reports);
+                let theirs_lack = self.workload.observed.newer_than(&observed);
+                if !theirs_lack.is_empty() {
+                    self.push(vec![peer.clone()], PeerRequest::Reports(theirs_lack));
+                }
                 if let Err(e) = self.membership.apply_state(members, now_ms()) {
                     debug!(error = %e, "peer's membership state partly rejected");
                 }
                 if let Some(state) = desired {
-                    self.desired_dirty |= self.replica.merge(*state, now_ms());
+                    let changed = self.replica.merge(*state, now_ms());
+                    self.desired_dirty |= changed;
+                    self.reconcile_due |= changed;
                 }
                 if self.replica.digest() != desired_digest {
                     // The peer lacks something we have: send it our whole state.
@@ -323,6 +398,31 @@ impl Node {
                 }
             }
         }
+    }
+
+    fn merge_reports(&mut self, reports: Vec<NodeReport>) {
+        let me = self.membership.identity().id;
+        for report in reports {
+            // Our own report comes only from us; an echo of an older one changes nothing.
+            if report.node != me && self.workload.observed.merge(report) {
+                self.reconcile_due = true;
+            }
+        }
+    }
+
+    /// One reconciliation round: actions go to the executor, a changed report to every live
+    /// peer. Returns when the reconciler wants to be woken (a restart delay ending).
+    fn reconcile(&mut self) -> Option<Instant> {
+        let me = self.membership.identity().clone();
+        let views = self.membership.nodes();
+        let (report, wake_ms) =
+            self.workload
+                .reconcile(me.id, me.generation, &views, self.replica.state());
+        if let Some(report) = report {
+            let peers = self.live_peers();
+            self.push(peers, PeerRequest::Reports(vec![report]));
+        }
+        wake_ms.map(|at| Instant::now() + Duration::from_millis(at.saturating_sub(now_ms())))
     }
 
     /// Sends `request` to each of `peers` in the background; the receiver yields how many
@@ -382,6 +482,7 @@ impl Node {
         let request = PeerRequest::Sync {
             members: self.membership.state(),
             desired_digest: self.replica.digest(),
+            observed: self.workload.observed.versions(),
         };
         let meta = peer.meta.clone();
         let peer_id = peer.id.short();
@@ -393,6 +494,8 @@ impl Node {
                         members,
                         desired_digest,
                         desired,
+                        reports,
+                        observed,
                     }) => {
                         debug!(
                             members = members.len(),
@@ -404,6 +507,8 @@ impl Node {
                             members,
                             desired_digest,
                             desired,
+                            reports,
+                            observed,
                         };
                         let _ = commands.send(answer).await;
                     }

@@ -56,6 +56,27 @@ impl Node {
                 })),
                 None => Response::Error(DesiredError::UnknownService(name).to_string()),
             },
+            Request::ServicePs { name } => match state.service(&name) {
+                Some(_) => Response::Tasks(self.tasks(|s| s.name == name, None)),
+                None => Response::Error(DesiredError::UnknownService(name).to_string()),
+            },
+            Request::StackPs { stack } => {
+                if state.services().iter().any(|s| s.stack == stack) {
+                    Response::Tasks(self.tasks(|s| s.stack == stack, None))
+                } else {
+                    Response::Error(DesiredError::UnknownStack(stack).to_string())
+                }
+            }
+            Request::NodePs { node } => {
+                let id = match node {
+                    Some(query) => self.resolve_node(&query),
+                    None => Ok(self.membership.identity().id),
+                };
+                match id {
+                    Ok(id) => Response::Tasks(self.tasks(|_| true, Some(id))),
+                    Err(e) => Response::Error(e),
+                }
+            }
             Request::NodeUpdate {
                 node,
                 availability,
@@ -133,6 +154,7 @@ impl Node {
             }
         };
         let changed = self.replica.digest() != before;
+        self.reconcile_due |= changed;
         let actions = describe(&services_before, &self.replica.state().services());
         let snapshot = match wire::encode(self.replica.state()) {
             Ok(bytes) => bytes,
@@ -185,7 +207,7 @@ impl Node {
         );
     }
 
-    fn live_peers(&self) -> Vec<NodeIdentity> {
+    pub(super) fn live_peers(&self) -> Vec<NodeIdentity> {
         self.membership
             .nodes()
             .into_iter()
@@ -212,11 +234,29 @@ impl Node {
                 Mode::Replicated => view.replicas,
                 Mode::Global => self.live_peers().len() as u64 + 1,
             },
-            // Observed state arrives with replica claiming (P3).
-            running: 0,
+            running: self.running_replicas(view),
             image: view.spec.image.clone(),
             ports: view.spec.ports.iter().map(port_text).collect(),
         }
+    }
+
+    /// Replicas of the current version that run, ready, on live nodes.
+    fn running_replicas(&self, view: &ServiceView) -> u64 {
+        let live: std::collections::BTreeSet<NodeId> = self
+            .membership
+            .nodes()
+            .iter()
+            .filter(|v| matches!(v.status, NodeStatus::Ready | NodeStatus::Suspect))
+            .map(|v| v.identity.id)
+            .collect();
+        let slots: std::collections::BTreeSet<_> = self
+            .workload
+            .observed
+            .tasks_of(&view.name)
+            .filter(|(node, t)| live.contains(node) && t.is_ready_at(view.version, view.force))
+            .map(|(_, t)| t.slot)
+            .collect();
+        slots.len() as u64
     }
 
     /// Finds a node by full id, unique id prefix, or name.

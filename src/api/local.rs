@@ -67,6 +67,21 @@ pub enum Request {
         /// Service names.
         names: Vec<String>,
     },
+    /// Tasks of one service (`service ps`).
+    ServicePs {
+        /// Service name.
+        name: String,
+    },
+    /// Tasks of one stack (`stack ps`).
+    StackPs {
+        /// Stack name.
+        stack: String,
+    },
+    /// Tasks on one node (`node ps`); None: the node answering.
+    NodePs {
+        /// Node id, unique id prefix, or name.
+        node: Option<String>,
+    },
 }
 
 /// An agent's answer.
@@ -82,6 +97,8 @@ pub enum Response {
     Services(Vec<ServiceInfo>),
     /// Answer to [`Request::ServiceInspect`].
     Service(Box<ServiceDetail>),
+    /// Answer to the `ps` requests: current tasks first, then history.
+    Tasks(Vec<TaskInfo>),
     /// The request failed; the text says why. Nothing was changed.
     Error(String),
 }
@@ -126,6 +143,40 @@ pub struct ServiceInfo {
     pub image: String,
     /// Published ports, like `*:8080->80/tcp`.
     pub ports: Vec<String>,
+}
+
+/// A task (one replica's container) as `service ps` shows it. Field names are the JSON contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskInfo {
+    /// Task id (empty for a slot that has no task yet).
+    pub id: String,
+    /// `SERVICE.SLOT`, as Docker shows it.
+    pub name: String,
+    /// Service name.
+    pub service: String,
+    /// Slot: a number, or a node id for global services.
+    pub slot: String,
+    /// Name of the node it is on (empty while unplaced).
+    pub node: String,
+    /// Image of its spec.
+    pub image: String,
+    /// `running` or `shutdown`: what its node means to do with it.
+    pub desired_state: String,
+    /// `pending`, `starting`, `running`, `complete`, `failed`, `shutdown`, `rejected`; `running`
+    /// only while it really runs on a live node.
+    pub state: String,
+    /// `none`, `starting`, `healthy`, `unhealthy`.
+    pub health: String,
+    /// What went wrong, if anything.
+    pub error: String,
+    /// Docker container id.
+    pub container_id: String,
+    /// Container address and port, for each container port.
+    pub endpoint: Vec<String>,
+    /// Milliseconds since the epoch when it entered its state.
+    pub since_ms: u64,
+    /// Whether this is history (a replaced task).
+    pub history: bool,
 }
 
 /// A service in full, for `service inspect`.

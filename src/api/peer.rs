@@ -2,7 +2,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::{desired::state::DesiredState, identity::NodeIdentity};
+use std::collections::BTreeMap;
+
+use crate::core::{
+    desired::state::DesiredState,
+    identity::{NodeId, NodeIdentity},
+    observed::NodeReport,
+};
 
 /// What one node asks another over QUIC.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -13,7 +19,11 @@ pub enum PeerRequest {
         members: Vec<foca::Member<NodeIdentity>>,
         /// Digest of the desired state.
         desired_digest: [u8; 32],
+        /// Versions of the node reports held.
+        observed: BTreeMap<NodeId, (u64, u64)>,
     },
+    /// Node reports to merge: a node's new report, or the ones a peer lacked.
+    Reports(Vec<NodeReport>),
     /// Desired state to merge: a delta just written, or a full state after a digest mismatch.
     Desired(Box<DesiredState>),
 }
@@ -30,6 +40,10 @@ pub enum PeerResponse {
         desired_digest: [u8; 32],
         /// Its full desired state, when the digests differ.
         desired: Option<Box<DesiredState>>,
+        /// Its reports that are newer than the requester's.
+        reports: Vec<NodeReport>,
+        /// Versions of the reports it holds.
+        observed: BTreeMap<NodeId, (u64, u64)>,
     },
     /// The request was applied.
     Ack,

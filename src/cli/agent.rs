@@ -25,6 +25,10 @@ pub struct AgentArgs {
     /// Engine label KEY=VALUE for placement constraints; repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = super::parse_key_value)]
     labels: Vec<(String, String)>,
+    /// Container engine for this node's replicas: `docker`, or `none` to take part in membership
+    /// and desired state only.
+    #[arg(long, default_value = "docker", value_parser = ["docker", "none"], env = "SHOAL_RUNTIME")]
+    runtime: String,
     /// Seconds to keep trying the --join seeds before giving up.
     #[arg(long, default_value_t = 10)]
     join_timeout: u64,
@@ -47,6 +51,11 @@ pub fn run(data_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
     config.name = args.name;
     config.labels = args.labels.into_iter().collect::<BTreeMap<_, _>>();
     config.join_timeout = Duration::from_secs(args.join_timeout);
+    config.runtime = if args.runtime == "none" {
+        agent::RuntimeKind::None
+    } else {
+        agent::RuntimeKind::Docker
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

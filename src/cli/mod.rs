@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod client;
 pub mod node;
+pub mod ps;
 pub mod service;
 pub mod stack;
 

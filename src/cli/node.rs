@@ -36,6 +36,13 @@ pub enum NodeCommand {
         #[arg(long = "label-rm", value_name = "KEY")]
         label_rm: Vec<String>,
     },
+    /// List the tasks on a node (default: the node you ask).
+    Ps {
+        /// Node id, unique id prefix, or name.
+        node: Option<String>,
+        #[command(flatten)]
+        ps: super::ps::PsArgs,
+    },
     /// Show one node in detail.
     Inspect {
         /// Node id, unique id prefix, or name.
@@ -84,6 +91,12 @@ pub fn run(data_dir: &Path, command: NodeCommand) -> anyhow::Result<()> {
                 Format::Json => println!("{}", serde_json::to_string_pretty(found)?),
                 Format::Table => print!("{}", pretty(found)),
             }
+        }
+        NodeCommand::Ps { node, ps } => {
+            let Response::Tasks(tasks) = client::call(data_dir, Request::NodePs { node })? else {
+                bail!("unexpected answer from the agent");
+            };
+            ps.print(tasks)?;
         }
         NodeCommand::Update {
             node,

@@ -41,6 +41,13 @@ pub enum ServiceCommand {
     },
     /// Change a service.
     Update(UpdateArgs),
+    /// List the tasks (replicas) of a service, with recent history.
+    Ps {
+        /// Service name.
+        name: String,
+        #[command(flatten)]
+        ps: super::ps::PsArgs,
+    },
     /// Set the replica count of one or more services: `service scale web=3 api=2`.
     Scale {
         /// SERVICE=REPLICAS pairs.
@@ -367,6 +374,13 @@ pub fn run(data_dir: &Path, command: ServiceCommand) -> anyhow::Result<()> {
                 update: Box::new(update),
             };
             print_receipt(client::call(data_dir, request)?)?;
+        }
+        ServiceCommand::Ps { name, ps } => {
+            let Response::Tasks(tasks) = client::call(data_dir, Request::ServicePs { name })?
+            else {
+                bail!("unexpected answer from the agent");
+            };
+            ps.print(tasks)?;
         }
         ServiceCommand::Scale { scales } => {
             print_receipt(client::call(data_dir, Request::ServiceScale { scales })?)?;

@@ -34,6 +34,13 @@ pub enum StackCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// List the tasks of a stack.
+    Ps {
+        /// Stack name.
+        name: String,
+        #[command(flatten)]
+        ps: super::ps::PsArgs,
+    },
     /// Remove a stack and its services.
     #[command(alias = "remove", alias = "down")]
     Rm {
@@ -64,6 +71,13 @@ pub fn run(data_dir: &Path, command: StackCommand) -> anyhow::Result<()> {
                 }
             }
             Ok(())
+        }
+        StackCommand::Ps { name, ps } => {
+            let Response::Tasks(tasks) = client::call(data_dir, Request::StackPs { stack: name })?
+            else {
+                bail!("unexpected answer from the agent");
+            };
+            ps.print(tasks)
         }
         StackCommand::Rm { names } => {
             for stack in names {

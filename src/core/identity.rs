@@ -68,6 +68,9 @@ pub struct NodeMeta {
     pub quic_addr: SocketAddr,
     /// SHA-256 of the node's TLS certificate: peers pin it when they dial `quic_addr`.
     pub cert_sha256: [u8; 32],
+    /// Whether the node runs replicas (an agent started with `--runtime none` only takes part in
+    /// membership and desired state; placement skips it).
+    pub runs_containers: bool,
 }
 
 /// Limits that keep an identity small enough to share a datagram with several membership updates.
@@ -88,6 +91,7 @@ impl NodeMeta {
             agent_version: String::new(),
             quic_addr: addr,
             cert_sha256: [0; 32],
+            runs_containers: false,
         }
     }
 

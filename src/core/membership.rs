@@ -437,12 +437,13 @@ impl<R: RngExt> Membership<R> {
         self.foca.iter_members().nth(pick).map(|m| m.id().clone())
     }
 
-    /// Addresses of members worth contacting when this node restarts.
+    /// Addresses of members worth contacting when this node restarts: every member ever seen,
+    /// departed ones included, since after a full-cluster restart they are the ones coming back.
     pub fn known_addrs(&self) -> Vec<SocketAddr> {
         let mut addrs: Vec<SocketAddr> = self
             .records
             .values()
-            .filter(|r| r.status != NodeStatus::Left && r.identity.id != self.identity().id)
+            .filter(|r| r.identity.id != self.identity().id)
             .map(|r| r.identity.addr)
             .collect();
         addrs.sort();

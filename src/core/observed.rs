@@ -14,7 +14,7 @@ use super::{desired::hlc::Hlc, identity::NodeId};
 
 /// A slot of a service: replicated services have slots 1..=replicas, global services one slot per
 /// eligible node.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum SlotKey {
     /// Slot number of a replicated service, from 1.
     Replica(u64),
@@ -26,7 +26,7 @@ impl std::fmt::Display for SlotKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SlotKey::Replica(n) => write!(f, "{n}"),
-            SlotKey::Node(id) => write!(f, "{}", id.short()),
+            SlotKey::Node(id) => write!(f, "{id}"),
         }
     }
 }
@@ -198,7 +198,10 @@ impl ObservedState {
     }
 
     /// Every current task of `service` on any node.
-    pub fn tasks_of<'a>(&'a self, service: &'a str) -> impl Iterator<Item = (NodeId, &'a TaskReport)> {
+    pub fn tasks_of<'a>(
+        &'a self,
+        service: &'a str,
+    ) -> impl Iterator<Item = (NodeId, &'a TaskReport)> {
         self.nodes.values().flat_map(move |r| {
             r.tasks
                 .iter()

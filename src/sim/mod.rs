@@ -15,12 +15,14 @@ use std::{
 use rand::{rngs::StdRng, RngExt, SeedableRng};
 
 mod replication;
+mod workload;
 
 use crate::core::{
     desired::state::DesiredState,
     identity::{NodeId, NodeIdentity, NodeMeta},
     join::JoinPlan,
     membership::{Effects, MemberEvent, Membership, NodeStatus, NodeView, Settings, Timer},
+    observed::NodeReport,
     replica::Replica,
 };
 
@@ -74,6 +76,23 @@ enum Event {
         to: usize,
         state: Box<DesiredState>,
     },
+    /// A reconciliation round of `node`.
+    Reconcile {
+        node: usize,
+        epoch: u64,
+        repeat: bool,
+    },
+    /// A fake container passes its healthcheck.
+    Healthy {
+        node: usize,
+        epoch: u64,
+        container: String,
+    },
+    /// A node's report pushed to a peer.
+    Report {
+        to: usize,
+        report: Box<NodeReport>,
+    },
 }
 
 struct SimNode {
@@ -88,6 +107,8 @@ struct SimNode {
     join: Option<JoinPlan>,
     /// Desired state, kept across crashes as the data dir keeps it.
     replica: Replica,
+    /// Containers, reconciler and observed state.
+    workload: workload::Workload,
 }
 
 /// Counters a test or benchmark can report.
@@ -103,6 +124,8 @@ pub struct Report {
     pub rejected: u64,
     /// Anti-entropy rounds that found two nodes' desired states different.
     pub desired_repairs: u64,
+    /// Containers stopped and removed by reconcilers.
+    pub containers_removed: u64,
 }
 
 /// The simulated cluster.
@@ -118,6 +141,8 @@ pub struct Sim {
     /// Partition group of each node; datagrams cross only within a group.
     groups: Vec<u32>,
     rng: StdRng,
+    /// Source of fake container ids.
+    next_container: u64,
     /// Running totals.
     pub report: Report,
 }
@@ -136,6 +161,7 @@ impl Sim {
                 addr,
                 id,
                 replica: Replica::new(id, DesiredState::default(), 0),
+                workload: workload::Workload::default(),
                 generation: 0,
                 epoch: 0,
                 known: Vec::new(),
@@ -154,6 +180,7 @@ impl Sim {
             by_addr,
             groups: vec![0; n],
             rng,
+            next_container: 0,
             report: Report::default(),
         }
     }
@@ -202,6 +229,7 @@ impl Sim {
                 agent_version: env!("CARGO_PKG_VERSION").into(),
                 quic_addr: node.addr,
                 cert_sha256: [0; 32],
+                runs_containers: true,
             }),
         };
         let rng = StdRng::seed_from_u64(self.rng.random());
@@ -217,6 +245,16 @@ impl Sim {
         self.apply(i, effects);
         let epoch = self.nodes[i].epoch;
         self.schedule(self.now_ms, Event::Join { node: i, epoch });
+        self.nodes[i].workload.seq = 0;
+        let first = self.rng.random_range(0..workload::RECONCILE_PERIOD_MS);
+        self.schedule(
+            self.now_ms + first,
+            Event::Reconcile {
+                node: i,
+                epoch,
+                repeat: true,
+            },
+        );
         let first = self
             .rng
             .random_range(0..self.config.settings.sync_period.as_millis() as u64);
@@ -235,6 +273,21 @@ impl Sim {
         if let Some(m) = self.nodes[i].membership.take() {
             self.nodes[i].known = m.known_addrs();
         }
+        // The host goes down with its containers; they come back exited, as Docker keeps them.
+        let now = self.now_ms;
+        let w = &mut self.nodes[i].workload;
+        for c in &mut w.containers {
+            if !matches!(c.status, crate::runtime::ContainerStatus::Exited { .. }) {
+                c.status = crate::runtime::ContainerStatus::Exited {
+                    code: 137,
+                    finished_ms: now,
+                    error: Some("node crashed".into()),
+                };
+                c.health = crate::core::observed::Health::None;
+            }
+        }
+        w.reconciler = Default::default();
+        w.last_published = None;
     }
 
     /// Stops node `i` gracefully: it tells its peers it leaves.
@@ -466,6 +519,42 @@ impl Sim {
                     return;
                 }
                 self.join_step(node);
+                return;
+            }
+            Event::Reconcile {
+                node,
+                epoch,
+                repeat,
+            } => {
+                if self.nodes[node].epoch != epoch || self.nodes[node].membership.is_none() {
+                    return;
+                }
+                if repeat {
+                    let next = self.now_ms + workload::RECONCILE_PERIOD_MS;
+                    self.schedule(
+                        next,
+                        Event::Reconcile {
+                            node,
+                            epoch,
+                            repeat,
+                        },
+                    );
+                }
+                self.reconcile(node);
+                return;
+            }
+            Event::Healthy {
+                node,
+                epoch,
+                container,
+            } => {
+                if self.nodes[node].epoch == epoch {
+                    self.container_healthy(node, &container);
+                }
+                return;
+            }
+            Event::Report { to, report } => {
+                self.receive_report(to, *report);
                 return;
             }
             Event::Push { to, state } => {

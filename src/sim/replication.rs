@@ -134,6 +134,21 @@ impl Sim {
             let effects = m.take_effects();
             self.apply(target, effects);
         }
+        // Observed state: each side gets the reports it lacks.
+        let theirs = self.nodes[other]
+            .workload
+            .observed
+            .newer_than(&self.nodes[node].workload.observed.versions());
+        let ours = self.nodes[node]
+            .workload
+            .observed
+            .newer_than(&self.nodes[other].workload.observed.versions());
+        for r in theirs {
+            self.nodes[node].workload.observed.merge(r);
+        }
+        for r in ours {
+            self.nodes[other].workload.observed.merge(r);
+        }
         // Desired state: compare digests, exchange full states when they differ.
         if self.nodes[node].replica.digest() != self.nodes[other].replica.digest() {
             self.report.desired_repairs += 1;

@@ -59,6 +59,9 @@ impl Agent {
             addr.to_string(),
             "--name".into(),
             name.into(),
+            // Membership and desired-state tests run no containers; Docker tests opt in.
+            "--runtime".into(),
+            "none".into(),
         ];
         for seed in join {
             args.push("--join".into());
@@ -72,6 +75,14 @@ impl Agent {
             child: None,
             args,
         }
+    }
+
+    /// Makes this agent run replicas on the local Docker engine.
+    pub fn with_docker(mut self) -> Self {
+        if let Some(i) = self.args.iter().position(|a| a == "none") {
+            self.args[i] = "docker".into();
+        }
+        self
     }
 
     /// Starts (or restarts) the process with the same data dir.

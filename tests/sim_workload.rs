@@ -1,0 +1,194 @@
+//! Claiming and healing in deterministic simulation: every node runs the real reconciler against
+//! a fake container runtime. After quiescence every service runs exactly its replicas, each on an
+//! eligible node, spread within one per node.
+
+use shoal::{
+    core::{
+        desired::spec::{Availability, ServiceDef, ServiceSpec},
+        membership::NodeStatus,
+    },
+    sim::{Sim, SimConfig},
+};
+
+fn service(stack: &str, name: &str, replicas: u64) -> ServiceDef {
+    ServiceDef {
+        name: format!("{stack}_{name}"),
+        stack: stack.to_string(),
+        replicas,
+        spec: ServiceSpec {
+            image: "shoal-demo:v1".into(),
+            restart_policy: shoal::core::desired::spec::RestartPolicy {
+                delay_ms: 0,
+                ..Default::default()
+            },
+            ..ServiceSpec::default()
+        },
+    }
+}
+
+fn cluster(n: usize, seed: u64) -> Sim {
+    let mut sim = Sim::new(
+        n,
+        SimConfig {
+            seed,
+            ..SimConfig::default()
+        },
+    );
+    sim.start(0, &[]);
+    for i in 1..n {
+        sim.start(i, &[0]);
+    }
+    assert!(sim
+        .run_until(60_000, 100, |s| s.converged(NodeStatus::Down))
+        .is_some());
+    sim
+}
+
+fn settle(sim: &mut Sim, what: &str) -> u64 {
+    let took = sim.run_until(120_000, 200, |s| {
+        s.desired_converged() && s.check_workload().is_ok()
+    });
+    match took {
+        Some(ms) => ms,
+        None => panic!("{what}: {}", sim.check_workload().unwrap_err()),
+    }
+}
+
+#[test]
+fn replicas_start_heal_and_scale() {
+    let mut sim = cluster(5, 1);
+    sim.change(0, |s, hlc| {
+        s.deploy_stack(
+            "app",
+            vec![service("app", "web", 7), service("app", "api", 2)],
+            hlc,
+        )
+    })
+    .unwrap();
+    settle(&mut sim, "initial deploy");
+
+    // A container dies: a new one replaces it.
+    let victim = (0..5).find(|&i| sim.containers_on(i) > 0).unwrap();
+    assert!(sim.kill_container(victim));
+    settle(&mut sim, "after a container died");
+
+    // Scale up and down, then remove a service.
+    sim.change(3, |s, hlc| s.scale("app_web", 12, hlc)).unwrap();
+    settle(&mut sim, "scale up");
+    sim.change(2, |s, hlc| s.scale("app_web", 3, hlc)).unwrap();
+    settle(&mut sim, "scale down");
+    sim.change(1, |s, hlc| s.remove_service("app_api", hlc))
+        .unwrap();
+    settle(&mut sim, "service removed");
+}
+
+#[test]
+fn a_lost_node_slots_run_elsewhere_and_its_return_creates_no_duplicates() {
+    let mut sim = cluster(5, 2);
+    sim.change(0, |s, hlc| {
+        s.deploy_stack("app", vec![service("app", "web", 10)], hlc)
+    })
+    .unwrap();
+    settle(&mut sim, "deploy");
+    sim.crash(4);
+    settle(&mut sim, "node lost");
+    sim.start(4, &[]);
+    settle(&mut sim, "node back");
+}
+
+#[test]
+fn unsatisfiable_constraints_stay_pending_without_a_crash_loop() {
+    let mut sim = cluster(3, 3);
+    let mut def = service("app", "web", 2);
+    def.spec
+        .placement
+        .constraints
+        .push(shoal::core::desired::spec::Constraint {
+            key: shoal::core::desired::spec::ConstraintKey::NodeLabel("zone".into()),
+            op: shoal::core::desired::spec::ConstraintOp::Eq,
+            value: "nowhere".into(),
+        });
+    sim.change(0, |s, hlc| s.deploy_stack("app", vec![def], hlc))
+        .unwrap();
+    sim.run_for(30_000);
+    assert_eq!((0..3).map(|i| sim.containers_on(i)).sum::<usize>(), 0);
+    assert_eq!(sim.report.containers_removed, 0, "no create/fail loop");
+}
+
+#[test]
+fn draining_hands_off_without_losing_capacity() {
+    let mut sim = cluster(4, 4);
+    sim.change(0, |s, hlc| {
+        s.deploy_stack("app", vec![service("app", "web", 8)], hlc)
+    })
+    .unwrap();
+    settle(&mut sim, "deploy");
+    let drained = (0..4).find(|&i| sim.containers_on(i) > 0).unwrap();
+    let id = sim.node_id(drained);
+    sim.change(1, |s, hlc| {
+        s.update_node(id, Some(Availability::Drain), vec![], vec![], hlc)
+    })
+    .unwrap();
+    // Capacity never dips: at every step at least 8 ready replicas exist.
+    for _ in 0..200 {
+        sim.run_for(100);
+        assert!(
+            sim.ready_replicas("app_web") >= 8,
+            "capacity dipped during the drain"
+        );
+    }
+    settle(&mut sim, "drain");
+    assert_eq!(sim.containers_on(drained), 0);
+}
+
+/// The scenario: 50 nodes, 200 services, random container crashes, node losses and
+/// restarts. `SHOAL_SIM_SEEDS` runs more seeds (the default keeps CI fast).
+#[test]
+fn fifty_nodes_two_hundred_services_survive_random_faults() {
+    use rand::{RngExt, SeedableRng};
+    let seeds: u64 = std::env::var("SHOAL_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    for seed in 0..seeds {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut sim = cluster(50, 100 + seed);
+        for stack in 0..20 {
+            let services = (0..10)
+                .map(|k| {
+                    service(
+                        &format!("s{stack}"),
+                        &format!("svc{k}"),
+                        rng.random_range(1..6),
+                    )
+                })
+                .collect();
+            let node = rng.random_range(0..50);
+            let name = format!("s{stack}");
+            sim.change(node, move |s, hlc| s.deploy_stack(&name, services, hlc))
+                .unwrap();
+        }
+        settle(&mut sim, &format!("seed {seed}: deploy"));
+        for round in 0..5 {
+            let mut down = Vec::new();
+            for _ in 0..3 {
+                let i = rng.random_range(0..50);
+                match rng.random_range(0..3) {
+                    0 => {
+                        sim.kill_container(i);
+                    }
+                    1 if sim.is_running(i) => {
+                        sim.crash(i);
+                        down.push(i);
+                    }
+                    _ => {}
+                }
+            }
+            sim.run_for(rng.random_range(0..20_000));
+            for i in down {
+                sim.start(i, &[]);
+            }
+            settle(&mut sim, &format!("seed {seed} round {round}"));
+        }
+    }
+}
