@@ -58,6 +58,8 @@ struct SlotLife {
     version: Option<(crate::core::desired::hlc::Hlc, u64)>,
 }
 
+/// A container still only created after this long is treated as failed.
+const NEVER_STARTED_MS: u64 = 15_000;
 /// Longest crash-loop backoff.
 const MAX_BACKOFF_MS: u64 = 60_000;
 /// A create that has not shown up in a listing after this long is assumed lost.
@@ -281,6 +283,11 @@ impl Reconciler {
                     finished_ms,
                     error,
                 } => Some((*code, *finished_ms, error.clone())),
+                // Created but never started: its creator died mid-way (an agent stopped during
+                // the create); it will not start by itself.
+                ContainerStatus::Created if now.saturating_sub(c.created_ms) > NEVER_STARTED_MS => {
+                    Some((-1, now, Some("created but never started".to_string())))
+                }
                 _ if c.health == Health::Unhealthy => {
                     Some((-1, now, Some("unhealthy".to_string())))
                 }
