@@ -244,6 +244,7 @@ pub async fn run(
         targets.retain(|t| *t != advertise && *t != config.listen);
         targets.sort();
         targets.dedup();
+        let settled = targets.is_empty();
         let join = JoinPlan::new(targets, !config.join.is_empty(), config.join_timeout);
         info!(
             name = %identity.meta.name, gossip = %advertise, quic = %quic_advertise,
@@ -303,6 +304,7 @@ pub async fn run(
             desired_dirty: false,
             workload,
             reconcile_due: true,
+            settled,
         };
         let result = node.run(packets_rx, commands_rx, join, shutdown).await;
         receiver.abort();

@@ -110,6 +110,8 @@ pub struct Node {
     pub(super) workload: Workload,
     /// Something the reconciler looks at changed.
     pub(super) reconcile_due: bool,
+    /// The node has joined (or given up joining) and synced once: its view is worth acting on.
+    pub(super) settled: bool,
 }
 
 pub(super) fn now_ms() -> u64 {
@@ -171,6 +173,8 @@ impl Node {
                     match join.poll(now_ms(), self.membership.is_connected()) {
                         JoinStep::Announce(targets, next) => {
                             if join.is_alone() && !was_alone {
+                                self.settled = true;
+                                self.reconcile_due = true;
                                 warn!(?targets, "no remembered peer answered; running alone and retrying every {:?}", next);
                             }
                             for target in targets {
@@ -379,6 +383,11 @@ impl Node {
                 observed,
             } => {
                 self.merge_reports(reports);
+                if !self.settled {
+                    info!("synced with a peer; reconciling replicas");
+                    self.settled = true;
+                    self.reconcile_due = true;
+                }
                 let theirs_lack = self.workload.observed.newer_than(&observed);
                 if !theirs_lack.is_empty() {
                     self.push(vec![peer.clone()], PeerRequest::Reports(theirs_lack));
@@ -413,6 +422,11 @@ impl Node {
     /// One reconciliation round: actions go to the executor, a changed report to every live
     /// peer. Returns when the reconciler wants to be woken (a restart delay ending).
     fn reconcile(&mut self) -> Option<Instant> {
+        if !self.settled {
+            // Right after start the view may hold only this node: acting on it would start every
+            // slot here. Wait for the join and one full exchange with a peer.
+            return None;
+        }
         let me = self.membership.identity().clone();
         let views = self.membership.nodes();
         let (report, wake_ms) =

@@ -208,7 +208,7 @@ async fn execute(
                         Ok(id) => debug!(container = %short(&id), service = %task.service, slot = %task.slot, "replica started"),
                         Err(e) => {
                             let _ = outcomes
-                                .send(Command::Workload(Outcome::CreateFailed { task: Box::new(task), error: e.0 }))
+                                .send(Command::Workload(Outcome::CreateFailed { task, error: e.0 }))
                                 .await;
                         }
                     }

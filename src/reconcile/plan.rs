@@ -71,6 +71,8 @@ const STABLE_AFTER_MS: u64 = 10_000;
 #[derive(Debug, Default)]
 pub struct Reconciler {
     slots: BTreeMap<(String, SlotKey), SlotLife>,
+    /// Containers listed last round, to notice the ones that vanish without exiting.
+    last_seen: BTreeMap<String, LocalContainer>,
     history: BTreeMap<(String, SlotKey), VecDeque<TaskReport>>,
 }
 
@@ -131,7 +133,7 @@ pub fn paused_keep(
                 .iter()
                 .filter(|t| t.service == service && t.desired_running)
             {
-                keep.insert(t.slot.clone(), node.id);
+                keep.insert(t.slot, node.id);
             }
         }
     }
@@ -158,10 +160,7 @@ impl Reconciler {
         now_ms: u64,
         spec: &ServiceSpec,
     ) {
-        let life = self
-            .slots
-            .entry((service.to_string(), slot.clone()))
-            .or_default();
+        let life = self.slots.entry((service.to_string(), *slot)).or_default();
         life.in_flight = None;
         life.last_error = Some(error);
         Self::count_failure(life, now_ms, spec, now_ms);
@@ -203,12 +202,40 @@ impl Reconciler {
         let me = inputs.me;
         let now = inputs.now_ms;
         let mut claimed: BTreeSet<String> = BTreeSet::new();
+        // A container listed last round and gone now, which we did not remove, was removed
+        // behind our back (`docker rm -f`): it failed, and history should say so.
+        let listed: BTreeSet<&str> = inputs.local.iter().map(|c| c.id.as_str()).collect();
+        let vanished: Vec<LocalContainer> = self
+            .last_seen
+            .values()
+            .filter(|c| !listed.contains(c.id.as_str()))
+            .cloned()
+            .collect();
+        for c in &vanished {
+            let known = self
+                .history
+                .get(&(c.service.clone(), c.slot))
+                .is_some_and(|h| h.iter().any(|t| t.task_id == c.task_id));
+            if !known {
+                self.record(
+                    c,
+                    TaskState::Failed,
+                    Some("container removed outside shoal".into()),
+                    now,
+                );
+            }
+        }
+        self.last_seen = inputs
+            .local
+            .iter()
+            .map(|c| (c.id.clone(), c.clone()))
+            .collect();
         let mut live_keys: BTreeSet<(String, SlotKey)> = BTreeSet::new();
 
         for service in inputs.services {
             let placement = placement_of(service, inputs.nodes, inputs.observed);
             for (slot, owner) in &placement.owners {
-                let key = (service.name.clone(), slot.clone());
+                let key = (service.name.clone(), *slot);
                 live_keys.insert(key.clone());
                 let mine: Vec<&LocalContainer> = inputs
                     .local
@@ -218,15 +245,12 @@ impl Reconciler {
                 if *owner == me {
                     self.own_slot(service, slot, &mine, now, me, &mut plan);
                 } else {
-                    self.hand_off(
-                        service,
-                        slot,
-                        *owner,
-                        &mine,
-                        inputs.observed,
-                        now,
-                        &mut plan,
-                    );
+                    let owner_ready = owner_is_ready(inputs.observed, *owner, service, slot);
+                    let handoff = Handoff {
+                        owner: *owner,
+                        owner_ready,
+                    };
+                    self.hand_off(service, slot, handoff, &mine, now, &mut plan);
                 }
                 claimed.extend(mine.iter().map(|c| c.id.clone()));
             }
@@ -259,7 +283,7 @@ impl Reconciler {
         me: NodeId,
         plan: &mut Plan,
     ) {
-        let key = (service.name.clone(), slot.clone());
+        let key = (service.name.clone(), *slot);
         let spec = &service.spec;
         let life = self.slots.entry(key.clone()).or_default();
         if life.version != Some((service.version, service.force)) {
@@ -384,7 +408,7 @@ impl Reconciler {
             None if life.in_flight.is_some() => {}
             None if life.given_up => plan.tasks.push(TaskReport {
                 service: service.name.clone(),
-                slot: slot.clone(),
+                slot: *slot,
                 task_id: String::new(),
                 version: service.version,
                 force: service.force,
@@ -409,7 +433,7 @@ impl Reconciler {
                 );
                 plan.tasks.push(TaskReport {
                     service: service.name.clone(),
-                    slot: slot.clone(),
+                    slot: *slot,
                     task_id: String::new(),
                     version: service.version,
                     force: service.force,
@@ -426,14 +450,14 @@ impl Reconciler {
                 let salt = life.failures.len() as u64 + u64::from(life.streak);
                 let task = TaskSpec {
                     service: service.name.clone(),
-                    slot: slot.clone(),
+                    slot: *slot,
                     task_id: task_id(me, &service.name, slot, now, salt),
                     version: service.version,
                     force: service.force,
                     spec: spec.clone(),
                 };
                 life.in_flight = Some((task.task_id.clone(), now));
-                plan.actions.push(Action::Create(task));
+                plan.actions.push(Action::Create(Box::new(task)));
             }
         }
     }
@@ -442,22 +466,14 @@ impl Reconciler {
         &mut self,
         service: &ServiceView,
         slot: &SlotKey,
-        owner: NodeId,
+        Handoff { owner, owner_ready }: Handoff,
         mine: &[&LocalContainer],
-        observed: &ObservedState,
         now: u64,
         plan: &mut Plan,
     ) {
         if mine.is_empty() {
             return;
         }
-        let owner_ready = observed.get(owner).is_some_and(|r: &NodeReport| {
-            r.tasks.iter().any(|t| {
-                t.service == service.name
-                    && &t.slot == slot
-                    && t.is_ready_at(service.version, service.force)
-            })
-        });
         for c in mine {
             let exited = matches!(c.status, ContainerStatus::Exited { .. });
             if owner_ready || exited {
@@ -481,16 +497,36 @@ impl Reconciler {
         let mut report = task_of(c, false, error);
         report.state = state;
         report.since_ms = now;
-        let tasks = self
-            .history
-            .entry((c.service.clone(), c.slot.clone()))
-            .or_default();
+        let tasks = self.history.entry((c.service.clone(), c.slot)).or_default();
         if tasks.iter().any(|t| t.task_id == report.task_id) {
             return;
         }
         tasks.push_front(report);
         tasks.truncate(HISTORY_PER_SLOT);
     }
+}
+
+/// A slot this node runs but another node owns.
+struct Handoff {
+    /// The new owner.
+    owner: NodeId,
+    /// Whether the owner's report shows its replica ready at the current version.
+    owner_ready: bool,
+}
+
+fn owner_is_ready(
+    observed: &ObservedState,
+    owner: NodeId,
+    service: &ServiceView,
+    slot: &SlotKey,
+) -> bool {
+    observed.get(owner).is_some_and(|r: &NodeReport| {
+        r.tasks.iter().any(|t| {
+            t.service == service.name
+                && &t.slot == slot
+                && t.is_ready_at(service.version, service.force)
+        })
+    })
 }
 
 fn rank(c: &LocalContainer) -> u8 {
@@ -511,7 +547,7 @@ fn task_of(c: &LocalContainer, desired_running: bool, error: Option<String>) -> 
     };
     TaskReport {
         service: c.service.clone(),
-        slot: c.slot.clone(),
+        slot: c.slot,
         task_id: c.task_id.clone(),
         version: c.version,
         force: c.force,

@@ -62,6 +62,8 @@ pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_STOP_TIMEOUT_S: i64 = 10;
 /// How often [`Docker::watch`] looks at the node's containers.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// Poll underneath the event stream, for events it missed.
+pub const WATCH_SAFETY_POLL: Duration = Duration::from_secs(5);
 /// Longest wait between attempts while the engine does not answer.
 pub const WATCH_MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -132,19 +134,47 @@ impl Docker {
         Ok(&self.client)
     }
 
-    /// Follows the containers of `node` and sends a wake-up on `notify` whenever one of them
-    /// changes: created, started, died (including OOM kills), changed health, or went away. Also
-    /// sends one when it starts and whenever the engine answers again after failing (the agent
-    /// should re-list then). Runs until `notify` is closed; retries with backoff (up to
-    /// [`WATCH_MAX_BACKOFF`]) while the engine does not answer, and never busy-loops. Wake-ups
-    /// are coalesced: when one is already pending in the channel, no second one is queued.
-    ///
-    /// It compares the node's container list every [`WATCH_INTERVAL`] (one cheap engine call)
-    /// rather than following Docker's event stream: bollard's streams are `futures_core::Stream`s,
-    /// which this crate cannot poll without a direct dependency on `futures-core` (or
-    /// `futures-util`). A change is therefore seen within about a second.
+    /// Wakes `notify` whenever a container of `node` appears, changes state or health, or
+    /// disappears. Docker's event stream gives prompt wake-ups; a slow poll underneath catches
+    /// whatever the stream missed (a reconnect, an engine restart). Returns once the receiver is
+    /// dropped; backs off while the engine is away and never busy-loops.
     pub async fn watch(&self, node: NodeId, notify: mpsc::Sender<()>) {
-        self.watch_every(node, notify, WATCH_INTERVAL).await
+        tokio::select! {
+            _ = self.follow_events(node, notify.clone()) => {}
+            _ = self.watch_every(node, notify, WATCH_SAFETY_POLL) => {}
+        }
+    }
+
+    /// Follows the engine's event stream for `node`'s containers, reconnecting with backoff.
+    async fn follow_events(&self, node: NodeId, notify: mpsc::Sender<()>) {
+        use futures_util::StreamExt;
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            if let Ok(client) = self.client().await {
+                let mut filters: std::collections::HashMap<&str, Vec<String>> =
+                    std::collections::HashMap::new();
+                filters.insert("type", vec!["container".into()]);
+                filters.insert("label", vec![format!("{}={node}", labels::NODE)]);
+                let options = bollard::query_parameters::EventsOptionsBuilder::new()
+                    .filters(&filters)
+                    .build();
+                let mut stream = client.events(Some(options));
+                while let Some(event) = stream.next().await {
+                    if event.is_err() {
+                        break;
+                    }
+                    backoff = Duration::from_millis(200);
+                    match notify.try_send(()) {
+                        Ok(()) | Err(mpsc::error::TrySendError::Full(())) => {}
+                        Err(mpsc::error::TrySendError::Closed(())) => return,
+                    }
+                }
+            }
+            if !sleep_unless_closed(&notify, backoff).await {
+                return;
+            }
+            backoff = (backoff * 2).min(WATCH_MAX_BACKOFF);
+        }
     }
 
     /// [`Docker::watch`] with another polling interval.
@@ -172,7 +202,9 @@ impl Docker {
                             Err(mpsc::error::TrySendError::Closed(())) => return,
                         }
                     }
-                    tokio::time::sleep(interval).await;
+                    if !sleep_unless_closed(&notify, interval).await {
+                        return;
+                    }
                 }
                 Err(e) => {
                     if failing {
@@ -181,7 +213,9 @@ impl Docker {
                         tracing::warn!(node = %node.short(), error = %e, retry_in = ?backoff, "docker: watch cannot reach the engine");
                     }
                     failing = true;
-                    tokio::time::sleep(backoff).await;
+                    if !sleep_unless_closed(&notify, backoff).await {
+                        return;
+                    }
                     backoff = (backoff * 2).clamp(Duration::from_millis(100), WATCH_MAX_BACKOFF);
                 }
             }
@@ -396,6 +430,14 @@ impl Docker {
         }
         tracing::debug!(id = %created.id, "docker: started");
         Ok(created.id)
+    }
+}
+
+/// Sleeps for `pause`; false (at once) if `notify`'s receiver goes away meanwhile.
+async fn sleep_unless_closed(notify: &mpsc::Sender<()>, pause: Duration) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(pause) => true,
+        () = notify.closed() => false,
     }
 }
 

@@ -99,7 +99,7 @@ impl TaskSpec {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Create and start a container.
-    Create(TaskSpec),
+    Create(Box<TaskSpec>),
     /// Stop (gracefully) and remove a container.
     Remove {
         /// Container id.

@@ -66,7 +66,7 @@ impl Sim {
                     self.nodes[i].workload.containers.push(LocalContainer {
                         id: id.clone(),
                         service: task.service.clone(),
-                        slot: task.slot.clone(),
+                        slot: task.slot,
                         task_id: task.task_id.clone(),
                         version: task.version,
                         force: task.force,
@@ -260,10 +260,7 @@ impl Sim {
                             service.name, c.id, c.status
                         ));
                     }
-                    per_slot
-                        .entry(c.slot.clone())
-                        .or_default()
-                        .push(self.nodes[i].id);
+                    per_slot.entry(c.slot).or_default().push(self.nodes[i].id);
                 }
             }
             let max = service.spec.placement.max_replicas_per_node;

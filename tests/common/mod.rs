@@ -206,3 +206,86 @@ pub fn all_ready(agents: &[Agent], expected: usize) -> bool {
         })
     })
 }
+
+/// Whether a Docker engine answers, with the images the tests use. Without one the test should
+/// return early (skip) — except under `CI=true`, where a missing engine is a failure.
+pub fn docker_ready() -> bool {
+    let ok = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("CI=true and no Docker engine answers (`docker info` failed)");
+        }
+        eprintln!("skipping: no Docker engine answers (`docker info` failed)");
+        return false;
+    }
+    let have = |image: &str| {
+        Command::new("docker")
+            .args(["image", "inspect", image])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    if !have("shoal-demo:v1") || !have("shoal-demo:v2") {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let status = Command::new("flock")
+            .arg(std::env::temp_dir().join("shoal-build-images.lock"))
+            .arg("bash")
+            .arg(format!("{root}/testnet/build-images"))
+            .current_dir(root)
+            .status()
+            .expect("run testnet/build-images");
+        assert!(status.success(), "testnet/build-images failed");
+    }
+    true
+}
+
+/// Removes every container labelled with one of `node_ids` when dropped, so a failing Docker
+/// test leaves nothing behind.
+pub struct ContainerGuard(pub Vec<String>);
+
+impl Drop for ContainerGuard {
+    fn drop(&mut self) {
+        for id in &self.0 {
+            let out = Command::new("docker")
+                .args([
+                    "ps",
+                    "-aq",
+                    "--filter",
+                    &format!("label=io.shoal.node={id}"),
+                ])
+                .output();
+            if let Ok(out) = out {
+                let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect();
+                if !ids.is_empty() {
+                    let _ = Command::new("docker")
+                        .arg("rm")
+                        .arg("-f")
+                        .args(&ids)
+                        .output();
+                }
+            }
+        }
+    }
+}
+
+/// Full node id of this agent (from `node ls`).
+pub fn self_id(agent: &Agent) -> String {
+    agent
+        .nodes()
+        .and_then(|nodes| nodes.into_iter().find(|n| n["self"] == true))
+        .map(|n| n["id"].as_str().unwrap_or_default().to_string())
+        .expect("agent answers node ls")
+}
+
+/// `service ps SERVICE --format json` through `agent`.
+pub fn tasks(agent: &Agent, service: &str) -> Vec<Value> {
+    let out = agent.cli(&["service", "ps", service, "--format", "json"]);
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
