@@ -255,22 +255,12 @@ fn place_replicated(
         .collect();
     let quotas = fill::quotas(&shape, &members, placed as u64);
 
-    // Only nodes that can take something enter the matching (with 1,000 nodes and 10 slots,
-    // that is the few dozen at the water level, not all of them).
-    let takers: Vec<usize> = (0..nodes.len())
-        .filter(|&i| quotas.base[i] > 0 || quotas.pool_of[i].is_some())
-        .collect();
-    let pick = |v: &dyn Fn(usize) -> u64| takers.iter().map(|&i| v(i)).collect::<Vec<u64>>();
-    let matched = assign::assign(
-        &slot_keys,
-        &pick(&|i| node_keys[i]),
-        &pick(&|i| quotas.base[i]),
-        &takers
-            .iter()
-            .map(|&i| quotas.pool_of[i])
-            .collect::<Vec<_>>(),
-        &quotas.pools,
-    );
+    // Only nodes that take something enter the matching (with 1,000 nodes and 10 slots, that is
+    // 10 of them, not 1,000).
+    let takers: Vec<usize> = (0..nodes.len()).filter(|&i| quotas[i] > 0).collect();
+    let taker_keys: Vec<u64> = takers.iter().map(|&i| node_keys[i]).collect();
+    let taker_quotas: Vec<u64> = takers.iter().map(|&i| quotas[i]).collect();
+    let matched = assign::assign(&slot_keys, &taker_keys, &taker_quotas);
 
     let mut pending = Vec::new();
     let mut reason = None;

@@ -128,37 +128,15 @@ pub(super) struct Shape<'a> {
     pub tie: &'a [u64],
 }
 
-/// How many new slots each node takes, indexed like the node list: `base[i]`, plus one more if
-/// the node belongs to an extras pool (`pool_of[i]`) that still has units when it asks.
-///
-/// The innermost level leaves its leftover units as a pool instead of picking the nodes that get
-/// them: the matching then gives them to the candidates that reach for them first, in score
-/// order. Which nodes end up with one more then follows the slots' own preferences, so when a
-/// node joins, the nodes it takes slots from tend to be the ones that give up their extra, and
-/// fewer slots are displaced in chains (measured: about a third fewer moves when R is a multiple
-/// of N, where fixed picks are at their worst).
-pub(super) struct Quotas {
-    /// Slots every node takes for sure.
-    pub base: Vec<u64>,
-    /// The extras pool a node may draw one more slot from.
-    pub pool_of: Vec<Option<usize>>,
-    /// Units in each pool.
-    pub pools: Vec<u64>,
-}
-
-/// Quotas for `add` slots over `members` (the nodes that satisfy the constraints and are not
-/// drained, in canonical order).
-pub(super) fn quotas(shape: &Shape, members: &[usize], add: u64) -> Quotas {
-    let mut out = Quotas {
-        base: vec![0; shape.cap.len()],
-        pool_of: vec![None; shape.cap.len()],
-        pools: Vec::new(),
-    };
+/// New slots per node (indexed like the node list) for `add` slots over `members` (the nodes that
+/// satisfy the constraints and are not drained, in canonical order).
+pub(super) fn quotas(shape: &Shape, members: &[usize], add: u64) -> Vec<u64> {
+    let mut out = vec![0; shape.cap.len()];
     descend(shape, 0, 0, members, add, &mut out);
     out
 }
 
-fn descend(shape: &Shape, depth: usize, salt: u64, members: &[usize], add: u64, out: &mut Quotas) {
+fn descend(shape: &Shape, depth: usize, salt: u64, members: &[usize], add: u64, out: &mut [u64]) {
     let Some(label) = shape.spread.get(depth) else {
         // Innermost level: the nodes themselves. Paused nodes take nothing new, and their kept
         // slots do not count here: balance is among the nodes that can still be given work.
@@ -175,15 +153,9 @@ fn descend(shape: &Shape, depth: usize, salt: u64, members: &[usize], add: u64, 
                 key: shape.node_keys[i],
             })
             .collect();
-        let fill = level(&buckets, add);
-        for (&i, &share) in active.iter().zip(&fill.base) {
-            out.base[i] = share;
-        }
-        if fill.leftover > 0 {
-            for &pos in &fill.candidates {
-                out.pool_of[active[pos]] = Some(out.pools.len());
-            }
-            out.pools.push(fill.leftover);
+        let tie = tie(shape, depth, salt);
+        for (&i, share) in active.iter().zip(pick(level(&buckets, add), &buckets, tie)) {
+            out[i] = share;
         }
         return;
     };
@@ -204,16 +176,19 @@ fn descend(shape: &Shape, depth: usize, salt: u64, members: &[usize], add: u64, 
             key: group_key(depth, *value) ^ salt,
         })
         .collect();
-    // At the outermost level the units are tied to slots (scale-up keeps earlier picks and gives
-    // the new unit to the group the new slot prefers); deeper, to the enclosing group.
-    let tie = if depth == 0 {
+    let shares = pick(level(&buckets, add), &buckets, tie(shape, depth, salt));
+    for ((bucket, nodes), share) in buckets.iter().zip(groups.values()).zip(shares) {
+        descend(shape, depth + 1, mix(bucket.key), nodes, share, out);
+    }
+}
+
+/// At the outermost level leftover units are tied to the slots being placed (see [`Tie::Slots`]);
+/// deeper, inside a spread group, to the enclosing group.
+fn tie<'a>(shape: &Shape<'a>, depth: usize, salt: u64) -> Tie<'a> {
+    if depth == 0 {
         Tie::Slots(shape.tie)
     } else {
         Tie::Salt(salt)
-    };
-    let shares = pick(level(&buckets, add), &buckets, tie);
-    for ((bucket, nodes), share) in buckets.iter().zip(groups.values()).zip(shares) {
-        descend(shape, depth + 1, mix(bucket.key), nodes, share, out);
     }
 }
 
