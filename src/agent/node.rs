@@ -141,6 +141,7 @@ impl Node {
         let mut reconcile_tick = tokio::time::interval(RECONCILE_PERIOD);
         reconcile_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reconcile_at: Option<Instant> = None;
+        let mut settle_tick = tokio::time::interval(Duration::from_millis(300));
         let mut last_reconcile = Instant::now();
 
         loop {
@@ -191,6 +192,11 @@ impl Node {
                     }
                 }
                 _ = sync_tick.tick() => self.start_sync(),
+                // Until the first exchange succeeds (a peer may not trust our certificate for a
+                // moment after we join), retry it quickly: reconciling waits for it.
+                _ = settle_tick.tick(), if !self.settled && self.membership.is_connected() => {
+                    self.start_sync();
+                }
                 _ = reconcile_tick.tick() => self.reconcile_due = true,
                 _ = tokio::time::sleep_until(reconcile_at.unwrap_or(far)), if reconcile_at.is_some() => {
                     reconcile_at = None;

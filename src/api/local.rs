@@ -276,6 +276,12 @@ impl NodeInfo {
 
 /// Finds a node by full id, unique id prefix, or name.
 pub fn find_node<'a>(nodes: &'a [NodeInfo], query: &str) -> Result<&'a NodeInfo, String> {
+    // `self` names the node answering, as Docker's `node inspect self` does.
+    if query == "self" {
+        if let Some(node) = nodes.iter().find(|n| n.is_self) {
+            return Ok(node);
+        }
+    }
     if let Some(node) = nodes.iter().find(|n| n.id == query) {
         return Ok(node);
     }

@@ -17,23 +17,33 @@
 //!    node)` under those quotas (`assign.rs`): pairs best-first, taken while the slot is free
 //!    and the node has quota left.
 //!
-//! # What moves, and the trade-off behind it
+//! # What moves, and the trade-offs behind it
 //!
 //! When a node joins or leaves, the newcomer takes the slots it ranks highest, exactly as with
-//! rendezvous hashing; the only extra moves come from quotas that shrink or grow by one on a few
-//! nodes, which displace a slot along a short chain. Measured over random services (1–60 nodes,
-//! 0–200 replicas) this moves about 1.7 times the unavoidable minimum (the newcomer's or
-//! leaver's own share); `tests/placement.rs` states the bound it checks.
+//! rendezvous hashing. Exact balance then forces a few other nodes' quotas down (or up) by one,
+//! and each such change displaces slots along a chain until it reaches a node whose quota
+//! changed. Measured over 200,000 random services (2–60 nodes, 0–200 replicas): 1.8 times the
+//! unavoidable minimum (the newcomer's or leaver's own share) on average, never more than
+//! 3⌈R/N⌉ + 10; the tests assert 3⌈R/N⌉ + 16 per case and under 2× on average. The worst regime
+//! is R a multiple of N, about 3× the minimum. No canonical balanced scheme can always be optimal
+//! here: the nodes that give up a slot when a node joins must be the ones it takes from, yet the
+//! placement of the smaller set cannot know which node will join.
 //!
 //! Scaling from R to R+1 adds one quota unit, given to the node the new slot ranks highest among
-//! those that may take one more, so the existing slots usually stay put; sometimes a few move
-//! (the tests bound it). It cannot be zero in general: a placement that is balanced for every R
-//! and never moves a slot when R grows must hand out slots in rounds of one per node (after kN
-//! slots every node has exactly k), and round boundaries shift with the node count, which would
-//! move most slots whenever a node joins. Balance and small join/leave movement (design §2) win;
-//! the handoff (design §3) absorbs the few moves a scale change causes.
+//! those that may take one more, so usually nothing else moves (54% of the random services above;
+//! 1.3 slots on average, at most 10 seen, 16 asserted). It cannot be zero in general: a
+//! placement that is balanced for every R and never moves a slot when R grows must hand out slots
+//! in rounds of one per node (after kN slots every node has exactly k); round boundaries shift
+//! with the node count, so most slots would move whenever a node joins. Balance and small
+//! join/leave movement (design §2) win; the handoff (design §3) absorbs the few moves a scale
+//! change causes. Scaling down removes the highest-numbered slots, as Swarm does, and undoes
+//! exactly the moves of the matching scale-up.
 //!
-//! Scaling down removes the highest-numbered slots, as Swarm does.
+//! Spread preferences: a node joining a small group takes that group's share, which can be far
+//! more than R/N (a lone node in one of two zones holds R/2); that is the point of spreading, and
+//! the bound above does not hold for such services. Relative to the newcomer's own share the
+//! extra movement is the same (1.9× on average). Inside a group the leftover units are not tied
+//! to slots, so scaling up moves a few slots more often (2.5 on average).
 //!
 //! # Global services
 //!
