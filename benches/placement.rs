@@ -1,12 +1,7 @@
 //! Placement benchmark: time of a full recompute with 1,000 nodes (one service × 10,000 replicas,
 //! and 1,000 services × 10 replicas), and how many slots move when a node joins or leaves or a
 //! service scales up by one, against the unavoidable minimum.
-//! Run with `cargo bench --bench placement` (needs `[[bench]] name = "placement"`,
-//! `harness = false` in Cargo.toml).
-
-// Until Cargo.toml declares `harness = false` for this file, cargo builds it as a libtest bench,
-// in which `main` is never called.
-#![cfg_attr(test, allow(dead_code))]
+//! Run with `cargo bench --bench placement`.
 
 use std::{
     collections::BTreeMap,
