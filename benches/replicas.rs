@@ -1,0 +1,124 @@
+//! Replica benchmark on the local Docker engine: one agent runs 100 replicas of the demo image;
+//! prints the time until all are healthy, the agent's RSS with them, and the reconcile loop's CPU
+//! at idle; then the time from a container exit to its replacement being healthy.
+//! Run with `cargo bench --bench replicas` (skips without a Docker engine).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+fn proc_stat(pid: i32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kb = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = fields
+        .get(11)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    (rss_kb, ticks)
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return; // `cargo test --benches`: nothing quick to run here.
+    }
+    if !common::docker_ready() {
+        return;
+    }
+    let replicas: u64 = std::env::var("SHOAL_BENCH_REPLICAS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let root = tempfile::tempdir().unwrap();
+    let port = common::free_ports(&["127.0.4.1"], 1);
+    let mut agent = common::Agent::new(
+        root.path(),
+        "bench",
+        format!("127.0.4.1:{port}").parse().unwrap(),
+        &[],
+    )
+    .with_docker();
+    agent.start();
+    common::wait_for(Duration::from_secs(10), || agent.nodes().is_some()).expect("agent up");
+    let _guard = common::ContainerGuard(vec![common::self_id(&agent)]);
+    let file = root.path().join("stack.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "services:\n  web:\n    image: shoal-demo:v1\n    deploy:\n      replicas: {replicas}\n      restart_policy: {{delay: 0s}}\n"
+        ),
+    )
+    .unwrap();
+    let t = Instant::now();
+    assert!(agent
+        .cli(&["stack", "deploy", "-c", file.to_str().unwrap(), "b"])
+        .status
+        .success());
+    common::wait_for(Duration::from_secs(600), || {
+        agent.services().is_some_and(|s| {
+            s.iter()
+                .any(|s| s["name"] == "b_web" && s["running"] == replicas)
+        })
+    })
+    .expect("all replicas healthy");
+    println!(
+        "replicas: {replicas} replicas healthy {:.1} s after the deploy",
+        t.elapsed().as_secs_f64()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let pid = agent.pid();
+    let (_, before) = proc_stat(pid);
+    let idle = Duration::from_secs(20);
+    std::thread::sleep(idle);
+    let (rss, after) = proc_stat(pid);
+    println!(
+        "replicas: agent RSS with {replicas} replicas {:.1} MiB; CPU at idle {:.2}% of one core",
+        rss as f64 / 1024.0,
+        (after - before) as f64 / 100.0 / idle.as_secs_f64() * 100.0
+    );
+
+    // Exit → replacement healthy, five times.
+    for _ in 0..5 {
+        let tasks = common::tasks(&agent, "b_web");
+        let victim = tasks
+            .iter()
+            .find(|t| t["history"] == false && t["state"] == "running")
+            .expect("a running task");
+        let id = victim["container_id"].as_str().unwrap().to_string();
+        let slot = victim["slot"].as_str().unwrap().to_string();
+        let t = Instant::now();
+        std::process::Command::new("docker")
+            .args(["kill", &id])
+            .output()
+            .unwrap();
+        common::wait_for(Duration::from_secs(30), || {
+            common::tasks(&agent, "b_web").iter().any(|t| {
+                t["slot"] == slot.as_str()
+                    && t["history"] == false
+                    && t["state"] == "running"
+                    && t["container_id"] != id.as_str()
+            })
+        })
+        .expect("replaced");
+        println!(
+            "replicas: container killed -> replacement healthy {:.2} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+}

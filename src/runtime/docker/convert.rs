@@ -1,0 +1,477 @@
+//! Translation between shoal's task vocabulary and Docker's API types: the create body, labels,
+//! inspect results, and the small parsers they need.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::{IpAddr, SocketAddr},
+};
+
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary,
+    ContainerSummaryHealthStatusEnum, HealthConfig, HealthStatusEnum, HostConfig, Mount, MountType,
+    RestartPolicy, RestartPolicyNameEnum,
+};
+
+use super::super::{labels, ContainerStatus, LocalContainer, TaskSpec};
+use crate::core::{
+    desired::{
+        hlc::Hlc,
+        spec::{HealthcheckSpec, MountKind, Protocol},
+    },
+    identity::NodeId,
+    observed::{Health, SlotKey},
+};
+
+/// Longest any single engine call may take (a stop gets its own timeout plus [`STOP_GRACE`]).
+use super::DEFAULT_STOP_TIMEOUT_S;
+
+/// The container to create for `task` on `node`.
+pub(super) fn create_body(node: NodeId, task: &TaskSpec) -> ContainerCreateBody {
+    let spec = &task.spec;
+    let slot = slot_label(&task.slot);
+
+    let mut container_labels: HashMap<String, String> = spec
+        .container_labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    // shoal's own labels win over a user label of the same name.
+    container_labels.extend([
+        (labels::NODE.to_string(), node.to_string()),
+        (labels::SERVICE.to_string(), task.service.clone()),
+        (labels::SLOT.to_string(), slot.clone()),
+        (labels::TASK.to_string(), task.task_id.clone()),
+        (labels::VERSION.to_string(), version_label(&task.version)),
+        (labels::FORCE.to_string(), task.force.to_string()),
+    ]);
+
+    let mut env: Vec<String> = spec
+        .env
+        .iter()
+        .filter(|(k, _)| !k.starts_with("SHOAL_"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    env.extend([
+        format!("SHOAL_TASK_ID={}", task.task_id),
+        format!("SHOAL_SERVICE={}", task.service),
+        format!("SHOAL_SLOT={slot}"),
+    ]);
+
+    // Exposed only: shoal's ingress proxy reaches the containers on their own addresses.
+    let exposed: BTreeSet<String> = spec
+        .ports
+        .iter()
+        .map(|p| {
+            let proto = match p.protocol {
+                Protocol::Tcp => "tcp",
+                Protocol::Udp => "udp",
+            };
+            format!("{}/{proto}", p.target)
+        })
+        .collect();
+
+    let mounts: Vec<Mount> = spec
+        .mounts
+        .iter()
+        .map(|m| Mount {
+            target: Some(m.target.clone()),
+            source: (!m.source.is_empty() && m.kind != MountKind::Tmpfs).then(|| m.source.clone()),
+            typ: Some(match m.kind {
+                MountKind::Volume => MountType::VOLUME,
+                MountKind::Bind => MountType::BIND,
+                MountKind::Tmpfs => MountType::TMPFS,
+            }),
+            read_only: Some(m.read_only),
+            ..Default::default()
+        })
+        .collect();
+
+    let limits = &spec.resources.limits;
+    let host_config = HostConfig {
+        // shoal replaces exited containers itself.
+        restart_policy: Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::NO),
+            maximum_retry_count: None,
+        }),
+        nano_cpus: limits
+            .cpus_milli
+            .map(|m| i64::try_from(m.saturating_mul(1_000_000)).unwrap_or(i64::MAX)),
+        memory: limits
+            .memory_bytes
+            .map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
+        mounts: (!mounts.is_empty()).then_some(mounts),
+        // The default bridge network, for now; service networks (`spec.networks`) come later.
+        ..Default::default()
+    };
+
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: spec.command.clone(),
+        entrypoint: spec.entrypoint.clone(),
+        env: Some(env),
+        labels: Some(container_labels),
+        exposed_ports: (!exposed.is_empty()).then(|| exposed.into_iter().collect()),
+        healthcheck: spec.healthcheck.as_ref().map(health_config),
+        // The stop signal stays the image's (STOPSIGNAL, else SIGTERM).
+        stop_timeout: Some(DEFAULT_STOP_TIMEOUT_S),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}
+
+/// Docker's healthcheck settings for a spec's override. Docker merges them field by field with the
+/// image's: an empty test keeps the image's test, a zero duration or retry count the image's.
+pub(super) fn health_config(hc: &HealthcheckSpec) -> HealthConfig {
+    if hc.disable {
+        return HealthConfig {
+            test: Some(vec!["NONE".to_string()]),
+            ..Default::default()
+        };
+    }
+    let ns = |ms: Option<u64>| {
+        ms.map(|ms| i64::try_from(ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX))
+    };
+    HealthConfig {
+        test: hc.test.clone().filter(|t| !t.is_empty()),
+        interval: ns(hc.interval_ms),
+        timeout: ns(hc.timeout_ms),
+        retries: hc.retries.map(|r| i64::try_from(r).unwrap_or(i64::MAX)),
+        start_period: ns(hc.start_period_ms),
+        ..Default::default()
+    }
+}
+
+// --- list -----------------------------------------------------------------------------------------
+
+/// What the runtime reports about one inspected container, or why its labels do not parse.
+pub(super) fn to_local(
+    id: &str,
+    inspect: &ContainerInspectResponse,
+) -> Result<LocalContainer, String> {
+    let config = inspect.config.as_ref();
+    let empty = HashMap::new();
+    let container_labels = config.and_then(|c| c.labels.as_ref()).unwrap_or(&empty);
+    let label = |key: &str| {
+        container_labels
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| format!("no label {key}"))
+    };
+    let service = label(labels::SERVICE)?.to_string();
+    let slot = parse_slot(label(labels::SLOT)?)?;
+    let task_id = label(labels::TASK)?.to_string();
+    let version = parse_version(label(labels::VERSION)?)?;
+    let force = label(labels::FORCE)?
+        .parse::<u64>()
+        .map_err(|e| format!("label {}: {e}", labels::FORCE))?;
+
+    let state = inspect.state.as_ref();
+    let status = match state.and_then(|s| s.status) {
+        Some(
+            ContainerStateStatusEnum::RUNNING
+            | ContainerStateStatusEnum::PAUSED
+            | ContainerStateStatusEnum::STOPPING,
+        ) => ContainerStatus::Running,
+        Some(
+            ContainerStateStatusEnum::EXITED
+            | ContainerStateStatusEnum::DEAD
+            | ContainerStateStatusEnum::REMOVING,
+        ) => {
+            let state = state.expect("a status implies a state");
+            let mut error = state.error.clone().filter(|e| !e.is_empty());
+            if state.oom_killed == Some(true) {
+                error = Some(match error {
+                    Some(e) => format!("OOM killed: {e}"),
+                    None => "OOM killed (out of memory)".to_string(),
+                });
+            }
+            ContainerStatus::Exited {
+                code: state.exit_code.unwrap_or(-1),
+                finished_ms: state
+                    .finished_at
+                    .as_deref()
+                    .and_then(parse_rfc3339_ms)
+                    .unwrap_or(0),
+                error,
+            }
+        }
+        Some(
+            ContainerStateStatusEnum::CREATED
+            | ContainerStateStatusEnum::RESTARTING
+            | ContainerStateStatusEnum::EMPTY,
+        )
+        | None => ContainerStatus::Created,
+    };
+
+    let health = match state.and_then(|s| s.health.as_ref()).and_then(|h| h.status) {
+        Some(HealthStatusEnum::STARTING) => Health::Starting,
+        Some(HealthStatusEnum::HEALTHY) => Health::Healthy,
+        Some(HealthStatusEnum::UNHEALTHY) => Health::Unhealthy,
+        Some(HealthStatusEnum::NONE | HealthStatusEnum::EMPTY) | None => Health::None,
+    };
+
+    let created_ms = inspect
+        .created
+        .as_deref()
+        .and_then(parse_rfc3339_ms)
+        .unwrap_or(0);
+
+    let endpoints = if status == ContainerStatus::Running {
+        endpoints(inspect)
+    } else {
+        Vec::new()
+    };
+
+    Ok(LocalContainer {
+        id: id.to_string(),
+        service,
+        slot,
+        task_id,
+        version,
+        force,
+        status,
+        health,
+        created_ms,
+        endpoints,
+    })
+}
+
+/// Every exposed port at the container's address: on the `bridge` network if it is attached,
+/// else on its first network (by name) that has an address. Sorted by port.
+pub(super) fn endpoints(inspect: &ContainerInspectResponse) -> Vec<(u16, SocketAddr)> {
+    let Some(networks) = inspect
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+    else {
+        return Vec::new();
+    };
+    let address = |name: &str| -> Option<IpAddr> {
+        networks
+            .get(name)?
+            .ip_address
+            .as_deref()
+            .filter(|ip| !ip.is_empty())?
+            .parse()
+            .ok()
+    };
+    let mut names: Vec<&String> = networks.keys().collect();
+    names.sort();
+    let Some(ip) = address("bridge").or_else(|| names.iter().find_map(|n| address(n))) else {
+        return Vec::new();
+    };
+    let ports: BTreeSet<u16> = inspect
+        .config
+        .as_ref()
+        .and_then(|c| c.exposed_ports.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.split('/').next()?.parse().ok())
+        .collect();
+    ports
+        .into_iter()
+        .map(|port| (port, SocketAddr::new(ip, port)))
+        .collect()
+}
+
+/// A list summary's health word (`none` when unknown).
+pub(super) fn summary_health(s: &ContainerSummary) -> String {
+    if let Some(status) = s.health.as_ref().and_then(|h| h.status) {
+        if status != ContainerSummaryHealthStatusEnum::EMPTY {
+            return status.to_string();
+        }
+    }
+    // Engines before API 1.52 have the health only in the status text: "Up 3 s (healthy)".
+    let text = s.status.as_deref().unwrap_or("");
+    if text.contains("(healthy)") {
+        "healthy"
+    } else if text.contains("(unhealthy)") {
+        "unhealthy"
+    } else if text.contains("(health: starting)") {
+        "starting"
+    } else {
+        "none"
+    }
+    .to_string()
+}
+
+// --- label text forms -----------------------------------------------------------------------------
+
+/// The slot as a label: `3`, or the full node id of a global service's slot.
+pub fn slot_label(slot: &SlotKey) -> String {
+    match slot {
+        SlotKey::Replica(n) => n.to_string(),
+        SlotKey::Node(id) => id.to_string(),
+    }
+}
+
+/// Parses [`slot_label`]'s form.
+pub fn parse_slot(text: &str) -> Result<SlotKey, String> {
+    if text.len() == 32 {
+        return text
+            .parse::<NodeId>()
+            .map(SlotKey::Node)
+            .map_err(|e| format!("slot: {e}"));
+    }
+    text.parse::<u64>()
+        .map(SlotKey::Replica)
+        .map_err(|_| format!("slot {text:?} is neither a number nor a node id"))
+}
+
+/// The spec version as a label: `WALL.COUNTER@NODE` with the full 32-hex-digit node id.
+pub fn version_label(version: &Hlc) -> String {
+    format!("{}.{}@{}", version.wall_ms, version.counter, version.node)
+}
+
+/// Parses [`version_label`]'s form.
+pub fn parse_version(text: &str) -> Result<Hlc, String> {
+    let bad = |why: &str| format!("version {text:?}: {why}");
+    let (stamp, node) = text.split_once('@').ok_or_else(|| bad("no `@`"))?;
+    let (wall, counter) = stamp.split_once('.').ok_or_else(|| bad("no `.`"))?;
+    Ok(Hlc {
+        wall_ms: wall.parse().map_err(|_| bad("bad wall time"))?,
+        counter: counter.parse().map_err(|_| bad("bad counter"))?,
+        node: node.parse().map_err(|e: String| bad(&e))?,
+    })
+}
+
+/// Milliseconds since the epoch of an RFC 3339 time as Docker writes them
+/// (`2026-11-03T10:20:30.123456789Z`, or with an offset). `None` for times before the epoch
+/// (Docker's "never" is `0001-01-01T00:00:00Z`) or text that does not parse.
+pub fn parse_rfc3339_ms(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    let num = |range: std::ops::Range<usize>| -> Option<i64> {
+        let s = text.get(range)?;
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    if second > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut millis = 0i64;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        let digits = &text[start..i.min(start + 3)];
+        millis = digits.parse::<i64>().ok()? * 10i64.pow(3 - digits.len() as u32);
+    }
+    let offset_s = match b.get(i)? {
+        b'Z' | b'z' if i + 1 == b.len() => 0,
+        sign @ (b'+' | b'-') if i + 6 == b.len() && b[i + 3] == b':' => {
+            let s = (num(i + 1..i + 3)? * 60 + num(i + 4..i + 6)?) * 60;
+            if *sign == b'+' {
+                s
+            } else {
+                -s
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + hour * 3_600 + minute * 60 + second - offset_s;
+    let ms = secs.checked_mul(1000)?.checked_add(millis)?;
+    u64::try_from(ms).ok()
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub(super) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:01.5Z"), Some(1_500));
+        assert_eq!(
+            parse_rfc3339_ms("2024-02-29T12:34:56.789123456Z"),
+            Some(1_709_210_096_789)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2024-02-29T13:34:56.789+01:00"),
+            Some(1_709_210_096_789)
+        );
+        assert_eq!(parse_rfc3339_ms("0001-01-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339_ms("2024-02-29 nonsense"), None);
+        assert_eq!(parse_rfc3339_ms(""), None);
+        assert_eq!(parse_rfc3339_ms("2024-13-01T00:00:00Z"), None);
+    }
+
+    #[test]
+    fn labels_round_trip() {
+        let node = NodeId(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
+        for slot in [
+            SlotKey::Replica(1),
+            SlotKey::Replica(u64::MAX),
+            SlotKey::Node(node),
+        ] {
+            assert_eq!(parse_slot(&slot_label(&slot)), Ok(slot));
+        }
+        assert!(parse_slot("x").is_err());
+        assert!(parse_slot("").is_err());
+        for version in [
+            Hlc::ZERO,
+            Hlc::MAX,
+            Hlc {
+                wall_ms: 1_700_000_000_000,
+                counter: 7,
+                node,
+            },
+        ] {
+            assert_eq!(parse_version(&version_label(&version)), Ok(version));
+        }
+        // Hlc's Display shortens the node id: it is not a label form.
+        let v = Hlc {
+            wall_ms: 1,
+            counter: 2,
+            node,
+        };
+        assert!(parse_version(&v.to_string()).is_err());
+        assert!(parse_version("1.2").is_err());
+    }
+
+    #[test]
+    fn healthcheck_override() {
+        let hc = HealthcheckSpec {
+            interval_ms: Some(1_000),
+            ..Default::default()
+        };
+        let c = health_config(&hc);
+        assert_eq!(c.test, None);
+        assert_eq!(c.interval, Some(1_000_000_000));
+        assert_eq!(c.retries, None);
+        let off = health_config(&HealthcheckSpec {
+            disable: true,
+            ..Default::default()
+        });
+        assert_eq!(off.test, Some(vec!["NONE".to_string()]));
+    }
+}
