@@ -5,10 +5,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::{
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use shoal::{
     core::{
@@ -145,20 +142,8 @@ fn real_figures() {
         "127.0.0.4",
         "127.0.0.5",
     ];
-    let port = common::free_ports(&hosts, 1);
     let root = tempfile::tempdir().unwrap();
-    let addrs: Vec<SocketAddr> = hosts
-        .iter()
-        .map(|h| format!("{h}:{port}").parse().unwrap())
-        .collect();
-    let mut agents: Vec<common::Agent> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, &a)| {
-            let join = if i == 0 { vec![] } else { vec![addrs[0]] };
-            common::Agent::new(root.path(), &format!("n{}", i + 1), a, &join)
-        })
-        .collect();
+    let mut agents = common::agents_on(root.path(), &hosts, "n");
     for a in agents.iter_mut() {
         a.start();
     }

@@ -6,10 +6,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::{
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use shoal::{
     core::membership::NodeStatus,
@@ -64,28 +61,6 @@ fn sim_figures(n: usize, seed: u64) {
     );
 }
 
-fn proc_stat(pid: i32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kb = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = fields
-        .get(11)
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0)
-        + fields
-            .get(12)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-    (rss_kb, ticks)
-}
-
 fn real_figures() {
     let hosts = [
         "127.0.0.1",
@@ -94,20 +69,8 @@ fn real_figures() {
         "127.0.0.4",
         "127.0.0.5",
     ];
-    let port = common::free_ports(&hosts, 1);
     let root = tempfile::tempdir().unwrap();
-    let addrs: Vec<SocketAddr> = hosts
-        .iter()
-        .map(|h| format!("{h}:{port}").parse().unwrap())
-        .collect();
-    let mut agents: Vec<common::Agent> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, &a)| {
-            let join = if i == 0 { vec![] } else { vec![addrs[0]] };
-            common::Agent::new(root.path(), &format!("n{}", i + 1), a, &join)
-        })
-        .collect();
+    let mut agents = common::agents_on(root.path(), &hosts, "n");
     let start = Instant::now();
     for a in agents.iter_mut() {
         a.start();
@@ -135,10 +98,10 @@ fn real_figures() {
     );
 
     std::thread::sleep(Duration::from_secs(2));
-    let before: Vec<(u64, u64)> = agents.iter().map(|a| proc_stat(a.pid())).collect();
+    let before: Vec<(u64, u64)> = agents.iter().map(|a| common::proc_stat(a.pid())).collect();
     let idle = Duration::from_secs(10);
     std::thread::sleep(idle);
-    let after: Vec<(u64, u64)> = agents.iter().map(|a| proc_stat(a.pid())).collect();
+    let after: Vec<(u64, u64)> = agents.iter().map(|a| common::proc_stat(a.pid())).collect();
     let hz = 100.0; // USER_HZ on Linux
     for (i, (b, a)) in before.iter().zip(after.iter()).enumerate() {
         let cpu = (a.1 - b.1) as f64 / hz / idle.as_secs_f64() * 100.0;

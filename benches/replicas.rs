@@ -8,32 +8,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-fn proc_stat(pid: i32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kb = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = fields
-        .get(11)
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0)
-        + fields
-            .get(12)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-    (rss_kb, ticks)
-}
-
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return; // `cargo test --benches`: nothing quick to run here.
@@ -83,10 +57,10 @@ fn main() {
     );
     std::thread::sleep(Duration::from_secs(3));
     let pid = agent.pid();
-    let (_, before) = proc_stat(pid);
+    let (_, before) = common::proc_stat(pid);
     let idle = Duration::from_secs(20);
     std::thread::sleep(idle);
-    let (rss, after) = proc_stat(pid);
+    let (rss, after) = common::proc_stat(pid);
     println!(
         "replicas: agent RSS with {replicas} replicas {:.1} MiB; CPU at idle {:.2}% of one core",
         rss as f64 / 1024.0,

@@ -289,3 +289,48 @@ pub fn tasks(agent: &Agent, service: &str) -> Vec<Value> {
     let out = agent.cli(&["service", "ps", service, "--format", "json"]);
     serde_json::from_slice(&out.stdout).unwrap_or_default()
 }
+
+/// Agents (not started) on `hosts`, one port for all, each joining through the first; named
+/// `{prefix}1`, `{prefix}2`, ...
+pub fn agents_on(root: &Path, hosts: &[&str], prefix: &str) -> Vec<Agent> {
+    let port = free_ports(hosts, 1);
+    let addrs: Vec<SocketAddr> = hosts
+        .iter()
+        .map(|h| format!("{h}:{port}").parse().unwrap())
+        .collect();
+    addrs
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| {
+            let join = if i == 0 { vec![] } else { vec![addrs[0]] };
+            Agent::new(root, &format!("{prefix}{}", i + 1), a, &join)
+        })
+        .collect()
+}
+
+/// Resident memory (KiB) and CPU time (clock ticks, user + system) of process `pid`.
+pub fn proc_stat(pid: i32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kb = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = fields
+        .get(11)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    (rss_kb, ticks)
+}
