@@ -141,54 +141,70 @@ fn draining_hands_off_without_losing_capacity() {
     assert_eq!(sim.containers_on(drained), 0);
 }
 
-/// The scenario: 50 nodes, 200 services, random container crashes, node losses and
-/// restarts. `SHOAL_SIM_SEEDS` runs more seeds (the default keeps CI fast).
+/// The scenario: 50 nodes, 200 services, random container crashes, host crashes, agent
+/// crashes (containers run on) and restarts; after every round of faults the cluster must settle
+/// to exactly the desired replicas. `SHOAL_SIM_SEEDS` (count) and `SHOAL_SIM_FIRST_SEED` choose
+/// the seeds; CI sweeps hundreds in release mode with `.ci/sim-sweep`, this default keeps the
+/// debug test run fast.
 #[test]
 fn fifty_nodes_two_hundred_services_survive_random_faults() {
+    let var = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
+    let first = var("SHOAL_SIM_FIRST_SEED", 0);
+    let count = var("SHOAL_SIM_SEEDS", 1);
+    for seed in first..first + count {
+        faults_round_trip(seed);
+    }
+}
+
+fn faults_round_trip(seed: u64) {
     use rand::{RngExt, SeedableRng};
-    let seeds: u64 = std::env::var("SHOAL_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    for seed in 0..seeds {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let mut sim = cluster(50, 100 + seed);
-        for stack in 0..20 {
-            let services = (0..10)
-                .map(|k| {
-                    service(
-                        &format!("s{stack}"),
-                        &format!("svc{k}"),
-                        rng.random_range(1..6),
-                    )
-                })
-                .collect();
-            let node = rng.random_range(0..50);
-            let name = format!("s{stack}");
-            sim.change(node, move |s, hlc| s.deploy_stack(&name, services, hlc))
-                .unwrap();
-        }
-        settle(&mut sim, &format!("seed {seed}: deploy"));
-        for round in 0..5 {
-            let mut down = Vec::new();
-            for _ in 0..3 {
-                let i = rng.random_range(0..50);
-                match rng.random_range(0..3) {
-                    0 => {
-                        sim.kill_container(i);
-                    }
-                    1 if sim.is_running(i) => {
-                        sim.crash(i);
-                        down.push(i);
-                    }
-                    _ => {}
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut sim = cluster(50, 100 + seed);
+    for stack in 0..20 {
+        let services = (0..10)
+            .map(|k| {
+                service(
+                    &format!("s{stack}"),
+                    &format!("svc{k}"),
+                    rng.random_range(1..6),
+                )
+            })
+            .collect();
+        let node = rng.random_range(0..50);
+        let name = format!("s{stack}");
+        sim.change(node, move |s, hlc| s.deploy_stack(&name, services, hlc))
+            .unwrap();
+    }
+    settle(&mut sim, &format!("seed {seed}: deploy"));
+    for round in 0..5 {
+        let mut down = Vec::new();
+        for _ in 0..3 {
+            let i = rng.random_range(0..50);
+            match rng.random_range(0..4) {
+                0 => {
+                    sim.kill_container(i);
                 }
+                1 if sim.is_running(i) => {
+                    sim.crash(i);
+                    down.push(i);
+                }
+                2 if sim.is_running(i) => {
+                    sim.crash_agent(i);
+                    down.push(i);
+                }
+                _ => {}
             }
-            sim.run_for(rng.random_range(0..20_000));
-            for i in down {
-                sim.start(i, &[]);
-            }
-            settle(&mut sim, &format!("seed {seed} round {round}"));
         }
+        // Down for a moment or for longer than failure detection.
+        sim.run_for(rng.random_range(0..20_000));
+        for i in down {
+            sim.start(i, &[]);
+        }
+        settle(&mut sim, &format!("seed {seed} round {round}"));
     }
 }

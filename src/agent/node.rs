@@ -437,7 +437,7 @@ impl Node {
         let views = self.membership.nodes();
         let (report, wake_ms) =
             self.workload
-                .reconcile(me.id, me.generation, &views, self.replica.state());
+                .reconcile(me.id, me.generation, &views, &self.replica);
         if let Some(report) = report {
             let peers = self.live_peers();
             self.push(peers, PeerRequest::Reports(vec![report]));

@@ -12,10 +12,10 @@ use tracing::{debug, info, warn, Instrument};
 use super::node::{now_ms, Command};
 use crate::{
     core::{
-        desired::state::DesiredState,
         identity::NodeId,
         membership::NodeView,
         observed::{NodeReport, ObservedState},
+        replica::Replica,
     },
     reconcile::plan::{node_facts, Inputs, Plan, Reconciler},
     runtime::{docker::Docker, Action, ContainerRuntime, LocalContainer, TaskSpec},
@@ -97,17 +97,16 @@ impl Workload {
         me: NodeId,
         generation: u64,
         views: &[NodeView],
-        desired: &DesiredState,
+        desired: &Replica,
     ) -> (Option<NodeReport>, Option<u64>) {
         let Some(containers) = &self.containers else {
             return (None, None);
         };
-        let facts = node_facts(views, desired);
-        let services = desired.services();
+        let facts = node_facts(views, desired.state());
         let plan: Plan = self.reconciler.plan(&Inputs {
             me,
             now_ms: now_ms(),
-            services: &services,
+            services: desired.services(),
             nodes: &facts,
             observed: &self.observed,
             local: containers,

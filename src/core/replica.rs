@@ -10,13 +10,15 @@
 //! Merging is a CRDT join, so the order, duplication or loss of any of these messages never
 //! changes the outcome, only how soon it is reached.
 
+use std::cell::OnceCell;
+
 use serde::{Deserialize, Serialize};
 
 use super::{
     broadcast::MAX_BROADCAST_BYTES,
     desired::{
         hlc::{Clock, Hlc},
-        state::{DesiredError, DesiredState},
+        state::{DesiredError, DesiredState, ServiceView},
     },
     identity::NodeId,
     wire::{self, WireError},
@@ -49,6 +51,15 @@ pub struct Outgoing {
 pub struct Replica {
     state: DesiredState,
     clock: Clock,
+    /// Views of `state` computed on first use after a change: every anti-entropy round asks for
+    /// the digest (a full encoding of the state) and every reconcile round for the services.
+    derived: Derived,
+}
+
+#[derive(Debug, Default)]
+struct Derived {
+    digest: OnceCell<[u8; 32]>,
+    services: OnceCell<Vec<ServiceView>>,
 }
 
 impl Replica {
@@ -58,7 +69,11 @@ impl Replica {
         if let Some(max) = state.max_hlc() {
             clock.observe(&max, now_ms);
         }
-        Replica { state, clock }
+        Replica {
+            state,
+            clock,
+            derived: Derived::default(),
+        }
     }
 
     /// The current desired state.
@@ -73,6 +88,8 @@ impl Replica {
         op: impl FnOnce(&mut DesiredState, Hlc) -> Result<DesiredState, DesiredError>,
     ) -> Result<Outgoing, DesiredError> {
         let hlc = self.clock.tick(now_ms);
+        // Even a failing op may have written before it failed.
+        self.derived = Derived::default();
         let delta = op(&mut self.state, hlc)?;
         let gossip = encode_gossip(&delta).filter(|bytes| bytes.len() <= MAX_BROADCAST_BYTES);
         Ok(Outgoing { delta, gossip })
@@ -83,7 +100,11 @@ impl Replica {
         if let Some(max) = other.max_hlc() {
             self.clock.observe(&max, now_ms);
         }
-        self.state.merge_delta(other)
+        let changed = self.state.merge_delta(other);
+        if changed {
+            self.derived = Derived::default();
+        }
+        changed
     }
 
     /// Merges a gossip payload; true if anything changed.
@@ -100,7 +121,12 @@ impl Replica {
 
     /// Digest of the state, compared in anti-entropy rounds.
     pub fn digest(&self) -> [u8; 32] {
-        self.state.digest()
+        *self.derived.digest.get_or_init(|| self.state.digest())
+    }
+
+    /// The live services, as [`DesiredState::services`] gives them.
+    pub fn services(&self) -> &[ServiceView] {
+        self.derived.services.get_or_init(|| self.state.services())
     }
 }
 

@@ -2,5 +2,6 @@
 //! membership, observed state), so that all nodes agree without a coordinator. Like `core`, this
 //! module does no IO, reads no clock and uses no randomness: every input is an argument.
 
+mod memo;
 pub mod placement;
 pub mod plan;

@@ -22,7 +22,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use sha2::{Digest, Sha256};
 
-use super::placement::{place, NodeFacts, Placement};
+use super::{
+    memo::PlacementMemo,
+    placement::{place, NodeFacts, Placement},
+};
 use crate::{
     core::{
         desired::{
@@ -74,6 +77,7 @@ pub struct Reconciler {
     /// Containers listed last round, to notice the ones that vanish without exiting.
     last_seen: BTreeMap<String, LocalContainer>,
     history: BTreeMap<(String, SlotKey), VecDeque<TaskReport>>,
+    placements: PlacementMemo,
 }
 
 /// The result of one round.
@@ -230,27 +234,30 @@ impl Reconciler {
             .iter()
             .map(|c| (c.id.clone(), c.clone()))
             .collect();
-        let mut live_keys: BTreeSet<(String, SlotKey)> = BTreeSet::new();
+        let mut by_slot: BTreeMap<(&str, SlotKey), Vec<&LocalContainer>> = BTreeMap::new();
+        for c in inputs.local {
+            by_slot.entry((&c.service, c.slot)).or_default().push(c);
+        }
 
+        // Taken out for the loop so that placements can be borrowed while slots are handled.
+        let mut placements = std::mem::take(&mut self.placements);
+        placements.set_nodes(inputs.nodes);
         for service in inputs.services {
-            let placement = placement_of(service, inputs.nodes, inputs.observed);
+            let keep = paused_keep(&service.name, inputs.nodes, inputs.observed);
+            let placement = placements.get(service, keep);
             for (slot, owner) in &placement.owners {
-                let key = (service.name.clone(), *slot);
-                live_keys.insert(key.clone());
-                let mine: Vec<&LocalContainer> = inputs
-                    .local
-                    .iter()
-                    .filter(|c| c.service == service.name && &c.slot == slot)
-                    .collect();
+                let mine = by_slot
+                    .get(&(service.name.as_str(), *slot))
+                    .map_or(&[][..], Vec::as_slice);
                 if *owner == me {
-                    self.own_slot(service, slot, &mine, now, me, &mut plan);
-                } else {
+                    self.own_slot(service, slot, mine, now, me, &mut plan);
+                } else if !mine.is_empty() {
                     let owner_ready = owner_is_ready(inputs.observed, *owner, service, slot);
                     let handoff = Handoff {
                         owner: *owner,
                         owner_ready,
                     };
-                    self.hand_off(service, slot, handoff, &mine, now, &mut plan);
+                    self.hand_off(service, slot, handoff, mine, now, &mut plan);
                 }
                 claimed.extend(mine.iter().map(|c| c.id.clone()));
             }
@@ -266,11 +273,16 @@ impl Reconciler {
                 self.record(c, TaskState::Shutdown, None, now);
             }
         }
-        self.slots.retain(|k, _| live_keys.contains(k));
+        let live: BTreeSet<&str> = inputs.services.iter().map(|s| s.name.as_str()).collect();
+        placements.retain(|name| live.contains(name));
+        self.slots
+            .retain(|(service, slot), _| placements.owns(service, slot));
         for tasks in self.history.values() {
             plan.history.extend(tasks.iter().cloned());
         }
-        self.history.retain(|k, _| live_keys.contains(k));
+        self.history
+            .retain(|(service, slot), _| placements.owns(service, slot));
+        self.placements = placements;
         plan
     }
 
@@ -471,9 +483,6 @@ impl Reconciler {
         now: u64,
         plan: &mut Plan,
     ) {
-        if mine.is_empty() {
-            return;
-        }
         for c in mine {
             let exited = matches!(c.status, ContainerStatus::Exited { .. });
             if owner_ready || exited {

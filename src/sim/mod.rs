@@ -85,7 +85,6 @@ enum Event {
     /// A fake container passes its healthcheck.
     Healthy {
         node: usize,
-        epoch: u64,
         container: String,
     },
     /// A node's report pushed to a peer.
@@ -268,12 +267,10 @@ impl Sim {
         );
     }
 
-    /// Kills node `i` without a goodbye, as `kill -9` or a power cut would.
+    /// Kills node `i` without a goodbye, as a power cut would: the host goes down with its
+    /// containers, which come back exited, as Docker keeps them.
     pub fn crash(&mut self, i: usize) {
-        if let Some(m) = self.nodes[i].membership.take() {
-            self.nodes[i].known = m.known_addrs();
-        }
-        // The host goes down with its containers; they come back exited, as Docker keeps them.
+        self.crash_agent(i);
         let now = self.now_ms;
         let w = &mut self.nodes[i].workload;
         for c in &mut w.containers {
@@ -286,6 +283,15 @@ impl Sim {
                 c.health = crate::core::observed::Health::None;
             }
         }
+    }
+
+    /// Kills node `i`'s agent alone, as `kill -9` would: its containers run on, and the agent
+    /// forgets everything but its data dir.
+    pub fn crash_agent(&mut self, i: usize) {
+        if let Some(m) = self.nodes[i].membership.take() {
+            self.nodes[i].known = m.known_addrs();
+        }
+        let w = &mut self.nodes[i].workload;
         w.reconciler = Default::default();
         w.last_published = None;
     }
@@ -543,14 +549,10 @@ impl Sim {
                 self.reconcile(node);
                 return;
             }
-            Event::Healthy {
-                node,
-                epoch,
-                container,
-            } => {
-                if self.nodes[node].epoch == epoch {
-                    self.container_healthy(node, &container);
-                }
+            Event::Healthy { node, container } => {
+                // Docker runs healthchecks whether or not the agent is up; a container of a
+                // crashed host has exited and stays unhealthy.
+                self.container_healthy(node, &container);
                 return;
             }
             Event::Report { to, report } => {

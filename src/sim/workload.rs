@@ -45,14 +45,12 @@ impl Sim {
             return;
         };
         let views = m.nodes();
-        let desired = node.replica.state();
-        let facts = node_facts(&views, desired);
-        let services = desired.services();
+        let facts = node_facts(&views, node.replica.state());
         let me = node.id;
         let plan = node.workload.reconciler.plan(&Inputs {
             me,
             now_ms: now,
-            services: &services,
+            services: node.replica.services(),
             nodes: &facts,
             observed: &node.workload.observed,
             local: &node.workload.containers,
@@ -75,12 +73,10 @@ impl Sim {
                         created_ms: now,
                         endpoints: vec![],
                     });
-                    let epoch = self.nodes[i].epoch;
                     self.schedule(
                         now + HEALTHY_AFTER_MS,
                         Event::Healthy {
                             node: i,
-                            epoch,
                             container: id,
                         },
                     );
