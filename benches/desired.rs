@@ -135,19 +135,11 @@ fn anti_entropy_figures() {
 }
 
 fn real_figures() {
-    let hosts = [
-        "127.0.0.1",
-        "127.0.0.2",
-        "127.0.0.3",
-        "127.0.0.4",
-        "127.0.0.5",
-    ];
     let root = tempfile::tempdir().unwrap();
-    let mut agents = common::agents_on(root.path(), &hosts, "n");
-    for a in agents.iter_mut() {
-        a.start();
-    }
-    common::wait_for(Duration::from_secs(30), || common::all_ready(&agents, 5)).expect("up");
+    let agents = common::start_cluster(
+        common::agents_on(root.path(), &common::FIVE_HOSTS, "n"),
+        Duration::from_secs(30),
+    );
     let file = root.path().join("stack.yml");
     let mut samples = Vec::new();
     for round in 0..5 {

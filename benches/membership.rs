@@ -62,15 +62,8 @@ fn sim_figures(n: usize, seed: u64) {
 }
 
 fn real_figures() {
-    let hosts = [
-        "127.0.0.1",
-        "127.0.0.2",
-        "127.0.0.3",
-        "127.0.0.4",
-        "127.0.0.5",
-    ];
     let root = tempfile::tempdir().unwrap();
-    let mut agents = common::agents_on(root.path(), &hosts, "n");
+    let mut agents = common::agents_on(root.path(), &common::FIVE_HOSTS, "n");
     let start = Instant::now();
     for a in agents.iter_mut() {
         a.start();

@@ -67,13 +67,20 @@ fn main() {
         (after - before) as f64 / 100.0 / idle.as_secs_f64() * 100.0
     );
 
-    // Exit → replacement healthy, five times.
+    // Exit → replacement healthy, five times, each in another slot: a second failure of the
+    // same slot soon after the first is a crash loop, which backs off on purpose.
+    let mut killed = std::collections::BTreeSet::new();
     for _ in 0..5 {
         let tasks = common::tasks(&agent, "b_web");
         let victim = tasks
             .iter()
-            .find(|t| t["history"] == false && t["state"] == "running")
+            .find(|t| {
+                t["history"] == false
+                    && t["state"] == "running"
+                    && !killed.contains(&t["slot"].to_string())
+            })
             .expect("a running task");
+        killed.insert(victim["slot"].to_string());
         let id = victim["container_id"].as_str().unwrap().to_string();
         let slot = victim["slot"].as_str().unwrap().to_string();
         let t = Instant::now();

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{path::Path, time::Duration};
 
 use common::{free_ports, wait_for, Agent};
 
@@ -27,34 +27,10 @@ services:
 "#;
 
 fn five(root: &Path) -> Vec<Agent> {
-    let hosts = [
-        "127.0.0.1",
-        "127.0.0.2",
-        "127.0.0.3",
-        "127.0.0.4",
-        "127.0.0.5",
-    ];
-    let port = free_ports(&hosts, 1);
-    let addrs: Vec<SocketAddr> = hosts
-        .iter()
-        .map(|h| format!("{h}:{port}").parse().unwrap())
-        .collect();
-    let mut agents: Vec<Agent> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, &a)| {
-            let join = if i == 0 { vec![] } else { vec![addrs[0]] };
-            Agent::new(root, &format!("n{}", i + 1), a, &join)
-        })
-        .collect();
-    for a in agents.iter_mut() {
-        a.start();
-    }
-    assert!(
-        wait_for(Duration::from_secs(10), || common::all_ready(&agents, 5)).is_some(),
-        "cluster did not form"
-    );
-    agents
+    common::start_cluster(
+        common::agents_on(root, &common::FIVE_HOSTS, "n"),
+        Duration::from_secs(10),
+    )
 }
 
 fn write(root: &Path, name: &str, text: &str) -> String {

@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{path::Path, time::Duration};
 
-use common::{docker_ready, free_ports, self_id, tasks, wait_for, Agent, ContainerGuard};
+use common::{docker_ready, self_id, tasks, wait_for, Agent, ContainerGuard};
 use serde_json::Value;
 
 const STACK: &str = r#"
@@ -27,26 +27,11 @@ services:
 fn cluster(root: &Path, n: usize) -> (Vec<Agent>, ContainerGuard) {
     let hosts: Vec<String> = (1..=n).map(|i| format!("127.0.3.{i}")).collect();
     let host_refs: Vec<&str> = hosts.iter().map(String::as_str).collect();
-    let port = free_ports(&host_refs, 1);
-    let addrs: Vec<SocketAddr> = hosts
-        .iter()
-        .map(|h| format!("{h}:{port}").parse().unwrap())
+    let agents = common::agents_on(root, &host_refs, "d")
+        .into_iter()
+        .map(Agent::with_docker)
         .collect();
-    let mut agents: Vec<Agent> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, &a)| {
-            let join = if i == 0 { vec![] } else { vec![addrs[0]] };
-            Agent::new(root, &format!("d{}", i + 1), a, &join).with_docker()
-        })
-        .collect();
-    for a in agents.iter_mut() {
-        a.start();
-    }
-    assert!(
-        wait_for(Duration::from_secs(10), || common::all_ready(&agents, n)).is_some(),
-        "cluster did not form"
-    );
+    let agents = common::start_cluster(agents, Duration::from_secs(10));
     let guard = ContainerGuard(agents.iter().map(self_id).collect());
     (agents, guard)
 }

@@ -29,13 +29,7 @@ fn cluster(addrs: Vec<SocketAddr>, root: &std::path::Path) -> Vec<Agent> {
 
 #[test]
 fn five_agents_on_five_addresses_see_each_other() {
-    let hosts = [
-        "127.0.0.1",
-        "127.0.0.2",
-        "127.0.0.3",
-        "127.0.0.4",
-        "127.0.0.5",
-    ];
+    let hosts = common::FIVE_HOSTS;
     let port = free_port_pair(&hosts);
     let root = tempfile::tempdir().unwrap();
     let addrs = hosts

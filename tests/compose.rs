@@ -4,54 +4,15 @@
 
 use std::collections::BTreeMap;
 
-use shoal::compose::{parse_stack, ComposeError, Declared, StackFile};
+#[path = "common/compose.rs"]
+mod helpers;
+
+use helpers::{env, fails_at, files, parse, parse_with};
+use shoal::compose::{parse_stack, Declared, StackFile};
 use shoal::core::desired::spec::*;
 
 const HA_STACK: &str = include_str!("fixtures/compose/ha-stack.yml");
 const OVERRIDE: &str = include_str!("fixtures/compose/override.yml");
-
-fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn files(list: &[(&str, &str)]) -> Vec<(String, String)> {
-    list.iter()
-        .map(|(n, t)| (n.to_string(), t.to_string()))
-        .collect()
-}
-
-fn parse_with(text: &str, vars: &[(&str, &str)]) -> Result<StackFile, ComposeError> {
-    parse_stack("shop", &files(&[("stack.yml", text)]), &env(vars))
-}
-
-fn parse(text: &str) -> Result<StackFile, ComposeError> {
-    parse_with(text, &[])
-}
-
-/// Asserts that parsing fails with a message starting `stack.yml:LINE:` and containing every
-/// needle; returns the message.
-#[track_caller]
-fn fails_at(text: &str, line: usize, needles: &[&str]) -> String {
-    let message = match parse(text) {
-        Ok(s) => panic!("expected an error, got {s:#?}"),
-        Err(e) => e.to_string(),
-    };
-    let prefix = format!("stack.yml:{line}:");
-    assert!(
-        message.starts_with(&prefix),
-        "expected {prefix:?} at the start of: {message}"
-    );
-    for needle in needles {
-        assert!(
-            message.contains(needle),
-            "expected {needle:?} in: {message}"
-        );
-    }
-    message
-}
 
 fn service<'a>(stack: &'a StackFile, name: &str) -> &'a ServiceDef {
     stack

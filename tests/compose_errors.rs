@@ -4,50 +4,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use shoal::compose::{parse_stack, ComposeError, StackFile};
+#[path = "common/compose.rs"]
+mod helpers;
 
-fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn files(list: &[(&str, &str)]) -> Vec<(String, String)> {
-    list.iter()
-        .map(|(n, t)| (n.to_string(), t.to_string()))
-        .collect()
-}
-
-fn parse_with(text: &str, vars: &[(&str, &str)]) -> Result<StackFile, ComposeError> {
-    parse_stack("shop", &files(&[("stack.yml", text)]), &env(vars))
-}
-
-fn parse(text: &str) -> Result<StackFile, ComposeError> {
-    parse_with(text, &[])
-}
-
-/// Asserts that parsing fails with a message starting `stack.yml:LINE:` and containing every
-/// needle; returns the message.
-#[track_caller]
-fn fails_at(text: &str, line: usize, needles: &[&str]) -> String {
-    let message = match parse(text) {
-        Ok(s) => panic!("expected an error, got {s:#?}"),
-        Err(e) => e.to_string(),
-    };
-    let prefix = format!("stack.yml:{line}:");
-    assert!(
-        message.starts_with(&prefix),
-        "expected {prefix:?} at the start of: {message}"
-    );
-    for needle in needles {
-        assert!(
-            message.contains(needle),
-            "expected {needle:?} in: {message}"
-        );
-    }
-    message
-}
+use helpers::{fails_at, files, parse, parse_with};
+use shoal::compose::{parse_stack, ComposeError};
 
 #[test]
 fn error_in_second_file_names_it() {
@@ -327,16 +288,17 @@ fn required_variable() {
     );
 }
 
+/// What the hostile-input tests allow: not a speed target (a loaded CI machine must not fail
+/// them), a guard against expansion that would take minutes or exhaust memory. The errors
+/// themselves show that the limits, not luck, stopped the parse.
+const HANG: Duration = Duration::from_secs(20);
+
 #[test]
 fn huge_file_is_rejected_before_parsing() {
     let list = files(&[("stack.yml", &"#".repeat(50 * 1024 * 1024))]);
     let start = Instant::now();
     let e = parse_stack("shop", &list, &BTreeMap::new()).unwrap_err();
-    assert!(
-        start.elapsed() < Duration::from_millis(100),
-        "{:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < HANG, "{:?}", start.elapsed());
     assert_eq!(
         e.to_string(),
         "stack.yml: file is 50.0 MiB; stack files are limited to 4 MiB"
@@ -353,11 +315,7 @@ fn billion_laughs_fails_fast() {
     text.push_str("services:\n  web:\n    image: nginx\n    command: *a11\n");
     let start = Instant::now();
     let e = parse(&text).unwrap_err().to_string();
-    assert!(
-        start.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < HANG, "{:?}", start.elapsed());
     assert!(e.starts_with("stack.yml"), "{e}");
     assert!(e.contains("alias") || e.contains("repetition limit"), "{e}");
 
@@ -371,11 +329,7 @@ fn billion_laughs_fails_fast() {
     text.push_str("]\n");
     let start = Instant::now();
     let e = parse(&text).unwrap_err().to_string();
-    assert!(
-        start.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < HANG, "{:?}", start.elapsed());
     assert!(e.contains("alias bomb"), "{e}");
 }
 

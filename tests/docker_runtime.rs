@@ -93,6 +93,24 @@ impl TestNode {
             id: NodeId(uuid::Uuid::new_v4().as_u128()),
         }
     }
+
+    /// Container `id` of this node, once it runs.
+    async fn running(&self, docker: &Docker, id: &str) -> LocalContainer {
+        let within = Duration::from_secs(10);
+        wait_until(docker, self.id, id, within, "running", |c| {
+            c.status == ContainerStatus::Running
+        })
+        .await
+    }
+
+    /// Container `id` of this node, once its healthcheck passes.
+    async fn healthy(&self, docker: &Docker, id: &str) -> LocalContainer {
+        let within = Duration::from_secs(15);
+        wait_until(docker, self.id, id, within, "healthy", |c| {
+            c.health == Health::Healthy
+        })
+        .await
+    }
 }
 
 impl Drop for TestNode {
@@ -240,15 +258,7 @@ async fn create_lists_running_with_labels_endpoints_and_becomes_healthy() {
     let start = Instant::now();
     let id = docker.create(node.id, &t).await.expect("create");
 
-    let c = wait_until(
-        &docker,
-        node.id,
-        &id,
-        Duration::from_secs(10),
-        "running",
-        |c| c.status == ContainerStatus::Running,
-    )
-    .await;
+    let c = node.running(&docker, &id).await;
     let to_running = start.elapsed();
     assert_eq!(c.service, "dt_web");
     assert_eq!(c.slot, SlotKey::Replica(3));
@@ -283,15 +293,7 @@ async fn create_lists_running_with_labels_endpoints_and_becomes_healthy() {
         assert!(env.contains(&var), "{var} not in {env}");
     }
 
-    let c = wait_until(
-        &docker,
-        node.id,
-        &id,
-        Duration::from_secs(15),
-        "healthy",
-        |c| c.health == Health::Healthy,
-    )
-    .await;
+    let c = node.healthy(&docker, &id).await;
     let to_healthy = start.elapsed();
     let (status, _) = http(endpoint_8080(&c), "GET", "/health");
     assert_eq!(status, 200);
@@ -319,15 +321,7 @@ async fn interval_override_keeps_the_image_test() {
         r#"["CMD","/shoal-demo","healthcheck"]"#
     );
     assert_eq!(inspect(&id, "{{.Config.Healthcheck.Interval}}"), "1s");
-    wait_until(
-        &docker,
-        node.id,
-        &id,
-        Duration::from_secs(15),
-        "healthy",
-        |c| c.health == Health::Healthy,
-    )
-    .await;
+    node.healthy(&docker, &id).await;
     eprintln!("create→healthy with a 1 s interval: {:?}", start.elapsed());
     let log = inspect(&id, "{{range .State.Health.Log}}{{.ExitCode}} {{end}}");
     assert!(log.starts_with('0'), "health log: {log}");
@@ -366,15 +360,7 @@ async fn spec_settings_reach_the_container() {
     ];
     let t = task("dt_settings", SlotKey::Replica(1), spec);
     let id = docker.create(node.id, &t).await.expect("create");
-    let c = wait_until(
-        &docker,
-        node.id,
-        &id,
-        Duration::from_secs(10),
-        "running",
-        |c| c.status == ContainerStatus::Running,
-    )
-    .await;
+    let c = node.running(&docker, &id).await;
     // A disabled healthcheck: no health at all, not even the image's.
     assert_eq!(c.health, Health::None);
     assert!(inspect(&id, "{{json .Config.Env}}").contains("GREETING=hello world"));
@@ -499,15 +485,7 @@ async fn exit_from_inside_shows_exited_with_code_and_time() {
     let node = TestNode::new();
     let t = task("dt_exit", SlotKey::Replica(1), demo_spec());
     let id = docker.create(node.id, &t).await.expect("create");
-    let c = wait_until(
-        &docker,
-        node.id,
-        &id,
-        Duration::from_secs(10),
-        "running",
-        |c| c.status == ContainerStatus::Running,
-    )
-    .await;
+    let c = node.running(&docker, &id).await;
     let before = now_ms();
     let (status, _) = http(endpoint_8080(&c), "POST", "/admin/exit");
     assert_eq!(status, 200);
@@ -540,15 +518,7 @@ async fn switched_off_health_becomes_unhealthy() {
     let node = TestNode::new();
     let t = task("dt_sick", SlotKey::Replica(1), demo_spec());
     let id = docker.create(node.id, &t).await.expect("create");
-    let c = wait_until(
-        &docker,
-        node.id,
-        &id,
-        Duration::from_secs(15),
-        "healthy",
-        |c| c.health == Health::Healthy,
-    )
-    .await;
+    let c = node.healthy(&docker, &id).await;
     let (status, _) = http(endpoint_8080(&c), "POST", "/admin/unhealthy");
     assert_eq!(status, 200);
     let start = Instant::now();
@@ -656,15 +626,7 @@ async fn watch_wakes_up_when_a_container_dies() {
 
     let t = task("dt_watch", SlotKey::Replica(1), demo_spec());
     let id = docker.create(node.id, &t).await.expect("create");
-    let c = wait_until(
-        &docker,
-        node.id,
-        &id,
-        Duration::from_secs(10),
-        "running",
-        |c| c.status == ContainerStatus::Running,
-    )
-    .await;
+    let c = node.running(&docker, &id).await;
     // Let the watcher see it running, then forget the wake-ups so far.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     while rx.try_recv().is_ok() {}

@@ -290,6 +290,29 @@ pub fn tasks(agent: &Agent, service: &str) -> Vec<Value> {
     serde_json::from_slice(&out.stdout).unwrap_or_default()
 }
 
+/// Five loopback addresses, for a five-agent cluster on one machine.
+pub const FIVE_HOSTS: [&str; 5] = [
+    "127.0.0.1",
+    "127.0.0.2",
+    "127.0.0.3",
+    "127.0.0.4",
+    "127.0.0.5",
+];
+
+/// Starts `agents` and waits (at most `within`) until every one sees all of them ready.
+pub fn start_cluster(mut agents: Vec<Agent>, within: Duration) -> Vec<Agent> {
+    for a in agents.iter_mut() {
+        a.start();
+    }
+    let n = agents.len();
+    assert!(
+        wait_for(within, || all_ready(&agents, n)).is_some(),
+        "the cluster of {n} did not form; first agent's log:\n{}",
+        agents[0].log()
+    );
+    agents
+}
+
 /// Agents (not started) on `hosts`, one port for all, each joining through the first; named
 /// `{prefix}1`, `{prefix}2`, ...
 pub fn agents_on(root: &Path, hosts: &[&str], prefix: &str) -> Vec<Agent> {

@@ -57,6 +57,18 @@ pub const DEFAULT_STOP_TIMEOUT_S: i64 = 10;
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// Poll underneath the event stream, for events it missed.
 pub const WATCH_SAFETY_POLL: Duration = Duration::from_secs(5);
+/// Engine events that change what a listing shows (`health_status` matches its
+/// `health_status: healthy` and `: unhealthy` forms).
+const LIFECYCLE_EVENTS: [&str; 8] = [
+    "create",
+    "start",
+    "die",
+    "destroy",
+    "health_status",
+    "pause",
+    "unpause",
+    "rename",
+];
 /// Longest wait between attempts while the engine does not answer.
 pub const WATCH_MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -148,6 +160,9 @@ impl Docker {
                     std::collections::HashMap::new();
                 filters.insert("type", vec!["container".into()]);
                 filters.insert("label", vec![format!("{}={node}", labels::NODE)]);
+                // Only what changes a container's state or health: each healthcheck run also
+                // emits exec events, which would wake a re-list every interval per replica.
+                filters.insert("event", LIFECYCLE_EVENTS.map(String::from).to_vec());
                 let options = bollard::query_parameters::EventsOptionsBuilder::new()
                     .filters(&filters)
                     .build();
@@ -250,9 +265,18 @@ impl Docker {
 
     /// Removes a container that was created but must not stay (failed start, timed-out create).
     async fn discard(&self, container: &str) {
-        let Ok(client) = self.client().await else {
-            return;
-        };
+        match self.force_remove(container).await {
+            Ok(()) => tracing::debug!(container, "docker: removed the failed container"),
+            Err(e) => {
+                tracing::warn!(container, error = %e, "docker: cannot remove the failed container")
+            }
+        }
+    }
+
+    /// Removes `container` and its anonymous volumes, killing it if it runs. A container that is
+    /// gone already, or that another call is removing, counts as removed.
+    async fn force_remove(&self, container: &str) -> Result<(), RuntimeError> {
+        let client = self.client().await?;
         let options = RemoveContainerOptionsBuilder::default()
             .force(true)
             .v(true)
@@ -264,11 +288,10 @@ impl Docker {
         )
         .await
         {
-            Ok(()) => tracing::debug!(container, "docker: removed the failed container"),
-            Err(e) if is_status(&e, 404) => {}
-            Err(e) => {
-                tracing::warn!(container, error = %e, "docker: cannot remove the failed container")
-            }
+            Ok(()) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) if is_status(&e, 409) && e.message.contains("already in progress") => Ok(()),
+            Err(e) => Err(RuntimeError(format!("remove {container}: {}", e.message))),
         }
     }
 }
@@ -353,23 +376,7 @@ impl ContainerRuntime for Docker {
             Err(e) => tracing::warn!(container, error = %e, "docker: stop failed; removing anyway"),
         }
         tracing::debug!(container, "docker: remove");
-        let options = RemoveContainerOptionsBuilder::default()
-            .force(true)
-            .v(true)
-            .build();
-        match call(
-            "remove container",
-            CALL_TIMEOUT,
-            client.remove_container(container, Some(options)),
-        )
-        .await
-        {
-            Ok(()) => Ok(()),
-            Err(e) if is_status(&e, 404) => Ok(()),
-            // Another call is removing it already.
-            Err(e) if is_status(&e, 409) && e.message.contains("already in progress") => Ok(()),
-            Err(e) => Err(RuntimeError(format!("remove {container}: {}", e.message))),
-        }
+        self.force_remove(container).await
     }
 }
 
