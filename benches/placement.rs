@@ -1,6 +1,7 @@
 //! Placement benchmark: time of a full recompute with 1,000 nodes (one service × 10,000 replicas,
 //! and 1,000 services × 10 replicas), and how many slots move when a node joins or leaves or a
-//! service scales up by one, against the unavoidable minimum.
+//! service scales up by one, against the unavoidable minimum; and the cost of one reconcile round
+//! of a node, the first (every placement computed) and at steady state (placements remembered).
 //! Run with `cargo bench --bench placement`.
 
 use std::{
@@ -11,10 +12,19 @@ use std::{
 
 use shoal::{
     core::{
-        desired::spec::{Availability, ServiceSpec},
+        desired::{
+            hlc::Hlc,
+            spec::{Availability, ServiceSpec},
+            state::ServiceView,
+        },
         identity::NodeId,
+        observed::{Health, ObservedState},
     },
-    reconcile::placement::{place, NodeFacts, Placement},
+    reconcile::{
+        placement::{place, NodeFacts, Placement},
+        plan::{Inputs, Reconciler},
+    },
+    runtime::{ContainerStatus, LocalContainer},
 };
 
 /// Node ids from a fixed SplitMix64 stream, so every run measures the same cluster.
@@ -103,6 +113,70 @@ fn movement(cluster: &[NodeFacts], services: usize, replicas: u64, spec: &Servic
     );
 }
 
+/// One node's reconcile round over `services` × `replicas` on `cluster`, with this node running
+/// healthy containers for every slot it owns: the first round, and the best steady-state round.
+fn reconcile_round(cluster: &[NodeFacts], services: usize, replicas: u64) {
+    let me = cluster[0].id;
+    let views: Vec<ServiceView> = (0..services)
+        .map(|s| ServiceView {
+            name: format!("stack_svc{s}"),
+            stack: "stack".into(),
+            replicas,
+            spec: ServiceSpec::default(),
+            version: Hlc::ZERO,
+            force: 0,
+            updated: Hlc::ZERO,
+        })
+        .collect();
+    let keep = BTreeMap::new();
+    let local: Vec<LocalContainer> = views
+        .iter()
+        .flat_map(|v| {
+            let placement = place(&v.name, &v.spec, v.replicas, cluster, &keep);
+            placement
+                .owners
+                .into_iter()
+                .filter(|(_, owner)| *owner == me)
+                .map(|(slot, _)| LocalContainer {
+                    id: format!("{}-{slot}", v.name),
+                    service: v.name.clone(),
+                    slot,
+                    task_id: format!("t{slot}"),
+                    version: v.version,
+                    force: v.force,
+                    status: ContainerStatus::Running,
+                    health: Health::Healthy,
+                    created_ms: 1,
+                    endpoints: vec![],
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let observed = ObservedState::default();
+    let inputs = Inputs {
+        me,
+        now_ms: 1_000,
+        services: &views,
+        nodes: cluster,
+        observed: &observed,
+        local: &local,
+    };
+    let mut reconciler = Reconciler::default();
+    let start = Instant::now();
+    let first = reconciler.plan(&inputs);
+    let cold = start.elapsed();
+    assert!(first.actions.is_empty(), "{:?}", first.actions);
+    let warm = best_of(20, || {
+        black_box(reconciler.plan(&inputs));
+    });
+    println!(
+        "  {services} services × {replicas} replicas, {} containers here: first round {:.2} ms, steady state {:.3} ms",
+        local.len(),
+        cold.as_secs_f64() * 1e3,
+        warm.as_secs_f64() * 1e3
+    );
+}
+
 fn main() {
     let cluster = nodes(1_000, 1);
     let plain = ServiceSpec::default();
@@ -140,4 +214,8 @@ fn main() {
     movement(&small, 200, 120, &plain);
     println!("movement, 40 nodes over 3 zones, 200 services × 120 replicas, spread over zone:");
     movement(&small, 200, 120, &spread);
+
+    println!("one node's reconcile round:");
+    reconcile_round(&nodes(50, 3), 200, 3);
+    reconcile_round(&cluster, 1_000, 10);
 }

@@ -177,14 +177,20 @@ fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
+/// Engine calls that change containers (create and start, stop and remove) in flight at once. A
+/// deploy of a hundred replicas then reaches the engine as a steady stream rather than one burst
+/// that a busy engine answers with timeouts.
+const ENGINE_CONCURRENCY: usize = 8;
+
 /// Carries out actions: removals first (so stop-first updates really stop first), then creates,
-/// each group concurrently.
+/// each group a few at a time.
 async fn execute(
     me: NodeId,
     docker: Arc<Docker>,
     mut rx: mpsc::UnboundedReceiver<Vec<Action>>,
     outcomes: mpsc::Sender<Command>,
 ) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(ENGINE_CONCURRENCY));
     while let Some(actions) = rx.recv().await {
         let (removes, creates): (Vec<_>, Vec<_>) = actions
             .into_iter()
@@ -193,7 +199,9 @@ async fn execute(
         for action in removes {
             if let Action::Remove { container, .. } = action {
                 let docker = docker.clone();
+                let permits = permits.clone();
                 set.spawn(async move {
+                    let _permit = permits.acquire().await;
                     if let Err(e) = docker.remove(&container, STOP_TIMEOUT_S).await {
                         warn!(container = %short(&container), error = %e, "could not remove container");
                     }
@@ -205,7 +213,9 @@ async fn execute(
             if let Action::Create(task) = action {
                 let docker = docker.clone();
                 let outcomes = outcomes.clone();
+                let permits = permits.clone();
                 set.spawn(async move {
+                    let _permit = permits.acquire().await;
                     match docker.create(me, &task).await {
                         Ok(id) => debug!(container = %short(&id), service = %task.service, slot = %task.slot, "replica started"),
                         Err(e) => {

@@ -65,8 +65,12 @@ struct SlotLife {
 const NEVER_STARTED_MS: u64 = 15_000;
 /// Longest crash-loop backoff.
 const MAX_BACKOFF_MS: u64 = 60_000;
-/// A create that has not shown up in a listing after this long is assumed lost.
-const IN_FLIGHT_TIMEOUT_MS: u64 = 30_000;
+/// A create that has not shown up in a listing after this long is assumed lost. Only a safety
+/// net: the agent's executor answers every create (the container shows up in the next listing,
+/// or the failure comes back through [`Reconciler::create_failed`]), but creates queue behind a
+/// few engine calls at a time, so a short timeout would start duplicates of slow creates on a
+/// busy engine and make it busier still.
+const IN_FLIGHT_TIMEOUT_MS: u64 = 300_000;
 /// A replica that ran this long before failing resets the crash-loop backoff.
 const STABLE_AFTER_MS: u64 = 10_000;
 
@@ -418,45 +422,19 @@ impl Reconciler {
         match keeper {
             Some(c) => plan.tasks.push(task_of(c, true, None)),
             None if life.in_flight.is_some() => {}
-            None if life.given_up => plan.tasks.push(TaskReport {
-                service: service.name.clone(),
-                slot: *slot,
-                task_id: String::new(),
-                version: service.version,
-                force: service.force,
-                container_id: None,
-                state: TaskState::Pending,
-                health: Health::None,
-                desired_running: false,
-                error: Some(format!(
-                    "restart policy exhausted{}",
-                    life.last_error
-                        .as_ref()
-                        .map(|e| format!(": {e}"))
-                        .unwrap_or_default()
-                )),
-                endpoints: vec![],
-                since_ms: now,
-            }),
+            None if life.given_up => {
+                let cause = life.last_error.as_ref().map(|e| format!(": {e}"));
+                let error = format!("restart policy exhausted{}", cause.unwrap_or_default());
+                plan.tasks
+                    .push(pending(service, slot, false, Some(error), now));
+            }
             None if now < life.not_before_ms => {
                 plan.wake_at_ms = Some(
                     plan.wake_at_ms
                         .map_or(life.not_before_ms, |w| w.min(life.not_before_ms)),
                 );
-                plan.tasks.push(TaskReport {
-                    service: service.name.clone(),
-                    slot: *slot,
-                    task_id: String::new(),
-                    version: service.version,
-                    force: service.force,
-                    container_id: None,
-                    state: TaskState::Pending,
-                    health: Health::None,
-                    desired_running: true,
-                    error: life.last_error.clone(),
-                    endpoints: vec![],
-                    since_ms: now,
-                });
+                let error = life.last_error.clone();
+                plan.tasks.push(pending(service, slot, true, error, now));
             }
             None => {
                 let salt = life.failures.len() as u64 + u64::from(life.streak);
@@ -536,6 +514,30 @@ fn owner_is_ready(
                 && t.is_ready_at(service.version, service.force)
         })
     })
+}
+
+/// The task of a slot with no container: waiting for a restart delay, or given up.
+fn pending(
+    service: &ServiceView,
+    slot: &SlotKey,
+    desired_running: bool,
+    error: Option<String>,
+    now: u64,
+) -> TaskReport {
+    TaskReport {
+        service: service.name.clone(),
+        slot: *slot,
+        task_id: String::new(),
+        version: service.version,
+        force: service.force,
+        container_id: None,
+        state: TaskState::Pending,
+        health: Health::None,
+        desired_running,
+        error,
+        endpoints: vec![],
+        since_ms: now,
+    }
 }
 
 fn rank(c: &LocalContainer) -> u8 {
