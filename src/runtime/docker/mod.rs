@@ -64,18 +64,6 @@ const INSPECT_CONCURRENCY: usize = 8;
 const INSPECT_MAX_AGE: Duration = Duration::from_secs(60);
 /// Poll underneath the event stream, for events it missed.
 pub const WATCH_SAFETY_POLL: Duration = Duration::from_secs(5);
-/// Engine events that change what a listing shows (`health_status` matches its
-/// `health_status: healthy` and `: unhealthy` forms).
-const LIFECYCLE_EVENTS: [&str; 8] = [
-    "create",
-    "start",
-    "die",
-    "destroy",
-    "health_status",
-    "pause",
-    "unpause",
-    "rename",
-];
 /// Longest wait between attempts while the engine does not answer.
 pub const WATCH_MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -180,9 +168,9 @@ impl Docker {
                     std::collections::HashMap::new();
                 filters.insert("type", vec!["container".into()]);
                 filters.insert("label", vec![format!("{}={node}", labels::NODE)]);
-                // Only what changes a container's state or health: each healthcheck run also
-                // emits exec events, which would wake a re-list every interval per replica.
-                filters.insert("event", LIFECYCLE_EVENTS.map(String::from).to_vec());
+                // No `event` filter: Docker 20.10 then delivers nothing at all for this filter set
+                // (seen on the testnet). The exec events of healthchecks do wake a re-list each,
+                // but a re-list of unchanged containers is one list call (see `list`).
                 let options = bollard::query_parameters::EventsOptionsBuilder::new()
                     .filters(&filters)
                     .build();
