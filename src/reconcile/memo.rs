@@ -94,18 +94,6 @@ mod tests {
         spec::{Availability, ServiceSpec},
     };
 
-    fn node(id: u128) -> NodeFacts {
-        NodeFacts {
-            id: NodeId(id),
-            hostname: format!("n{id}"),
-            engine_labels: BTreeMap::new(),
-            node_labels: BTreeMap::new(),
-            os: "linux".into(),
-            arch: "x86_64".into(),
-            availability: Availability::Active,
-        }
-    }
-
     fn service(replicas: u64) -> ServiceView {
         ServiceView {
             name: "app_web".into(),
@@ -122,7 +110,11 @@ mod tests {
     #[test]
     fn always_agrees_with_place() {
         let mut memo = PlacementMemo::default();
-        let mut nodes = vec![node(1), node(2), node(3)];
+        let mut nodes = vec![
+            NodeFacts::plain(1),
+            NodeFacts::plain(2),
+            NodeFacts::plain(3),
+        ];
         let mut svc = service(5);
         let check = |memo: &mut PlacementMemo, svc: &ServiceView, nodes: &[NodeFacts]| {
             let want = place(&svc.name, &svc.spec, svc.replicas, nodes, &BTreeMap::new());
@@ -133,7 +125,7 @@ mod tests {
         check(&mut memo, &svc, &nodes);
         svc.replicas = 9;
         check(&mut memo, &svc, &nodes);
-        nodes.push(node(4));
+        nodes.push(NodeFacts::plain(4));
         check(&mut memo, &svc, &nodes);
         nodes[0].availability = Availability::Drain;
         check(&mut memo, &svc, &nodes);

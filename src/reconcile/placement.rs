@@ -90,6 +90,22 @@ pub struct NodeFacts {
     pub availability: Availability,
 }
 
+#[cfg(test)]
+impl NodeFacts {
+    /// An active linux/x86_64 node named `n{id}` with no labels, for unit tests.
+    pub(crate) fn plain(id: u128) -> NodeFacts {
+        NodeFacts {
+            id: NodeId(id),
+            hostname: format!("n{id}"),
+            engine_labels: BTreeMap::new(),
+            node_labels: BTreeMap::new(),
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            availability: Availability::Active,
+        }
+    }
+}
+
 /// One unit of a service's desired replicas (defined with the observed state, which reports it).
 pub use crate::core::observed::SlotKey;
 

@@ -1,0 +1,184 @@
+//! Unit tests of the reconciler's rules, one node and one service at a time.
+
+use super::*;
+use crate::core::desired::{hlc::Hlc, spec::RestartPolicy};
+
+fn service(replicas: u64, restart: RestartPolicy) -> ServiceView {
+    ServiceView {
+        name: "app_web".into(),
+        stack: "app".into(),
+        replicas,
+        spec: ServiceSpec {
+            image: "shoal-demo:v1".into(),
+            restart_policy: restart,
+            ..ServiceSpec::default()
+        },
+        version: Hlc::ZERO,
+        force: 0,
+        updated: Hlc::ZERO,
+    }
+}
+
+/// The container a create asked for, as the engine lists it.
+fn container(task: &TaskSpec, status: ContainerStatus, health: Health) -> LocalContainer {
+    LocalContainer {
+        id: format!("c-{}", task.task_id),
+        service: task.service.clone(),
+        slot: task.slot,
+        task_id: task.task_id.clone(),
+        version: task.version,
+        force: task.force,
+        status,
+        health,
+        created_ms: 0,
+        endpoints: vec![],
+    }
+}
+
+struct World {
+    me: NodeId,
+    nodes: Vec<NodeFacts>,
+    services: Vec<ServiceView>,
+    observed: ObservedState,
+    reconciler: Reconciler,
+}
+
+impl World {
+    fn one_node(service: ServiceView) -> Self {
+        World {
+            me: NodeId(1),
+            nodes: vec![NodeFacts::plain(1)],
+            services: vec![service],
+            observed: ObservedState::default(),
+            reconciler: Reconciler::default(),
+        }
+    }
+
+    fn round(&mut self, now_ms: u64, local: &[LocalContainer]) -> Plan {
+        self.reconciler.plan(&Inputs {
+            me: self.me,
+            now_ms,
+            services: &self.services,
+            nodes: &self.nodes,
+            observed: &self.observed,
+            local,
+        })
+    }
+}
+
+fn creates(plan: &Plan) -> Vec<TaskSpec> {
+    plan.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Create(t) => Some((**t).clone()),
+            Action::Remove { .. } => None,
+        })
+        .collect()
+}
+
+fn exited(code: i64, at: u64) -> ContainerStatus {
+    ContainerStatus::Exited {
+        code,
+        finished_ms: at,
+        error: None,
+    }
+}
+
+/// A container that dies before the node ever saw it run still counts as a failure and is
+/// replaced; the slot does not wait for the create it already carried out.
+#[test]
+fn a_create_whose_container_died_unseen_is_replaced() {
+    let no_delay = RestartPolicy {
+        delay_ms: 0,
+        ..RestartPolicy::default()
+    };
+    let mut world = World::one_node(service(1, no_delay));
+    let first = creates(&world.round(1_000, &[]));
+    assert_eq!(first.len(), 1);
+    // While the create is in flight and not listed yet, no second one.
+    assert!(creates(&world.round(1_050, &[])).is_empty());
+    // Next listing: it ran and died in between.
+    let dead = container(&first[0], exited(137, 1_500), Health::None);
+    let plan = world.round(2_000, &[dead]);
+    assert!(plan.actions.iter().any(
+        |a| matches!(a, Action::Remove { container, .. } if *container == format!("c-{}", first[0].task_id))
+    ));
+    let second = creates(&plan);
+    assert_eq!(second.len(), 1, "{:?}", plan.actions);
+    assert_ne!(second[0].task_id, first[0].task_id);
+    assert!(plan.history.iter().any(|t| t.state == TaskState::Failed));
+}
+
+#[test]
+fn restart_condition_none_leaves_the_slot_pending() {
+    let never = RestartPolicy {
+        condition: RestartCondition::None,
+        ..RestartPolicy::default()
+    };
+    let mut world = World::one_node(service(1, never));
+    let first = creates(&world.round(1_000, &[]));
+    let done = container(&first[0], exited(0, 1_500), Health::None);
+    let plan = world.round(2_000, &[done]);
+    assert!(creates(&plan).is_empty());
+    assert!(creates(&world.round(60_000, &[])).is_empty());
+    let task = &world.round(61_000, &[]).tasks[0];
+    assert_eq!(task.state, TaskState::Pending);
+    assert!(!task.desired_running);
+}
+
+#[test]
+fn a_crash_loop_backs_off() {
+    let no_delay = RestartPolicy {
+        delay_ms: 0,
+        ..RestartPolicy::default()
+    };
+    let mut world = World::one_node(service(1, no_delay));
+    let mut now = 1_000;
+    let mut gaps = Vec::new();
+    let mut last_create = now;
+    let mut task = creates(&world.round(now, &[])).remove(0);
+    for _ in 0..5 {
+        // Dies 100 ms after it was created; rounds every 100 ms until the next create.
+        let dead = container(&task, exited(1, now + 100), Health::None);
+        now += 200;
+        let mut plan = world.round(now, &[dead]);
+        while creates(&plan).is_empty() {
+            now += 100;
+            plan = world.round(now, &[]);
+        }
+        gaps.push(now - last_create);
+        last_create = now;
+        task = creates(&plan).remove(0);
+    }
+    assert!(gaps.windows(2).all(|w| w[1] >= w[0]), "{gaps:?}");
+    assert!(gaps[4] >= 4_000, "{gaps:?}");
+}
+
+/// A slot this node runs but another node now owns keeps running until the owner's replica
+/// is ready, then stops.
+#[test]
+fn hand_off_waits_for_the_new_owner() {
+    let mut world = World::one_node(service(1, RestartPolicy::default()));
+    let task = creates(&world.round(1_000, &[])).remove(0);
+    let mine = container(&task, ContainerStatus::Running, Health::Healthy);
+    // Node 2 now owns the slot: drain this one.
+    world.nodes[0].availability = Availability::Drain;
+    world.nodes.push(NodeFacts::plain(2));
+    let plan = world.round(2_000, std::slice::from_ref(&mine));
+    assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+    assert!(!plan.tasks[0].desired_running);
+    // The owner reports its replica running and healthy at the current version.
+    let mut theirs = task_of(&mine, true, None);
+    theirs.task_id = "other".into();
+    world.observed.merge(NodeReport {
+        node: NodeId(2),
+        generation: 1,
+        seq: 1,
+        tasks: vec![theirs],
+        history: vec![],
+    });
+    let plan = world.round(3_000, std::slice::from_ref(&mine));
+    assert!(
+        matches!(&plan.actions[..], [Action::Remove { container, .. }] if *container == mine.id)
+    );
+}
