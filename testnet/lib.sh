@@ -133,6 +133,7 @@ start_node() {
     -e "SHOAL_NODE_LISTEN=0.0.0.0:$GOSSIP_PORT" \
     -e "SHOAL_NODE_JOIN=$seeds" \
     -e "SHOAL_NODE_LABELS=testnet.node=$i zone=z$(((i - 1) % 2 + 1))" \
+    -e "SHOAL_LOG=${SHOAL_LOG:-info}" \
     "$NODE_IMAGE" 2>&1) || die "starting $name: $out"
   say "$name created at $ip"
 }

@@ -62,6 +62,9 @@ const INSPECT_CONCURRENCY: usize = 8;
 /// A container whose listed state and health have not changed is inspected again after this long
 /// anyway, for what the listing cannot show (an address after a restart done by hand).
 const INSPECT_MAX_AGE: Duration = Duration::from_secs(60);
+/// How long after an event the engine's container listing is trusted to show it (see
+/// `follow_events`).
+const VIEW_LAG: Duration = Duration::from_millis(250);
 /// Poll underneath the event stream, for events it missed.
 pub const WATCH_SAFETY_POLL: Duration = Duration::from_secs(5);
 /// Longest wait between attempts while the engine does not answer.
@@ -159,6 +162,11 @@ impl Docker {
     }
 
     /// Follows the engine's event stream for `node`'s containers, reconnecting with backoff.
+    ///
+    /// Each event that may change a container's state or health wakes the agent twice: at once,
+    /// and again [`VIEW_LAG`] later. Docker 20.10 sends `die` before its container listing shows
+    /// the container exited (seen on the testnet: a list 30 ms after `die` still said running),
+    /// and nothing else follows to wake the agent; the second wake reads the settled view.
     async fn follow_events(&self, node: NodeId, notify: mpsc::Sender<()>) {
         use futures_util::StreamExt;
         let mut backoff = Duration::from_millis(200);
@@ -169,21 +177,33 @@ impl Docker {
                 filters.insert("type", vec!["container".into()]);
                 filters.insert("label", vec![format!("{}={node}", labels::NODE)]);
                 // No `event` filter: Docker 20.10 then delivers nothing at all for this filter set
-                // (seen on the testnet). The exec events of healthchecks do wake a re-list each,
-                // but a re-list of unchanged containers is one list call (see `list`).
+                // (seen on the testnet). Exec events (a healthcheck each interval) are dropped here.
                 let options = bollard::query_parameters::EventsOptionsBuilder::new()
                     .filters(&filters)
                     .build();
                 let mut stream = client.events(Some(options));
-                while let Some(event) = stream.next().await {
-                    if event.is_err() {
-                        break;
-                    }
+                let mut again: Option<tokio::time::Instant> = None;
+                loop {
+                    let far = tokio::time::Instant::now() + WATCH_MAX_BACKOFF;
+                    let event = tokio::select! {
+                        event = stream.next() => event,
+                        () = tokio::time::sleep_until(again.unwrap_or(far)), if again.is_some() => {
+                            again = None;
+                            if !wake(&notify) {
+                                return;
+                            }
+                            continue;
+                        }
+                    };
+                    let Some(Ok(event)) = event else { break };
                     backoff = Duration::from_millis(200);
-                    match notify.try_send(()) {
-                        Ok(()) | Err(mpsc::error::TrySendError::Full(())) => {}
-                        Err(mpsc::error::TrySendError::Closed(())) => return,
+                    if !changes_state(event.action.as_deref().unwrap_or("")) {
+                        continue;
                     }
+                    if !wake(&notify) {
+                        return;
+                    }
+                    again = Some(tokio::time::Instant::now() + VIEW_LAG);
                 }
             }
             if !sleep_unless_closed(&notify, backoff).await {
@@ -213,9 +233,8 @@ impl Docker {
                     if changed {
                         tracing::debug!(node = %node.short(), containers = now.len(), "docker: change, waking the agent");
                         last = Some(now);
-                        match notify.try_send(()) {
-                            Ok(()) | Err(mpsc::error::TrySendError::Full(())) => {}
-                            Err(mpsc::error::TrySendError::Closed(())) => return,
+                        if !wake(&notify) {
+                            return;
                         }
                     }
                     if !sleep_unless_closed(&notify, interval).await {
@@ -468,6 +487,20 @@ fn listed_state(s: &ContainerSummary) -> Option<(String, (String, String))> {
 }
 
 /// Sleeps for `pause`; false (at once) if `notify`'s receiver goes away meanwhile.
+/// Whether an engine event's action can change what a listing shows. Healthchecks run as execs,
+/// one per container per interval; their result arrives as its own `health_status` event.
+fn changes_state(action: &str) -> bool {
+    !action.starts_with("exec_")
+}
+
+/// Wakes the agent (a wake-up already pending is enough). False once the agent is gone.
+fn wake(notify: &mpsc::Sender<()>) -> bool {
+    !matches!(
+        notify.try_send(()),
+        Err(mpsc::error::TrySendError::Closed(()))
+    )
+}
+
 async fn sleep_unless_closed(notify: &mpsc::Sender<()>, pause: Duration) -> bool {
     tokio::select! {
         () = tokio::time::sleep(pause) => true,
