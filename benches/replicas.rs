@@ -120,4 +120,6 @@ fn main() {
             t.elapsed().as_secs_f64()
         );
     }
+    // The agent goes before the guard: alive, it would replace what the guard removes.
+    drop(agent);
 }

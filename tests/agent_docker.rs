@@ -24,7 +24,8 @@ services:
         constraints: ["node.labels.zone == mars"]
 "#;
 
-fn cluster(root: &Path, n: usize) -> (Vec<Agent>, ContainerGuard) {
+/// The guard comes first so that a `let (_guard, agents)` drops the agents before it.
+fn cluster(root: &Path, n: usize) -> (ContainerGuard, Vec<Agent>) {
     let hosts: Vec<String> = (1..=n).map(|i| format!("127.0.3.{i}")).collect();
     let host_refs: Vec<&str> = hosts.iter().map(String::as_str).collect();
     let agents = common::agents_on(root, &host_refs, "d")
@@ -33,7 +34,7 @@ fn cluster(root: &Path, n: usize) -> (Vec<Agent>, ContainerGuard) {
         .collect();
     let agents = common::start_cluster(agents, Duration::from_secs(10));
     let guard = ContainerGuard(agents.iter().map(self_id).collect());
-    (agents, guard)
+    (guard, agents)
 }
 
 fn running(tasks: &[Value]) -> Vec<&Value> {
@@ -58,7 +59,7 @@ fn replicas_are_claimed_healed_readopted_and_taken_over() {
         return;
     }
     let root = tempfile::tempdir().unwrap();
-    let (mut agents, _guard) = cluster(root.path(), 3);
+    let (_guard, mut agents) = cluster(root.path(), 3);
     let file = root.path().join("stack.yml");
     std::fs::write(&file, STACK).unwrap();
     let out = agents[0].cli(&["stack", "deploy", "-c", file.to_str().unwrap(), "t"]);

@@ -244,33 +244,54 @@ pub fn docker_ready() -> bool {
 }
 
 /// Removes every container labelled with one of `node_ids` when dropped, so a failing Docker
-/// test leaves nothing behind.
+/// test leaves nothing behind. Drop it after the agents (declare it before them, or drop them
+/// first): a live agent replaces what the guard removes. A create the engine was still carrying
+/// out when its agent died shows up late, so the guard looks again until a look finds nothing.
 pub struct ContainerGuard(pub Vec<String>);
+
+impl ContainerGuard {
+    /// Removes the containers now listed; how many there were.
+    fn sweep(&self) -> usize {
+        // (One `ps` per node: several label filters would have to match together.)
+        let ids: Vec<String> = self
+            .0
+            .iter()
+            .filter_map(|id| {
+                Command::new("docker")
+                    .args([
+                        "ps",
+                        "-aq",
+                        "--filter",
+                        &format!("label=io.shoal.node={id}"),
+                    ])
+                    .output()
+                    .ok()
+            })
+            .flat_map(|out| {
+                String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .arg("rm")
+                .arg("-f")
+                .args(&ids)
+                .output();
+        }
+        ids.len()
+    }
+}
 
 impl Drop for ContainerGuard {
     fn drop(&mut self) {
-        for id in &self.0 {
-            let out = Command::new("docker")
-                .args([
-                    "ps",
-                    "-aq",
-                    "--filter",
-                    &format!("label=io.shoal.node={id}"),
-                ])
-                .output();
-            if let Ok(out) = out {
-                let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                    .split_whitespace()
-                    .map(String::from)
-                    .collect();
-                if !ids.is_empty() {
-                    let _ = Command::new("docker")
-                        .arg("rm")
-                        .arg("-f")
-                        .args(&ids)
-                        .output();
-                }
+        for _ in 0..10 {
+            if self.sweep() == 0 {
+                return;
             }
+            std::thread::sleep(Duration::from_millis(300));
         }
     }
 }
