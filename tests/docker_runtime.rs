@@ -657,3 +657,43 @@ async fn watch_wakes_up_when_a_container_dies() {
         .expect("watch ends when nobody listens")
         .unwrap();
 }
+
+/// The event stream alone (no poll under it) wakes the agent when a container dies, and a wake-up
+/// follows once the engine's listing shows the container exited (the listing lags `die`). Without
+/// events getting through the filter no wake-up would come at all.
+#[tokio::test]
+async fn engine_events_alone_wake_on_a_death_once_the_listing_shows_it() {
+    let Some(docker) = engine().await else { return };
+    let node = TestNode::new();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+    let follower = {
+        let docker = docker.clone();
+        let node = node.id;
+        tokio::spawn(async move { docker.follow_events(node, tx).await })
+    };
+    let t = task("dt_events", SlotKey::Replica(1), demo_spec());
+    let id = docker.create(node.id, &t).await.expect("create");
+    let c = node.running(&docker, &id).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    while rx.try_recv().is_ok() {}
+
+    let (status, _) = http(endpoint_8080(&c), "POST", "/admin/exit");
+    assert_eq!(status, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        tokio::time::timeout(left, rx.recv())
+            .await
+            .expect("an event wake-up after which the listing shows the container exited")
+            .expect("the follower runs");
+        let list = docker.list(node.id).await.unwrap();
+        if matches!(list[0].status, ContainerStatus::Exited { .. }) {
+            break;
+        }
+    }
+    drop(rx);
+    tokio::time::timeout(Duration::from_secs(5), follower)
+        .await
+        .expect("the follower ends when nobody listens")
+        .unwrap();
+}

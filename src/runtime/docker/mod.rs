@@ -62,6 +62,20 @@ const INSPECT_CONCURRENCY: usize = 8;
 /// A container whose listed state and health have not changed is inspected again after this long
 /// anyway, for what the listing cannot show (an address after a restart done by hand).
 const INSPECT_MAX_AGE: Duration = Duration::from_secs(60);
+/// The container events that change what a listing shows (state and health). The engine matches
+/// `health_status` against `health_status: healthy` and the like.
+const STATE_EVENTS: &[&str] = &[
+    "create",
+    "start",
+    "restart",
+    "die",
+    "stop",
+    "destroy",
+    "oom",
+    "pause",
+    "unpause",
+    "health_status",
+];
 /// How long after an event the engine's container listing is trusted to show it (see
 /// `follow_events`).
 const VIEW_LAG: Duration = Duration::from_millis(250);
@@ -161,13 +175,14 @@ impl Docker {
         }
     }
 
-    /// Follows the engine's event stream for `node`'s containers, reconnecting with backoff.
+    /// Follows the engine's event stream for `node`'s containers, reconnecting with backoff;
+    /// returns once the receiver is dropped. [`Docker::watch`] adds a poll under it.
     ///
     /// Each event that may change a container's state or health wakes the agent twice: at once,
     /// and again [`VIEW_LAG`] later. Docker 20.10 sends `die` before its container listing shows
     /// the container exited (seen on the testnet: a list 30 ms after `die` still said running),
     /// and nothing else follows to wake the agent; the second wake reads the settled view.
-    async fn follow_events(&self, node: NodeId, notify: mpsc::Sender<()>) {
+    pub async fn follow_events(&self, node: NodeId, notify: mpsc::Sender<()>) {
         use futures_util::StreamExt;
         let mut backoff = Duration::from_millis(200);
         loop {
@@ -176,8 +191,11 @@ impl Docker {
                     std::collections::HashMap::new();
                 filters.insert("type", vec!["container".into()]);
                 filters.insert("label", vec![format!("{}={node}", labels::NODE)]);
-                // No `event` filter: Docker 20.10 then delivers nothing at all for this filter set
-                // (seen on the testnet). Exec events (a healthcheck each interval) are dropped here.
+                // Without it the engine also sends the three exec events of every healthcheck run.
+                filters.insert(
+                    "event",
+                    STATE_EVENTS.iter().map(|e| e.to_string()).collect(),
+                );
                 let options = bollard::query_parameters::EventsOptionsBuilder::new()
                     .filters(&filters)
                     .build();
@@ -187,6 +205,7 @@ impl Docker {
                     let far = tokio::time::Instant::now() + WATCH_MAX_BACKOFF;
                     let event = tokio::select! {
                         event = stream.next() => event,
+                        () = notify.closed() => return,
                         () = tokio::time::sleep_until(again.unwrap_or(far)), if again.is_some() => {
                             again = None;
                             if !wake(&notify) {
@@ -197,9 +216,7 @@ impl Docker {
                     };
                     let Some(Ok(event)) = event else { break };
                     backoff = Duration::from_millis(200);
-                    if !changes_state(event.action.as_deref().unwrap_or("")) {
-                        continue;
-                    }
+                    tracing::trace!(node = %node.short(), action = ?event.action, "docker: event");
                     if !wake(&notify) {
                         return;
                     }
@@ -487,12 +504,6 @@ fn listed_state(s: &ContainerSummary) -> Option<(String, (String, String))> {
 }
 
 /// Sleeps for `pause`; false (at once) if `notify`'s receiver goes away meanwhile.
-/// Whether an engine event's action can change what a listing shows. Healthchecks run as execs,
-/// one per container per interval; their result arrives as its own `health_status` event.
-fn changes_state(action: &str) -> bool {
-    !action.starts_with("exec_")
-}
-
 /// Wakes the agent (a wake-up already pending is enough). False once the agent is gone.
 fn wake(notify: &mpsc::Sender<()>) -> bool {
     !matches!(
