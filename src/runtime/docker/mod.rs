@@ -503,7 +503,6 @@ fn listed_state(s: &ContainerSummary) -> Option<(String, (String, String))> {
     Some((s.id.clone()?, (state, summary_health(s))))
 }
 
-/// Sleeps for `pause`; false (at once) if `notify`'s receiver goes away meanwhile.
 /// Wakes the agent (a wake-up already pending is enough). False once the agent is gone.
 fn wake(notify: &mpsc::Sender<()>) -> bool {
     !matches!(
@@ -512,6 +511,7 @@ fn wake(notify: &mpsc::Sender<()>) -> bool {
     )
 }
 
+/// Sleeps for `pause`; false (at once) if `notify`'s receiver goes away meanwhile.
 async fn sleep_unless_closed(notify: &mpsc::Sender<()>, pause: Duration) -> bool {
     tokio::select! {
         () = tokio::time::sleep(pause) => true,
