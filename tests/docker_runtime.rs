@@ -608,6 +608,32 @@ async fn list_sees_only_its_own_node() {
     assert_eq!(lb[0].slot, SlotKey::Node(b.id));
 }
 
+/// Asks the container `c` of `node` to exit, then waits at most `limit_s` for a wake-up on `rx`
+/// after which the listing shows it exited; the time that took.
+async fn exit_and_wait_for_the_wake_up(
+    docker: &Docker,
+    node: &TestNode,
+    c: &LocalContainer,
+    rx: &mut tokio::sync::mpsc::Receiver<()>,
+    limit_s: u64,
+) -> Duration {
+    let (status, _) = http(endpoint_8080(c), "POST", "/admin/exit");
+    assert_eq!(status, 200);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(limit_s);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        tokio::time::timeout(left, rx.recv())
+            .await
+            .expect("a wake-up after which the listing shows the container exited")
+            .expect("the watcher runs");
+        let list = docker.list(node.id).await.unwrap();
+        if matches!(list[0].status, ContainerStatus::Exited { .. }) {
+            return start.elapsed();
+        }
+    }
+}
+
 #[tokio::test]
 async fn watch_wakes_up_when_a_container_dies() {
     let Some(docker) = engine().await else { return };
@@ -631,24 +657,9 @@ async fn watch_wakes_up_when_a_container_dies() {
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     while rx.try_recv().is_ok() {}
 
-    let (status, _) = http(endpoint_8080(&c), "POST", "/admin/exit");
-    assert_eq!(status, 200);
-    // Other wake-ups may come first (the healthcheck passing): wait for one after which the
-    // listing shows the container exited.
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs(5);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        tokio::time::timeout(left, rx.recv())
-            .await
-            .expect("a wake-up after the container died")
-            .expect("watch running");
-        let list = docker.list(node.id).await.unwrap();
-        if matches!(list[0].status, ContainerStatus::Exited { .. }) {
-            break;
-        }
-    }
-    eprintln!("wake-up {:?} after the exit request", start.elapsed());
+    // Other wake-ups may come first (the healthcheck passing).
+    let took = exit_and_wait_for_the_wake_up(&docker, &node, &c, &mut rx, 5).await;
+    eprintln!("wake-up {took:?} after the exit request");
 
     // It ends when the receiver goes away.
     drop(rx);
@@ -677,20 +688,7 @@ async fn engine_events_alone_wake_on_a_death_once_the_listing_shows_it() {
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     while rx.try_recv().is_ok() {}
 
-    let (status, _) = http(endpoint_8080(&c), "POST", "/admin/exit");
-    assert_eq!(status, 200);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        tokio::time::timeout(left, rx.recv())
-            .await
-            .expect("an event wake-up after which the listing shows the container exited")
-            .expect("the follower runs");
-        let list = docker.list(node.id).await.unwrap();
-        if matches!(list[0].status, ContainerStatus::Exited { .. }) {
-            break;
-        }
-    }
+    exit_and_wait_for_the_wake_up(&docker, &node, &c, &mut rx, 20).await;
     drop(rx);
     tokio::time::timeout(Duration::from_secs(5), follower)
         .await
