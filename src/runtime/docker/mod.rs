@@ -76,9 +76,14 @@ const STATE_EVENTS: &[&str] = &[
     "unpause",
     "health_status",
 ];
-/// How long after an event the engine's container listing is trusted to show it (see
-/// `follow_events`).
-const VIEW_LAG: Duration = Duration::from_millis(250);
+/// When, after the last event, the agent is woken again to read a listing that may have lagged
+/// the event (see `follow_events`): 250 ms is enough on an idle engine, the later ones are for a
+/// loaded one.
+const VIEW_LAG: [Duration; 3] = [
+    Duration::from_millis(250),
+    Duration::from_secs(1),
+    Duration::from_secs(3),
+];
 /// Poll underneath the event stream, for events it missed.
 pub const WATCH_SAFETY_POLL: Duration = Duration::from_secs(5);
 /// Longest wait between attempts while the engine does not answer.
@@ -178,13 +183,18 @@ impl Docker {
     /// Follows the engine's event stream for `node`'s containers, reconnecting with backoff;
     /// returns once the receiver is dropped. [`Docker::watch`] adds a poll under it.
     ///
-    /// Each event that may change a container's state or health wakes the agent twice: at once,
-    /// and again [`VIEW_LAG`] later. Docker 20.10 sends `die` before its container listing shows
-    /// the container exited (seen on the testnet: a list 30 ms after `die` still said running),
-    /// and nothing else follows to wake the agent; the second wake reads the settled view.
+    /// Each event that may change a container's state or health wakes the agent at once, and
+    /// again [`VIEW_LAG`] after the last event: Docker 20.10 sends `die` before its container
+    /// listing shows the container exited (seen on the testnet: a list 30 ms after `die` still
+    /// said running), and nothing else follows to wake the agent; the later wake-ups read the
+    /// settled view, even on a loaded engine. Each (re)connection asks for the events since the
+    /// last one seen (at first, since the call), so none is lost while connecting.
     pub async fn follow_events(&self, node: NodeId, notify: mpsc::Sender<()>) {
         use futures_util::StreamExt;
         let mut backoff = Duration::from_millis(200);
+        let mut since_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
         loop {
             if let Ok(client) = self.client().await {
                 let mut filters: std::collections::HashMap<&str, Vec<String>> =
@@ -196,18 +206,26 @@ impl Docker {
                     "event",
                     STATE_EVENTS.iter().map(|e| e.to_string()).collect(),
                 );
+                let since = format!(
+                    "{}.{:09}",
+                    since_ns / 1_000_000_000,
+                    since_ns % 1_000_000_000
+                );
                 let options = bollard::query_parameters::EventsOptionsBuilder::new()
+                    .since(&since)
                     .filters(&filters)
                     .build();
                 let mut stream = client.events(Some(options));
-                let mut again: Option<tokio::time::Instant> = None;
+                // When the last event came, and how many of the later wake-ups have been sent.
+                let mut last: Option<(tokio::time::Instant, usize)> = None;
                 loop {
+                    let next = last.and_then(|(at, sent)| VIEW_LAG.get(sent).map(|lag| at + *lag));
                     let far = tokio::time::Instant::now() + WATCH_MAX_BACKOFF;
                     let event = tokio::select! {
                         event = stream.next() => event,
                         () = notify.closed() => return,
-                        () = tokio::time::sleep_until(again.unwrap_or(far)), if again.is_some() => {
-                            again = None;
+                        () = tokio::time::sleep_until(next.unwrap_or(far)), if next.is_some() => {
+                            last = last.map(|(at, sent)| (at, sent + 1));
                             if !wake(&notify) {
                                 return;
                             }
@@ -216,11 +234,12 @@ impl Docker {
                     };
                     let Some(Ok(event)) = event else { break };
                     backoff = Duration::from_millis(200);
+                    since_ns = since_ns.max(event.time_nano.unwrap_or(0));
                     tracing::trace!(node = %node.short(), action = ?event.action, "docker: event");
                     if !wake(&notify) {
                         return;
                     }
-                    again = Some(tokio::time::Instant::now() + VIEW_LAG);
+                    last = Some((tokio::time::Instant::now(), 0));
                 }
             }
             if !sleep_unless_closed(&notify, backoff).await {
