@@ -9,6 +9,7 @@
 //! - [`core`]: pure node logic — identities, the wire format, SWIM membership. No IO.
 //! - [`sim`]: a deterministic discrete-event simulator that runs many cores in one thread over a
 //!   virtual clock and a lossy, partitionable network.
+//! - [`ingress`]: the routing table of published ports, backend choice and sticky cookies.
 //! - [`api`]: the messages the CLI and agents exchange (versioned, size-limited).
 //! - [`agent`]: the tokio shell that feeds the core from real sockets and timers: UDP gossip,
 //!   QUIC between nodes, the local API socket, the data dir.
@@ -24,6 +25,7 @@ pub mod api;
 pub mod cli;
 pub mod compose;
 pub mod core;
+pub mod ingress;
 pub mod reconcile;
 pub mod runtime;
 pub mod sim;

@@ -167,6 +167,15 @@ fn bad_values() {
         6,
         &["max_failure_ratio", "more than 1"],
     );
+    fails_at(
+        &format!("{base}    deploy:\n      labels:\n        shoal.ingress.sticky: maybe\n"),
+        5,
+        &[
+            "services.web.deploy.labels",
+            "shoal.ingress.sticky",
+            "boolean",
+        ],
+    );
 }
 
 #[test]

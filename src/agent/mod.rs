@@ -3,6 +3,7 @@
 
 pub mod datadir;
 pub mod framing;
+pub mod ingress;
 pub mod local_api;
 pub mod node;
 pub mod persist;
@@ -14,7 +15,7 @@ pub mod workload;
 
 use std::{
     collections::{BTreeMap, HashSet},
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
     sync::{Arc, RwLock},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -52,6 +53,11 @@ pub struct AgentConfig {
     pub settings: Settings,
     /// Which container engine runs this node's replicas.
     pub runtime: RuntimeKind,
+    /// Where the ingress listens for published ports: `None` is the `listen` address's IP (so
+    /// several agents on 127.0.0.x each have their own), `Some(0.0.0.0)` every interface.
+    pub ingress_addr: Option<IpAddr>,
+    /// Run no ingress at all (published ports are served by the other nodes).
+    pub no_ingress: bool,
 }
 
 /// Which container engine an agent uses.
@@ -76,6 +82,8 @@ impl AgentConfig {
             join_timeout: Duration::from_secs(10),
             settings: Settings::default(),
             runtime: RuntimeKind::Docker,
+            ingress_addr: None,
+            no_ingress: false,
         }
     }
 }
@@ -280,6 +288,7 @@ pub async fn run(
             RuntimeKind::Docker => match crate::runtime::docker::Docker::connect() {
                 Ok(docker) => {
                     info!("running replicas on the local Docker engine");
+                    let docker = docker.with_host_address(advertise.ip());
                     workload::Workload::docker(state.id, docker, commands_tx.clone())
                 }
                 Err(e) => {
@@ -289,6 +298,11 @@ pub async fn run(
                 }
             },
         };
+        let (routes_tx, routes_rx) = tokio::sync::watch::channel(Arc::default());
+        let ingress_task = (!config.no_ingress).then(|| {
+            let ip = config.ingress_addr.unwrap_or(config.listen.ip());
+            tokio::spawn(ingress::run(ip, routes_rx).in_current_span())
+        });
         let node = node::Node {
             membership,
             socket,
@@ -305,11 +319,15 @@ pub async fn run(
             workload,
             reconcile_due: true,
             settled,
+            routes: routes_tx,
         };
         let result = node.run(packets_rx, commands_rx, join, shutdown).await;
         receiver.abort();
         api_task.abort();
         quic_task.abort();
+        if let Some(task) = ingress_task {
+            task.abort();
+        }
         let _ = std::fs::remove_file(data.socket_path());
         // Give QUIC a moment to tell peers the connection is closed.
         let _ = tokio::time::timeout(Duration::from_millis(200), endpoint.wait_idle()).await;

@@ -11,7 +11,7 @@ use std::{
 use rand::rngs::StdRng;
 use tokio::{
     net::UdpSocket,
-    sync::{mpsc, oneshot},
+    sync::{mpsc, oneshot, watch},
     time::Instant,
 };
 use tracing::{debug, info, warn, Instrument};
@@ -36,6 +36,7 @@ use crate::{
         replica::Replica,
         wire,
     },
+    ingress::routes::{routing_table, RoutingTable},
 };
 
 /// What other tasks ask of the node loop.
@@ -112,6 +113,8 @@ pub struct Node {
     pub(super) reconcile_due: bool,
     /// The node has joined (or given up joining) and synced once: its view is worth acting on.
     pub(super) settled: bool,
+    /// The ingress routing table, for the ingress listeners.
+    pub(super) routes: watch::Sender<Arc<RoutingTable>>,
 }
 
 pub(super) fn now_ms() -> u64 {
@@ -428,6 +431,7 @@ impl Node {
     /// One reconciliation round: actions go to the executor, a changed report to every live
     /// peer. Returns when the reconciler wants to be woken (a restart delay ending).
     fn reconcile(&mut self) -> Option<Instant> {
+        self.publish_routes();
         if !self.settled {
             // Right after start the view may hold only this node: acting on it would start every
             // slot here. Wait for the join and one full exchange with a peer.
@@ -443,6 +447,35 @@ impl Node {
             self.push(peers, PeerRequest::Reports(vec![report]));
         }
         wake_ms.map(|at| Instant::now() + Duration::from_millis(at.saturating_sub(now_ms())))
+    }
+
+    /// Recomputes the ingress routing table and hands it to the listeners if it changed.
+    fn publish_routes(&mut self) {
+        let views = self.membership.nodes();
+        let table = routing_table(self.replica.services(), &self.workload.observed, &views);
+        self.routes.send_if_modified(|current| {
+            if **current == table {
+                return false;
+            }
+            for c in table
+                .conflicts
+                .iter()
+                .filter(|c| !current.conflicts.contains(c))
+            {
+                warn!(port = c.port, service = %c.loser, published_by = %c.winner,
+                    "ingress: port already published by another service; not routed");
+            }
+            for (service, port) in table
+                .unsupported
+                .iter()
+                .filter(|u| !current.unsupported.contains(u))
+            {
+                warn!(%service, port, "ingress: UDP ports are not served by the ingress yet");
+            }
+            debug!(ports = table.routes.len(), "ingress: routing table changed");
+            *current = Arc::new(table);
+            true
+        });
     }
 
     /// Sends `request` to each of `peers` in the background; the receiver yields how many

@@ -171,7 +171,7 @@ pub struct TaskInfo {
     pub error: String,
     /// Docker container id.
     pub container_id: String,
-    /// Container address and port, for each container port.
+    /// Where any node reaches each published container port (node address and host port).
     pub endpoint: Vec<String>,
     /// Milliseconds since the epoch when it entered its state.
     pub since_ms: u64,

@@ -1,6 +1,12 @@
 //! `shoal agent`: run a node in the foreground until SIGTERM or SIGINT.
 
-use std::{collections::BTreeMap, io::IsTerminal, net::SocketAddr, path::Path, time::Duration};
+use std::{
+    collections::BTreeMap,
+    io::IsTerminal,
+    net::{IpAddr, SocketAddr},
+    path::Path,
+    time::Duration,
+};
 
 use anyhow::Context;
 use clap::Args;
@@ -32,6 +38,13 @@ pub struct AgentArgs {
     /// Seconds to keep trying the --join seeds before giving up.
     #[arg(long, default_value_t = 10)]
     join_timeout: u64,
+    /// Address the ingress listens on for published ports (defaults to the --listen address's IP;
+    /// 0.0.0.0 for every interface).
+    #[arg(long, env = "SHOAL_INGRESS_ADDR", conflicts_with = "no_ingress")]
+    ingress_addr: Option<IpAddr>,
+    /// Serve no published ports on this node.
+    #[arg(long)]
+    no_ingress: bool,
 }
 
 /// Runs the agent with `args`.
@@ -51,6 +64,8 @@ pub fn run(data_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
     config.name = args.name;
     config.labels = args.labels.into_iter().collect::<BTreeMap<_, _>>();
     config.join_timeout = Duration::from_secs(args.join_timeout);
+    config.ingress_addr = args.ingress_addr;
+    config.no_ingress = args.no_ingress;
     config.runtime = if args.runtime == "none" {
         agent::RuntimeKind::None
     } else {

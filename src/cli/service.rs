@@ -368,6 +368,10 @@ pub fn run(data_dir: &Path, command: ServiceCommand) -> anyhow::Result<()> {
                 None
             };
             let name = args.name.clone();
+            let added: std::collections::BTreeMap<String, String> =
+                args.label_add.iter().cloned().collect();
+            crate::ingress::sticky::from_labels(&name, &added)
+                .map_err(|e| anyhow::anyhow!("--label-add: {e}"))?;
             let update = args.into_update(current.as_ref());
             let request = Request::ServiceUpdate {
                 name,

@@ -56,6 +56,9 @@ pub(crate) fn apply(
             .into_iter()
             .map(|(k, v, _)| (k, v.unwrap_or_default()))
             .collect();
+        // Sticky-session labels are read by the ingress of every node: a bad one fails here.
+        crate::ingress::sticky::from_labels("", &spec.labels)
+            .map_err(|e| Failure::at(&path.key("labels"), e))?;
     }
     Ok(replicas)
 }

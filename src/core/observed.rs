@@ -110,7 +110,8 @@ pub struct TaskReport {
     pub desired_running: bool,
     /// What went wrong, in Docker's words.
     pub error: Option<String>,
-    /// Where traffic for it goes: container address and port, per container port.
+    /// Where traffic for it goes, per published container port: the node's address and the host
+    /// port Docker bound it to, reachable from every node's ingress.
     pub endpoints: Vec<(u16, std::net::SocketAddr)>,
     /// When (ms since the epoch) it entered `state`.
     pub since_ms: u64,

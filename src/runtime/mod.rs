@@ -49,7 +49,7 @@ pub struct LocalContainer {
     pub health: Health,
     /// When it was created (ms since the epoch).
     pub created_ms: u64,
-    /// Where its ports are reachable.
+    /// Where other nodes reach its ports published in ingress or host mode, by container port.
     pub endpoints: Vec<(u16, SocketAddr)>,
 }
 

@@ -9,14 +9,14 @@ use std::{
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary,
     ContainerSummaryHealthStatusEnum, HealthConfig, HealthStatusEnum, HostConfig, Mount, MountType,
-    RestartPolicy, RestartPolicyNameEnum,
+    PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 
 use super::super::{labels, ContainerStatus, LocalContainer, TaskSpec};
 use crate::core::{
     desired::{
         hlc::Hlc,
-        spec::{HealthcheckSpec, MountKind, Protocol},
+        spec::{HealthcheckSpec, MountKind, PortSpec, Protocol, PublishMode},
     },
     identity::NodeId,
     observed::{Health, SlotKey},
@@ -26,7 +26,7 @@ use crate::core::{
 use super::DEFAULT_STOP_TIMEOUT_S;
 
 /// The container to create for `task` on `node`.
-pub(super) fn create_body(node: NodeId, task: &TaskSpec) -> ContainerCreateBody {
+pub(super) fn create_body(node: NodeId, task: &TaskSpec, host: IpAddr) -> ContainerCreateBody {
     let spec = &task.spec;
     let slot = slot_label(&task.slot);
 
@@ -57,18 +57,37 @@ pub(super) fn create_body(node: NodeId, task: &TaskSpec) -> ContainerCreateBody 
         format!("SHOAL_SLOT={slot}"),
     ]);
 
-    // Exposed only: shoal's ingress proxy reaches the containers on their own addresses.
-    let exposed: BTreeSet<String> = spec
-        .ports
-        .iter()
-        .map(|p| {
-            let proto = match p.protocol {
-                Protocol::Tcp => "tcp",
-                Protocol::Udp => "udp",
-            };
-            format!("{}/{proto}", p.target)
-        })
-        .collect();
+    let port_key = |p: &PortSpec| {
+        let proto = match p.protocol {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        };
+        format!("{}/{proto}", p.target)
+    };
+    let exposed: BTreeSet<String> = spec.ports.iter().map(port_key).collect();
+    // Ingress ports on an ephemeral port of the node's address, for the ingress of every node to
+    // reach; host-mode ports on their published port, on every interface, as `docker run -p`.
+    let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    for p in &spec.ports {
+        let Some(published) = p.published else {
+            continue;
+        };
+        let binding = match p.mode {
+            PublishMode::Ingress => PortBinding {
+                host_ip: Some(host.to_string()),
+                host_port: Some(String::new()),
+            },
+            PublishMode::Host => PortBinding {
+                host_ip: None,
+                host_port: Some(published.to_string()),
+            },
+        };
+        bindings
+            .entry(port_key(p))
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(binding);
+    }
 
     let mounts: Vec<Mount> = spec
         .mounts
@@ -100,6 +119,7 @@ pub(super) fn create_body(node: NodeId, task: &TaskSpec) -> ContainerCreateBody 
             .memory_bytes
             .map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
         mounts: (!mounts.is_empty()).then_some(mounts),
+        port_bindings: (!bindings.is_empty()).then_some(bindings),
         // The default bridge network, for now; service networks (`spec.networks`) come later.
         ..Default::default()
     };
@@ -147,6 +167,7 @@ pub(super) fn health_config(hc: &HealthcheckSpec) -> HealthConfig {
 pub(super) fn to_local(
     id: &str,
     inspect: &ContainerInspectResponse,
+    host: IpAddr,
 ) -> Result<LocalContainer, String> {
     let config = inspect.config.as_ref();
     let empty = HashMap::new();
@@ -217,7 +238,7 @@ pub(super) fn to_local(
         .unwrap_or(0);
 
     let endpoints = if status == ContainerStatus::Running {
-        endpoints(inspect)
+        endpoints(inspect, host)
     } else {
         Vec::new()
     };
@@ -236,42 +257,43 @@ pub(super) fn to_local(
     })
 }
 
-/// Every exposed port at the container's address: on the `bridge` network if it is attached,
-/// else on its first network (by name) that has an address. Sorted by port.
-pub(super) fn endpoints(inspect: &ContainerInspectResponse) -> Vec<(u16, SocketAddr)> {
-    let Some(networks) = inspect
+/// Every published port of the container, as the host address (`host` when Docker bound it to
+/// every interface) and host port it is reachable at, by container port. Sorted by port.
+pub(super) fn endpoints(
+    inspect: &ContainerInspectResponse,
+    host: IpAddr,
+) -> Vec<(u16, SocketAddr)> {
+    let Some(ports) = inspect
         .network_settings
         .as_ref()
-        .and_then(|n| n.networks.as_ref())
+        .and_then(|n| n.ports.as_ref())
     else {
         return Vec::new();
     };
-    let address = |name: &str| -> Option<IpAddr> {
-        networks
-            .get(name)?
-            .ip_address
-            .as_deref()
-            .filter(|ip| !ip.is_empty())?
-            .parse()
-            .ok()
-    };
-    let mut names: Vec<&String> = networks.keys().collect();
-    names.sort();
-    let Some(ip) = address("bridge").or_else(|| names.iter().find_map(|n| address(n))) else {
-        return Vec::new();
-    };
-    let ports: BTreeSet<u16> = inspect
-        .config
-        .as_ref()
-        .and_then(|c| c.exposed_ports.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p.split('/').next()?.parse().ok())
+    let mut out: Vec<(u16, SocketAddr)> = ports
+        .iter()
+        .filter_map(|(key, bindings)| {
+            let (target, proto) = key.split_once('/').unwrap_or((key, "tcp"));
+            let target: u16 = target.parse().ok()?;
+            // UDP ingress is not served yet; its endpoints would be mistaken for TCP ones.
+            if proto != "tcp" {
+                return None;
+            }
+            let addr = bindings.iter().flatten().find_map(|b| {
+                let port: u16 = b.host_port.as_deref()?.parse().ok()?;
+                let ip = match b.host_ip.as_deref().map(str::parse::<IpAddr>) {
+                    Some(Ok(ip)) if !ip.is_unspecified() => ip,
+                    // Docker lists a binding to every interface twice (0.0.0.0 and ::).
+                    Some(Ok(IpAddr::V6(_))) => return None,
+                    _ => host,
+                };
+                Some(SocketAddr::new(ip, port))
+            })?;
+            Some((target, addr))
+        })
         .collect();
-    ports
-        .into_iter()
-        .map(|port| (port, SocketAddr::new(ip, port)))
-        .collect()
+    out.sort();
+    out
 }
 
 /// A list summary's health word (`none` when unknown).

@@ -6,8 +6,11 @@
 //!
 //! - Nothing is ever pulled: an image must already be on the node (there is no registry), and a
 //!   missing one fails the create at once with a clear message.
-//! - Nothing is published with Docker (`-p`): shoal's own ingress proxy forwards to the container
-//!   endpoints that [`Docker::list`] reports (container IP on the bridge network, container port).
+//! - A port published in ingress mode is bound by Docker to an ephemeral port of the host address
+//!   ([`Docker::with_host_address`]), and [`Docker::list`] reports that address and port as the
+//!   replica's endpoint: shoal's ingress on any node forwards there. (The container's bridge address
+//!   is reachable from its own host only.) A port published in host mode is bound to its published
+//!   port, as `docker run -p` does.
 //! - Containers get the restart policy `no`: shoal replaces exited containers itself.
 //! - Every engine call has a timeout ([`CALL_TIMEOUT`]; a stop gets its own timeout plus
 //!   [`STOP_GRACE`]), so a hung engine cannot hang the agent.
@@ -21,6 +24,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     future::Future,
+    net::IpAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -99,6 +103,8 @@ pub struct Docker {
     /// Last inspection of each listed container, reused while the listing shows the same state
     /// and health (see [`Docker::list`]).
     inspected: Arc<Mutex<HashMap<String, Inspected>>>,
+    /// Where this host's published ports are reachable by other nodes.
+    host_address: IpAddr,
 }
 
 /// A container as last inspected.
@@ -133,7 +139,15 @@ impl Docker {
             client,
             negotiated: Arc::new(OnceCell::new()),
             inspected: Arc::default(),
+            host_address: IpAddr::from([127, 0, 0, 1]),
         })
+    }
+
+    /// Binds ingress ports on `ip` (the node's advertised address) and reports endpoints there,
+    /// instead of on 127.0.0.1 (which only this host reaches).
+    pub fn with_host_address(mut self, ip: IpAddr) -> Self {
+        self.host_address = ip;
+        self
     }
 
     /// Whether an engine answers (within [`PING_TIMEOUT`]).
@@ -397,7 +411,7 @@ impl ContainerRuntime for Docker {
                 Err(e) if is_status(&e, 404) => continue,
                 Err(e) => return Err(e.into()),
             };
-            match to_local(&id, &inspect) {
+            match to_local(&id, &inspect, self.host_address) {
                 Ok(container) => {
                     let entry = Inspected {
                         seen,
@@ -471,7 +485,7 @@ impl Docker {
         name: String,
     ) -> Result<String, RuntimeError> {
         let client = self.client().await?;
-        let body = create_body(node, task);
+        let body = create_body(node, task, self.host_address);
         tracing::debug!(image = %task.spec.image, "docker: create");
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let created =

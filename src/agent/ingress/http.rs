@@ -1,0 +1,240 @@
+//! Layer 7, for sticky services: each HTTP/1.1 request is routed on its own. A request whose
+//! cookie names a ready replica goes there; any other request goes to the next replica in turn and
+//! its response sets the cookie, so the browser's later requests (a form's POST after its GET)
+//! reach the replica that issued the page.
+//!
+//! Connections to replicas are kept per client connection and reused while the client sends to
+//! the same replica, which a sticky client does. Protocol upgrades (WebSocket) are not carried in
+//! this mode; layer-4 services carry them untouched.
+
+use std::{collections::HashMap, convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::{
+    body::Incoming,
+    client::conn::http1::SendRequest,
+    header::{self, HeaderMap, HeaderName, HeaderValue},
+    server::conn::http1,
+    service::service_fn,
+    Request, Response, StatusCode,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{net::TcpStream, sync::Mutex};
+use tracing::{debug, Instrument};
+
+use super::Shared;
+use crate::ingress::routes::Backend;
+
+type Body = BoxBody<Bytes, hyper::Error>;
+/// Connections to replicas opened for one client connection, by replica address.
+type Upstreams = Arc<Mutex<HashMap<SocketAddr, SendRequest<Incoming>>>>;
+
+/// How long a client may take to send a request's headers (slow-loris guard).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves one client connection until it closes.
+pub(super) async fn serve(client: TcpStream, peer: SocketAddr, port: u16, shared: Arc<Shared>) {
+    let upstreams: Upstreams = Arc::default();
+    let service = service_fn(move |request| {
+        let shared = shared.clone();
+        let upstreams = upstreams.clone();
+        async move { Ok::<_, Infallible>(route(request, peer, port, &shared, &upstreams).await) }
+    });
+    let served = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(client), service)
+        .await;
+    if let Err(e) = served {
+        debug!(%peer, error = %e, "ingress: client connection ended");
+    }
+}
+
+/// Forwards one request to the replica its cookie names, or to the next one in turn.
+async fn route(
+    mut request: Request<Incoming>,
+    peer: SocketAddr,
+    port: u16,
+    shared: &Shared,
+    upstreams: &Upstreams,
+) -> Response<Body> {
+    let Some(route) = shared.route(port) else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this port is no longer published\n",
+        );
+    };
+    let wanted: Option<String> = route.sticky.as_ref().and_then(|cookie| {
+        request
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|h| cookie.find_in(h))
+            .map(str::to_string)
+    });
+    prepare_request(request.headers_mut(), peer);
+
+    let mut tried = Vec::new();
+    let (backend, sticky_hit, mut response) = loop {
+        let Some((backend, sticky_hit)) = shared.pick(port, &route, wanted.as_deref(), &tried)
+        else {
+            let why = format!("no replica of {} is ready\n", route.service);
+            return error(StatusCode::SERVICE_UNAVAILABLE, &why);
+        };
+        let cached = upstreams.lock().await.remove(&backend.addr);
+        let from_cache = cached.is_some();
+        let sender = match cached {
+            Some(sender) => Some(sender),
+            None => open(shared, port, &backend).await,
+        };
+        let Some(mut sender) = sender else {
+            tried.push(backend.task_id);
+            continue;
+        };
+        if sender.ready().await.is_err() {
+            // A kept connection the replica closed meanwhile: open a new one.
+            if !from_cache {
+                tried.push(backend.task_id);
+            }
+            continue;
+        }
+        match sender.try_send_request(request).await {
+            Ok(response) => {
+                upstreams.lock().await.insert(backend.addr, sender);
+                break (backend, sticky_hit, response.map(|body| body.boxed()));
+            }
+            Err(mut e) => {
+                let Some(unsent) = e.take_message() else {
+                    // Part of the request went out: it cannot be sent again safely.
+                    debug!(task = %backend.task_id, error = %e.error(), "ingress: replica failed the request");
+                    let why = format!(
+                        "replica {} failed the request: {}\n",
+                        backend.task_id,
+                        e.error()
+                    );
+                    return error(StatusCode::BAD_GATEWAY, &why);
+                };
+                // Nothing was sent (the connection was closed under us): try again elsewhere,
+                // or on a new connection to the same replica if this one was an old one.
+                request = unsent;
+                if !from_cache {
+                    tried.push(backend.task_id);
+                }
+            }
+        }
+    };
+    strip_hop_by_hop(response.headers_mut());
+    if let (Some(cookie), false) = (&route.sticky, sticky_hit) {
+        if let Ok(value) = HeaderValue::from_str(&cookie.set_cookie(&backend.task_id)) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+/// A new HTTP/1.1 connection to `backend` (its driver runs in its own task).
+async fn open(shared: &Shared, port: u16, backend: &Backend) -> Option<SendRequest<Incoming>> {
+    let stream = shared.dial(port, backend).await?;
+    match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+        Ok((sender, connection)) => {
+            tokio::spawn(
+                async move {
+                    if let Err(e) = connection.await {
+                        debug!(error = %e, "ingress: replica connection ended");
+                    }
+                }
+                .in_current_span(),
+            );
+            Some(sender)
+        }
+        Err(e) => {
+            debug!(task = %backend.task_id, error = %e, "ingress: HTTP handshake with a replica failed");
+            None
+        }
+    }
+}
+
+/// Hop-by-hop headers out, `X-Forwarded-For` and `X-Forwarded-Proto` in.
+fn prepare_request(headers: &mut HeaderMap, peer: SocketAddr) {
+    strip_hop_by_hop(headers);
+    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(before) => format!("{before}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), value);
+    }
+    headers
+        .entry(HeaderName::from_static("x-forwarded-proto"))
+        .or_insert(HeaderValue::from_static("http"));
+}
+
+/// Removes the headers that describe one connection rather than the message (RFC 9110 §7.6.1),
+/// including those the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+/// A plain-text answer of the proxy's own.
+fn error(status: StatusCode, text: &str) -> Response<Body> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(text.to_string()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_and_forwarding_headers_come() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.1.1.1"));
+        prepare_request(&mut h, SocketAddr::from(([10, 2, 2, 2], 5555)));
+        for gone in ["connection", "x-private", "keep-alive", "upgrade"] {
+            assert!(h.get(gone).is_none(), "{gone} still there");
+        }
+        assert_eq!(h["cookie"], "a=1");
+        assert_eq!(h["x-forwarded-for"], "10.1.1.1, 10.2.2.2");
+        assert_eq!(h["x-forwarded-proto"], "http");
+    }
+}
