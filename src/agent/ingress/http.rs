@@ -4,8 +4,9 @@
 //! reach the replica that issued the page.
 //!
 //! Connections to replicas are kept per client connection and reused while the client sends to
-//! the same replica, which a sticky client does. Protocol upgrades (WebSocket) are not carried in
-//! this mode; layer-4 services carry them untouched.
+//! the same replica, which a sticky client does. A protocol upgrade (WebSocket) is routed like any
+//! request; once the replica answers `101 Switching Protocols`, the two connections are joined and
+//! bytes flow both ways untouched.
 
 use std::{collections::HashMap, convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -45,6 +46,7 @@ pub(super) async fn serve(client: TcpStream, peer: SocketAddr, port: u16, shared
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .serve_connection(TokioIo::new(client), service)
+        .with_upgrades()
         .await;
     if let Err(e) = served {
         debug!(%peer, error = %e, "ingress: client connection ended");
@@ -74,7 +76,10 @@ async fn route(
             .find_map(|h| cookie.find_in(h))
             .map(str::to_string)
     });
-    prepare_request(request.headers_mut(), peer);
+    let upgrade = upgrade_of(request.headers());
+    prepare_request(request.headers_mut(), peer, upgrade.as_ref());
+    // Taken before the request goes: it resolves once the client's side has switched protocols.
+    let client_side = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
 
     let mut tried = Vec::new();
     let (backend, sticky_hit, mut response) = loop {
@@ -102,8 +107,11 @@ async fn route(
         }
         match sender.try_send_request(request).await {
             Ok(response) => {
-                upstreams.lock().await.insert(backend.addr, sender);
-                break (backend, sticky_hit, response.map(|body| body.boxed()));
+                // A switched connection is a tunnel now, not one to send requests on.
+                if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+                    upstreams.lock().await.insert(backend.addr, sender);
+                }
+                break (backend, sticky_hit, response);
             }
             Err(mut e) => {
                 let Some(unsent) = e.take_message() else {
@@ -125,7 +133,24 @@ async fn route(
             }
         }
     };
-    strip_hop_by_hop(response.headers_mut());
+    let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    match (switched, client_side, &upgrade) {
+        (true, Some(client_side), Some(protocol)) => {
+            let replica_side = hyper::upgrade::on(&mut response);
+            tokio::spawn(
+                tunnel(client_side, replica_side, backend.task_id.clone()).in_current_span(),
+            );
+            strip_hop_by_hop(response.headers_mut());
+            keep_upgrade(response.headers_mut(), protocol);
+        }
+        (true, _, _) => {
+            // A 101 nobody asked for cannot be carried on.
+            let why = format!("replica {} switched protocols unasked\n", backend.task_id);
+            return error(StatusCode::BAD_GATEWAY, &why);
+        }
+        (false, _, _) => strip_hop_by_hop(response.headers_mut()),
+    }
+    let mut response = response.map(|body| body.boxed());
     if let (Some(cookie), false) = (&route.sticky, sticky_hit) {
         if let Ok(value) = HeaderValue::from_str(&cookie.set_cookie(&backend.task_id)) {
             response.headers_mut().append(header::SET_COOKIE, value);
@@ -141,7 +166,7 @@ async fn open(shared: &Shared, port: u16, backend: &Backend) -> Option<SendReque
         Ok((sender, connection)) => {
             tokio::spawn(
                 async move {
-                    if let Err(e) = connection.await {
+                    if let Err(e) = connection.with_upgrades().await {
                         debug!(error = %e, "ingress: replica connection ended");
                     }
                 }
@@ -156,9 +181,50 @@ async fn open(shared: &Shared, port: u16, backend: &Backend) -> Option<SendReque
     }
 }
 
-/// Hop-by-hop headers out, `X-Forwarded-For` and `X-Forwarded-Proto` in.
-fn prepare_request(headers: &mut HeaderMap, peer: SocketAddr) {
+/// The protocol a request asks to switch to (`Connection: upgrade` with an `Upgrade` header).
+fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Puts back the two headers an upgrade needs after the hop-by-hop ones were removed.
+fn keep_upgrade(headers: &mut HeaderMap, protocol: &HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol.clone());
+}
+
+/// Joins the client's and the replica's switched connections until either side closes.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    replica: hyper::upgrade::OnUpgrade,
+    task: String,
+) {
+    let (client, replica) = match tokio::try_join!(client, replica) {
+        Ok(both) => both,
+        Err(e) => {
+            debug!(%task, error = %e, "ingress: upgrade did not complete");
+            return;
+        }
+    };
+    let (mut client, mut replica) = (TokioIo::new(client), TokioIo::new(replica));
+    match tokio::io::copy_bidirectional(&mut client, &mut replica).await {
+        Ok((up, down)) => debug!(%task, up, down, "ingress: upgraded connection done"),
+        Err(e) => debug!(%task, error = %e, "ingress: upgraded connection ended"),
+    }
+}
+
+/// Hop-by-hop headers out (but an upgrade's own), `X-Forwarded-For` and `X-Forwarded-Proto` in.
+fn prepare_request(headers: &mut HeaderMap, peer: SocketAddr, upgrade: Option<&HeaderValue>) {
     strip_hop_by_hop(headers);
+    if let Some(protocol) = upgrade {
+        keep_upgrade(headers, protocol);
+    }
     let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(before) => format!("{before}, {}", peer.ip()),
         None => peer.ip().to_string(),
@@ -229,12 +295,34 @@ mod tests {
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert(header::COOKIE, HeaderValue::from_static("a=1"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.1.1.1"));
-        prepare_request(&mut h, SocketAddr::from(([10, 2, 2, 2], 5555)));
+        assert!(
+            upgrade_of(&h).is_none(),
+            "an Upgrade header alone is no upgrade"
+        );
+        prepare_request(&mut h, SocketAddr::from(([10, 2, 2, 2], 5555)), None);
         for gone in ["connection", "x-private", "keep-alive", "upgrade"] {
             assert!(h.get(gone).is_none(), "{gone} still there");
         }
         assert_eq!(h["cookie"], "a=1");
         assert_eq!(h["x-forwarded-for"], "10.1.1.1, 10.2.2.2");
         assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn an_upgrade_keeps_its_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        let protocol = upgrade_of(&h).expect("an upgrade");
+        prepare_request(
+            &mut h,
+            SocketAddr::from(([10, 2, 2, 2], 5555)),
+            Some(&protocol),
+        );
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
     }
 }

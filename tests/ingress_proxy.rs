@@ -1,0 +1,314 @@
+//! The ingress proxies in one process, with no Docker: small HTTP backends on loopback, the
+//! listeners an agent runs (`agent::ingress::run`) and a routing table set by hand, so each
+//! behaviour can be provoked exactly: a dead backend, a table change, an upgrade.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    convert::Infallible,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{body::Incoming, server::conn::http1, service::service_fn, Request, Response};
+use hyper_util::rt::TokioIo;
+use shoal::{
+    core::identity::NodeId,
+    ingress::{
+        routes::{Backend, Route, RoutingTable},
+        sticky::StickyCookie,
+    },
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
+
+const HOST: [u8; 4] = [127, 0, 7, 1];
+
+/// An HTTP backend that answers its `name`, and echoes bytes after an `Upgrade: echo` request.
+async fn backend(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind(SocketAddr::from((HOST, 0)))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = service_fn(move |mut req: Request<Incoming>| async move {
+                    if req.headers().get("upgrade").is_some_and(|v| v == "echo") {
+                        let upgraded = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            let mut io = TokioIo::new(upgraded.await.unwrap());
+                            let mut buf = [0u8; 64];
+                            while let Ok(n) = io.read(&mut buf).await {
+                                if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                        let mut r = Response::new(Full::new(Bytes::new()));
+                        *r.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+                        r.headers_mut()
+                            .insert("connection", "upgrade".parse().unwrap());
+                        r.headers_mut().insert("upgrade", "echo".parse().unwrap());
+                        return Ok::<_, Infallible>(r);
+                    }
+                    let forwarded = req
+                        .headers()
+                        .get("x-forwarded-for")
+                        .map(|v| v.to_str().unwrap().to_string())
+                        .unwrap_or_default();
+                    Ok(Response::new(Full::new(Bytes::from(format!(
+                        "{name} {forwarded}"
+                    )))))
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn backend_entry(task: &str, addr: SocketAddr) -> Backend {
+    Backend {
+        task_id: task.into(),
+        node: NodeId(1),
+        addr,
+    }
+}
+
+fn table(port: u16, sticky: bool, backends: Vec<Backend>) -> Arc<RoutingTable> {
+    Arc::new(RoutingTable {
+        routes: BTreeMap::from([(
+            port,
+            Route {
+                service: "t_web".into(),
+                target: 8080,
+                sticky: sticky.then(|| StickyCookie::named("shoal_t_web")),
+                backends,
+            },
+        )]),
+        ..RoutingTable::default()
+    })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind(SocketAddr::from((HOST, 0)))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An address where nothing listens: a replica that died a moment ago.
+fn dead_addr() -> SocketAddr {
+    SocketAddr::from((HOST, free_port()))
+}
+
+/// Starts the ingress on `HOST` with `initial`; the sender changes the table.
+async fn ingress(initial: Arc<RoutingTable>) -> watch::Sender<Arc<RoutingTable>> {
+    let (tx, rx) = watch::channel(initial);
+    tokio::spawn(shoal::agent::ingress::run(IpAddr::from(HOST), rx));
+    tx
+}
+
+async fn wait_listening(addr: SocketAddr) {
+    for _ in 0..200 {
+        if TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("nothing listens on {addr}");
+}
+
+/// A raw HTTP/1.1 exchange on a new connection; the answer's head and body.
+async fn request(addr: SocketAddr, extra_headers: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra_headers}\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw))
+        .await
+        .expect("an answer within 5 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.to_string(), body.to_string())
+}
+
+fn set_cookie(head: &str) -> Option<String> {
+    head.lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .map(|c| c.split(';').next().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn layer4_spreads_over_live_backends_and_steps_over_a_dead_one() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let port = free_port();
+    let backends = vec![
+        backend_entry("ta", a),
+        backend_entry("tdead", dead_addr()),
+        backend_entry("tb", b),
+    ];
+    let _tx = ingress(table(port, false, backends)).await;
+    let addr = SocketAddr::from((HOST, port));
+    wait_listening(addr).await;
+    let mut seen = BTreeSet::new();
+    for _ in 0..9 {
+        let (head, body) = request(addr, "").await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        seen.insert(body.split_whitespace().next().unwrap().to_string());
+    }
+    assert_eq!(seen, BTreeSet::from(["a".to_string(), "b".to_string()]));
+}
+
+#[tokio::test]
+async fn sticky_sets_the_cookie_keeps_to_it_and_moves_when_the_replica_goes() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let port = free_port();
+    let both = vec![backend_entry("ta", a), backend_entry("tb", b)];
+    let tx = ingress(table(port, true, both)).await;
+    let addr = SocketAddr::from((HOST, port));
+    wait_listening(addr).await;
+
+    let (head, body) = request(addr, "").await;
+    let cookie = set_cookie(&head).expect("the first answer sets the cookie");
+    let first = body.split_whitespace().next().unwrap().to_string();
+    assert_eq!(cookie, format!("shoal_t_web=t{first}"));
+    // The proxy says who the client is.
+    let forwarded: IpAddr = body.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(forwarded.is_loopback(), "{body}");
+    for _ in 0..6 {
+        let (head, body) = request(addr, &format!("Cookie: other=1; {cookie}\r\n")).await;
+        assert!(body.starts_with(&first), "{body}");
+        assert!(set_cookie(&head).is_none(), "a hit sets no cookie: {head}");
+    }
+
+    // Its replica leaves the table: the same cookie now reaches the other, with a new cookie.
+    let other = if first == "a" { ("tb", b) } else { ("ta", a) };
+    tx.send(table(port, true, vec![backend_entry(other.0, other.1)]))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (head, body) = request(addr, &format!("Cookie: {cookie}\r\n")).await;
+    assert!(!body.starts_with(&first), "{body}");
+    assert_eq!(set_cookie(&head), Some(format!("shoal_t_web={}", other.0)));
+}
+
+#[tokio::test]
+async fn a_sticky_replica_that_died_unreported_loses_its_clients_at_once() {
+    let a = backend("a").await;
+    let port = free_port();
+    let backends = vec![backend_entry("tdead", dead_addr()), backend_entry("ta", a)];
+    let _tx = ingress(table(port, true, backends)).await;
+    let addr = SocketAddr::from((HOST, port));
+    wait_listening(addr).await;
+    let (head, body) = request(addr, "Cookie: shoal_t_web=tdead\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.starts_with('a'), "{body}");
+    assert_eq!(set_cookie(&head).as_deref(), Some("shoal_t_web=ta"));
+}
+
+#[tokio::test]
+async fn with_no_ready_replica_http_answers_503_and_layer4_closes() {
+    let (sticky_port, l4_port) = (free_port(), free_port());
+    let mut routes = (*table(sticky_port, true, vec![])).clone();
+    routes.routes.extend(
+        table(l4_port, false, vec![backend_entry("tdead", dead_addr())])
+            .routes
+            .clone(),
+    );
+    let _tx = ingress(Arc::new(routes)).await;
+    let sticky = SocketAddr::from((HOST, sticky_port));
+    wait_listening(sticky).await;
+    let (head, body) = request(sticky, "").await;
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(body.contains("no replica of t_web is ready"), "{body}");
+    // Layer 4 closes without a word (a reset, as the request is unread).
+    let l4 = SocketAddr::from((HOST, l4_port));
+    wait_listening(l4).await;
+    let mut stream = TcpStream::connect(l4).await.unwrap();
+    let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf))
+        .await
+        .expect("closed within 5 s");
+    assert!(
+        matches!(&read, Ok(0))
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{read:?} {buf:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_upgrade_through_a_sticky_port_becomes_a_tunnel() {
+    let a = backend("a").await;
+    let port = free_port();
+    let _tx = ingress(table(port, true, vec![backend_entry("ta", a)])).await;
+    let addr = SocketAddr::from((HOST, port));
+    wait_listening(addr).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: echo"),
+        "{head}"
+    );
+    assert!(
+        set_cookie(&head).is_some(),
+        "the switch sets the cookie too: {head}"
+    );
+    for word in ["ping", "pong and more"] {
+        stream.write_all(word.as_bytes()).await.unwrap();
+        let mut back = vec![0u8; word.len()];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut back))
+            .await
+            .expect("the echo within 5 s")
+            .unwrap();
+        assert_eq!(back, word.as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn a_port_stops_when_unpublished_and_listens_again_when_published() {
+    let a = backend("a").await;
+    let port = free_port();
+    let tx = ingress(table(port, false, vec![backend_entry("ta", a)])).await;
+    let addr = SocketAddr::from((HOST, port));
+    wait_listening(addr).await;
+    tx.send(Arc::new(RoutingTable::default())).unwrap();
+    let mut closed = false;
+    for _ in 0..200 {
+        if TcpStream::connect(addr).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(closed, "still listening after the port left the table");
+    tx.send(table(port, false, vec![backend_entry("ta", a)]))
+        .unwrap();
+    wait_listening(addr).await;
+    let (_, body) = request(addr, "").await;
+    assert!(body.starts_with('a'), "{body}");
+}
