@@ -208,3 +208,74 @@ fn faults_round_trip(seed: u64) {
         settle(&mut sim, &format!("seed {seed} round {round}"));
     }
 }
+
+/// Samples every 100 ms for `steps` steps: at least `min_ready` ready replicas and at most
+/// `max_running` running containers of `service` at every step.
+fn watch_bounds(sim: &mut Sim, service: &str, steps: usize, min_ready: usize, max_running: usize) {
+    for step in 0..steps {
+        sim.run_for(100);
+        let (ready, running) = (sim.ready_replicas(service), sim.running_replicas(service));
+        assert!(ready >= min_ready, "step {step}: only {ready} ready");
+        assert!(
+            running <= max_running,
+            "step {step}: {running} running, more than {max_running}: too many slots at once\n{}",
+            sim.describe(service)
+        );
+    }
+}
+
+/// A start-first rolling update with parallelism 2: never fewer than the replicas ready, never
+/// more than two extra containers; it ends with every replica at the new version.
+#[test]
+fn a_rolling_update_keeps_capacity_and_its_parallelism() {
+    use shoal::core::desired::{spec::UpdateOrder, state::ServiceUpdate};
+    let mut sim = cluster(4, 11);
+    let mut web = service("app", "web", 8);
+    web.spec.update_config.parallelism = 2;
+    web.spec.update_config.order = UpdateOrder::StartFirst;
+    sim.change(0, |s, hlc| s.deploy_stack("app", vec![web], hlc))
+        .unwrap();
+    settle(&mut sim, "deploy");
+    sim.change(2, |s, hlc| {
+        s.update_service(
+            "app_web",
+            ServiceUpdate {
+                image: Some("shoal-demo:v2".into()),
+                ..ServiceUpdate::default()
+            },
+            hlc,
+        )
+    })
+    .unwrap();
+    watch_bounds(&mut sim, "app_web", 300, 8, 10);
+    settle(&mut sim, "update");
+}
+
+/// A node joining takes its share of the slots one at a time (parallelism 1), start-first: never
+/// fewer than the replicas ready, never more than one extra container.
+#[test]
+fn rebalancing_onto_a_new_node_is_paced() {
+    let mut sim = Sim::new(
+        4,
+        SimConfig {
+            seed: 12,
+            ..SimConfig::default()
+        },
+    );
+    sim.start(0, &[]);
+    for i in 1..3 {
+        sim.start(i, &[0]);
+    }
+    assert!(sim
+        .run_until(60_000, 100, |s| s.converged(NodeStatus::Down))
+        .is_some());
+    sim.change(0, |s, hlc| {
+        s.deploy_stack("app", vec![service("app", "web", 9)], hlc)
+    })
+    .unwrap();
+    settle(&mut sim, "deploy on 3 nodes");
+    sim.start(3, &[0]);
+    watch_bounds(&mut sim, "app_web", 300, 9, 10);
+    settle(&mut sim, "rebalance");
+    assert!(sim.containers_on(3) >= 2, "the new node took no share");
+}

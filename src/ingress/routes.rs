@@ -67,8 +67,10 @@ pub struct RoutingTable {
 }
 
 /// The routing table for `services`, given what every node reports and how membership sees the
-/// nodes. A replica takes traffic when its node means it to run, it runs, its healthcheck (if any)
-/// passes, and it reports an address for the port. Replicas on nodes suspected of failure are
+/// nodes. A replica takes traffic when it runs, its healthcheck (if any) passes, and it reports an
+/// address for the port: its node lists it among its tasks. That includes a replica kept running
+/// until its successor is ready (a start-first update or a handoff), which serves until then; a
+/// replica being stopped leaves its node's task list in the same round as its stop is issued. Replicas on nodes suspected of failure are
 /// used only when no replica elsewhere is ready; those on nodes declared down or gone never are.
 pub fn routing_table(
     services: &[ServiceView],
@@ -108,9 +110,7 @@ pub fn routing_table(
             let mut ready = BTreeSet::new();
             let mut suspect = BTreeSet::new();
             for (node, task) in observed.tasks_of(&service.name) {
-                let usable = task.desired_running
-                    && task.state == TaskState::Running
-                    && task.health.is_ready();
+                let usable = task.state == TaskState::Running && task.health.is_ready();
                 let addr = task.endpoints.iter().find(|(p, _)| *p == port.target);
                 let (Some((_, addr)), true) = (addr, usable) else {
                     continue;
@@ -241,8 +241,9 @@ mod tests {
     #[test]
     fn only_ready_replicas_take_traffic() {
         let services = [service("web", &[(80, 8080)], &[])];
-        let mut stopping = task("web", 4, TaskState::Running, Health::None, 8080);
-        stopping.desired_running = false;
+        // Kept running until its successor is ready: it still serves.
+        let mut handing_off = task("web", 4, TaskState::Running, Health::None, 8080);
+        handing_off.desired_running = false;
         let o = observed(vec![
             (1, task("web", 1, TaskState::Running, Health::Healthy, 8080)),
             (
@@ -250,7 +251,7 @@ mod tests {
                 task("web", 2, TaskState::Running, Health::Starting, 8080),
             ),
             (2, task("web", 3, TaskState::Running, Health::None, 8080)),
-            (2, stopping),
+            (2, handing_off),
             (2, task("web", 5, TaskState::Starting, Health::None, 8080)),
             (
                 2,
@@ -264,7 +265,7 @@ mod tests {
         assert_eq!(route.target, 8080);
         assert_eq!(route.sticky, None);
         let ids: Vec<&str> = route.backends.iter().map(|b| b.task_id.as_str()).collect();
-        assert_eq!(ids, ["t1", "t3"]);
+        assert_eq!(ids, ["t1", "t3", "t4"]);
     }
 
     #[test]

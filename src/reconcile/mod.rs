@@ -3,5 +3,6 @@
 //! module does no IO, reads no clock and uses no randomness: every input is an argument.
 
 mod memo;
+pub mod pacing;
 pub mod placement;
 pub mod plan;

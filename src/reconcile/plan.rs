@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     memo::PlacementMemo,
+    pacing,
     placement::{place, NodeFacts, Placement},
 };
 use crate::{
@@ -246,15 +247,31 @@ impl Reconciler {
         // Taken out for the loop so that placements can be borrowed while slots are handled.
         let mut placements = std::mem::take(&mut self.placements);
         placements.set_nodes(inputs.nodes);
+        let live: BTreeSet<NodeId> = inputs.nodes.iter().map(|n| n.id).collect();
         for service in inputs.services {
             let keep = paused_keep(&service.name, inputs.nodes, inputs.observed);
             let placement = placements.get(service, keep);
+            let gate = pacing::gate(
+                service,
+                &placement.owners,
+                &pacing::Serving {
+                    me,
+                    local: inputs.local,
+                    observed: inputs.observed,
+                    live: &live,
+                },
+                now,
+            );
+            if let Some(at) = gate.wake_at_ms {
+                plan.wake_at_ms = Some(plan.wake_at_ms.map_or(at, |w| w.min(at)));
+            }
             for (slot, owner) in &placement.owners {
                 let mine = by_slot
                     .get(&(service.name.as_str(), *slot))
                     .map_or(&[][..], Vec::as_slice);
                 if *owner == me {
-                    self.own_slot(service, slot, mine, now, me, &mut plan);
+                    let turn = gate.allows(slot);
+                    self.own_slot(service, slot, mine, turn, now, me, &mut plan);
                 } else if !mine.is_empty() {
                     let owner_ready = owner_is_ready(inputs.observed, *owner, service, slot);
                     let handoff = Handoff {
@@ -290,11 +307,16 @@ impl Reconciler {
         plan
     }
 
+    /// Runs slot `slot`, which this node owns. `turn`: whether the slot may change now (see
+    /// [`pacing`]); while it may not, an old replica serving it stays as it is and no new one
+    /// starts in its place.
+    #[allow(clippy::too_many_arguments)]
     fn own_slot(
         &mut self,
         service: &ServiceView,
         slot: &SlotKey,
         mine: &[&LocalContainer],
+        turn: bool,
         now: u64,
         me: NodeId,
         plan: &mut Plan,
@@ -410,13 +432,13 @@ impl Reconciler {
             }
         }
 
-        // Older versions: replaced as the update order says.
+        // Older versions: replaced as the update order says, when the slot's turn has come.
         let new_ready =
             keeper.is_some_and(|k| k.status == ContainerStatus::Running && k.health.is_ready());
         let stop_first = spec.update_config.order == UpdateOrder::StopFirst;
         for c in &old {
             let exited = matches!(c.status, ContainerStatus::Exited { .. });
-            if new_ready || stop_first || exited {
+            if new_ready || exited || (stop_first && turn) {
                 plan.actions.push(Action::Remove {
                     container: c.id.clone(),
                     reason: format!(
@@ -425,6 +447,10 @@ impl Reconciler {
                     ),
                 });
                 self.record(c, TaskState::Shutdown, None, now);
+            } else {
+                // Serving until its turn (still desired), or until its start-first successor is
+                // ready (on its way out).
+                plan.tasks.push(task_of(c, !turn && keeper.is_none(), None));
             }
         }
 
@@ -433,6 +459,9 @@ impl Reconciler {
         match keeper {
             Some(c) => plan.tasks.push(task_of(c, true, None)),
             None if life.in_flight.is_some() => {}
+            // Not its turn: the replica serving the slot (an old version here, or the previous
+            // owner's) goes on; nothing new starts yet.
+            None if !turn => {}
             None if life.given_up => {
                 let cause = life.last_error.as_ref().map(|e| format!(": {e}"));
                 let error = format!("restart policy exhausted{}", cause.unwrap_or_default());

@@ -553,6 +553,8 @@ impl Sim {
                 // Docker runs healthchecks whether or not the agent is up; a container of a
                 // crashed host has exited and stays unhealthy.
                 self.container_healthy(node, &container);
+                // The engine's health event wakes the agent, which re-lists and reconciles.
+                self.wake_for_engine_event(node);
                 return;
             }
             Event::Report { to, report } => {

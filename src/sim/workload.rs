@@ -25,6 +25,8 @@ use crate::{
 pub(super) const RECONCILE_PERIOD_MS: u64 = 1_000;
 /// How long a fake container takes from start to healthy.
 const HEALTHY_AFTER_MS: u64 = 300;
+/// From a container's health change to its agent's reconcile round (event, re-list).
+const ENGINE_EVENT_LAG_MS: u64 = 30;
 
 /// One node's replicas and reconciler, kept across agent restarts where the real thing keeps them
 /// (containers survive as exited ones; the reconciler's memory does not).
@@ -157,6 +159,23 @@ impl Sim {
         }
     }
 
+    /// A container of node `i` changed (its health): its agent hears of it from the engine and
+    /// reconciles shortly after, as the real agent's event watch makes it do.
+    pub(super) fn wake_for_engine_event(&mut self, i: usize) {
+        if self.nodes[i].membership.is_none() {
+            return;
+        }
+        let epoch = self.nodes[i].epoch;
+        self.schedule(
+            self.now_ms + ENGINE_EVENT_LAG_MS,
+            Event::Reconcile {
+                node: i,
+                epoch,
+                repeat: false,
+            },
+        );
+    }
+
     pub(super) fn receive_report(&mut self, to: usize, report: NodeReport) {
         if self.nodes[to].membership.is_some() {
             self.nodes[to].workload.observed.merge(report);
@@ -203,6 +222,32 @@ impl Sim {
                 c.service == service && c.status == ContainerStatus::Running && c.health.is_ready()
             })
             .count()
+    }
+
+    /// Running containers of `service` (ready or not, current version or not) on running nodes.
+    pub fn running_replicas(&self, service: &str) -> usize {
+        (0..self.nodes.len())
+            .filter(|&i| self.is_running(i))
+            .flat_map(|i| self.nodes[i].workload.containers.iter())
+            .filter(|c| c.service == service && c.status == ContainerStatus::Running)
+            .count()
+    }
+
+    /// One line per running node: its containers of `service` as `slot:version-wall:health`, for
+    /// a failing test to show what ran.
+    pub fn describe(&self, service: &str) -> String {
+        let mut out = String::new();
+        for i in (0..self.nodes.len()).filter(|&i| self.is_running(i)) {
+            let cs: Vec<String> = self.nodes[i]
+                .workload
+                .containers
+                .iter()
+                .filter(|c| c.service == service)
+                .map(|c| format!("{}:{}:{:?}", c.slot, c.version.wall_ms % 100_000, c.health))
+                .collect();
+            out.push_str(&format!("node {i}: {}\n", cs.join(" ")));
+        }
+        out
     }
 
     /// Number of containers node `i` has (any state).

@@ -182,3 +182,163 @@ fn hand_off_waits_for_the_new_owner() {
         matches!(&plan.actions[..], [Action::Remove { container, .. }] if *container == mine.id)
     );
 }
+
+impl World {
+    /// What the agent does after each round: its own report joins the observed state.
+    fn publish(&mut self, plan: &Plan, seq: u64) {
+        self.observed.merge(NodeReport {
+            node: self.me,
+            generation: 1,
+            seq,
+            tasks: plan.tasks.clone(),
+            history: vec![],
+        });
+    }
+}
+
+fn healthy(tasks: &[TaskSpec]) -> Vec<LocalContainer> {
+    tasks
+        .iter()
+        .map(|t| container(t, ContainerStatus::Running, Health::Healthy))
+        .collect()
+}
+
+/// A new version replaces one slot at a time (parallelism 1), in slot order, each after the
+/// previous one's new replica is ready; start-first keeps every old replica until then.
+#[test]
+fn an_update_goes_one_slot_at_a_time() {
+    let mut svc = service(3, RestartPolicy::default());
+    svc.spec.update_config.order = UpdateOrder::StartFirst;
+    let mut world = World::one_node(svc);
+    let mut local = healthy(&creates(&world.round(1_000, &[])));
+    let plan = world.round(1_100, &local);
+    world.publish(&plan, 1);
+
+    let new_version = Hlc {
+        wall_ms: 5_000,
+        counter: 0,
+        node: NodeId(1),
+    };
+    world.services[0].version = new_version;
+    let mut plan = world.round(6_000, &local);
+    for (seq, slot) in [(2, 1), (3, 2), (4, 3)] {
+        let new = creates(&plan);
+        assert_eq!(new.len(), 1, "slot {slot}: {:?}", plan.actions);
+        assert_eq!(new[0].slot, SlotKey::Replica(slot));
+        assert!(
+            !plan
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::Remove { .. })),
+            "start-first removes nothing before the new replica is ready"
+        );
+        world.publish(&plan, seq * 10);
+        // Starting: the window does not move.
+        local.push(container(
+            &new[0],
+            ContainerStatus::Running,
+            Health::Starting,
+        ));
+        let plan_starting = world.round(seq * 1_000 + 5_100, &local);
+        assert!(
+            creates(&plan_starting).is_empty(),
+            "{:?}",
+            plan_starting.actions
+        );
+        world.publish(&plan_starting, seq * 10 + 1);
+        // Ready: the old replica of the slot goes...
+        local.last_mut().unwrap().health = Health::Healthy;
+        let plan_ready = world.round(seq * 1_000 + 5_200, &local);
+        let removed: Vec<&String> = plan_ready
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Remove { container, .. } => Some(container),
+                Action::Create(_) => None,
+            })
+            .collect();
+        assert_eq!(removed.len(), 1, "{:?}", plan_ready.actions);
+        local.retain(|c| &c.id != removed[0]);
+        // ...and once it is gone, the next slot's turn comes.
+        plan = world.round(seq * 1_000 + 5_300, &local);
+        world.publish(&plan, seq * 10 + 2);
+    }
+    assert!(creates(&plan).is_empty(), "{:?}", plan.actions);
+    assert!(local.iter().all(|c| c.version == new_version));
+}
+
+/// Stop-first with parallelism 2: two old replicas stop at once, the third waits its turn.
+#[test]
+fn stop_first_stops_only_the_slots_whose_turn_it_is() {
+    let mut svc = service(3, RestartPolicy::default());
+    svc.spec.update_config.parallelism = 2;
+    let mut world = World::one_node(svc);
+    let local = healthy(&creates(&world.round(1_000, &[])));
+    let plan = world.round(1_100, &local);
+    world.publish(&plan, 1);
+    world.services[0].version = Hlc {
+        wall_ms: 5_000,
+        counter: 0,
+        node: NodeId(1),
+    };
+    let plan = world.round(6_000, &local);
+    let removes = plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::Remove { .. }))
+        .count();
+    assert_eq!(removes, 2, "{:?}", plan.actions);
+    let slots: Vec<SlotKey> = creates(&plan).iter().map(|t| t.slot).collect();
+    assert_eq!(slots, [SlotKey::Replica(1), SlotKey::Replica(2)]);
+    let waiting = plan
+        .tasks
+        .iter()
+        .find(|t| t.slot == SlotKey::Replica(3))
+        .expect("slot 3 still reported");
+    assert!(
+        waiting.desired_running,
+        "the waiting old replica still serves"
+    );
+}
+
+/// The new owner of a moved slot waits while earlier moves of the service are under way.
+#[test]
+fn a_new_owner_waits_its_turn_to_take_a_slot_over() {
+    let mut world = World::one_node(service(2, RestartPolicy::default()));
+    world.me = NodeId(2);
+    world.nodes = vec![NodeFacts::plain(1), NodeFacts::plain(2)];
+    world.nodes[0].availability = Availability::Drain;
+    // Node 1 still serves both slots; both now belong to node 2.
+    let first = TaskSpec {
+        service: "app_web".into(),
+        slot: SlotKey::Replica(1),
+        task_id: "t1".into(),
+        version: Hlc::ZERO,
+        force: 0,
+        spec: world.services[0].spec.clone(),
+    };
+    let second = TaskSpec {
+        slot: SlotKey::Replica(2),
+        task_id: "t2".into(),
+        ..first.clone()
+    };
+    world.observed.merge(NodeReport {
+        node: NodeId(1),
+        generation: 1,
+        seq: 1,
+        tasks: healthy(&[first, second])
+            .iter()
+            .map(|c| task_of(c, false, None))
+            .collect(),
+        history: vec![],
+    });
+    let slots: Vec<SlotKey> = creates(&world.round(1_000, &[]))
+        .iter()
+        .map(|t| t.slot)
+        .collect();
+    assert_eq!(
+        slots,
+        [SlotKey::Replica(1)],
+        "parallelism 1: one move at a time"
+    );
+}
