@@ -144,6 +144,7 @@ fn reconcile_round(cluster: &[NodeFacts], services: usize, replicas: u64) {
                     task_id: format!("t{slot}"),
                     version: v.version,
                     force: v.force,
+                    image: v.spec.image.clone(),
                     status: ContainerStatus::Running,
                     health: Health::Healthy,
                     created_ms: 1,

@@ -265,6 +265,7 @@ async fn create_lists_running_with_labels_endpoints_and_becomes_healthy() {
     assert_eq!(c.task_id, t.task_id);
     assert_eq!(c.version, t.version);
     assert_eq!(c.force, 2);
+    assert_eq!(c.image, IMAGE);
     assert!(c.created_ms > 0 && c.created_ms.abs_diff(now_ms()) < 60_000);
     // The image's healthcheck has not passed yet (interval 2 s).
     assert_eq!(c.health, Health::Starting, "{c:?}");

@@ -85,7 +85,11 @@ impl Node {
                     service: t.service.clone(),
                     slot: t.slot.to_string(),
                     node: name,
-                    image: service.spec.image.clone(),
+                    image: if t.image.is_empty() {
+                        service.spec.image.clone()
+                    } else {
+                        t.image.clone()
+                    },
                     desired_state: if t.desired_running && !history {
                         "running".into()
                     } else {

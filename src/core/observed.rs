@@ -98,6 +98,8 @@ pub struct TaskReport {
     pub task_id: String,
     /// Spec version it runs.
     pub version: Hlc,
+    /// Image it runs (its spec's: an old version's task shows the old image).
+    pub image: String,
     /// Force counter of the spec it runs.
     pub force: u64,
     /// Docker container id, once created.

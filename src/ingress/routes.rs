@@ -192,6 +192,7 @@ mod tests {
             slot: SlotKey::Replica(slot),
             task_id: format!("t{slot}"),
             version: Hlc::ZERO,
+            image: "img".into(),
             force: 0,
             container_id: Some("c".into()),
             state,

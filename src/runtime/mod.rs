@@ -43,6 +43,8 @@ pub struct LocalContainer {
     pub version: Hlc,
     /// Force counter it was created with.
     pub force: u64,
+    /// Image reference it was created from.
+    pub image: String,
     /// Lifecycle.
     pub status: ContainerStatus,
     /// Healthcheck status.

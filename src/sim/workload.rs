@@ -70,6 +70,7 @@ impl Sim {
                         task_id: task.task_id.clone(),
                         version: task.version,
                         force: task.force,
+                        image: task.spec.image.clone(),
                         status: ContainerStatus::Running,
                         health: Health::Starting,
                         created_ms: now,

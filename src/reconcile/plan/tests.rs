@@ -28,6 +28,7 @@ fn container(task: &TaskSpec, status: ContainerStatus, health: Health) -> LocalC
         task_id: task.task_id.clone(),
         version: task.version,
         force: task.force,
+        image: task.spec.image.clone(),
         status,
         health,
         created_ms: 0,

@@ -243,8 +243,10 @@ pub(super) fn to_local(
         Vec::new()
     };
 
+    let image = config.and_then(|c| c.image.clone()).unwrap_or_default();
     Ok(LocalContainer {
         id: id.to_string(),
+        image,
         service,
         slot,
         task_id,
