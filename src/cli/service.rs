@@ -371,6 +371,7 @@ pub fn run(data_dir: &Path, command: ServiceCommand) -> anyhow::Result<()> {
             let added: std::collections::BTreeMap<String, String> =
                 args.label_add.iter().cloned().collect();
             crate::ingress::sticky::from_labels(&name, &added)
+                .and_then(|_| crate::reconcile::placement::rebalance_label(&added))
                 .map_err(|e| anyhow::anyhow!("--label-add: {e}"))?;
             let update = args.into_update(current.as_ref());
             let request = Request::ServiceUpdate {

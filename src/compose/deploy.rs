@@ -56,8 +56,9 @@ pub(crate) fn apply(
             .into_iter()
             .map(|(k, v, _)| (k, v.unwrap_or_default()))
             .collect();
-        // Sticky-session labels are read by the ingress of every node: a bad one fails here.
+        // Labels every node reads (sticky sessions, rebalancing): a bad one fails here.
         crate::ingress::sticky::from_labels("", &spec.labels)
+            .and_then(|_| crate::reconcile::placement::rebalance_label(&spec.labels))
             .map_err(|e| Failure::at(&path.key("labels"), e))?;
     }
     Ok(replicas)

@@ -138,10 +138,12 @@ impl Placement {
 ///   global one.
 /// - `nodes`: the live members (the caller leaves out down and departed ones), in any order; a
 ///   duplicated id counts once.
-/// - `keep`: slots of this service running now on `pause`d nodes (from the observed state). They
-///   stay where they are while the node still satisfies the constraints, the slot still exists
-///   and `max_replicas_per_node` allows (lowest slots first); entries naming other nodes are
-///   ignored.
+/// - `keep`: slots of this service running now (from the observed state) that stay where they are
+///   while the node still satisfies the constraints, the slot still exists and
+///   `max_replicas_per_node` allows (lowest slots first): those on `pause`d nodes, and for a
+///   service that opts out of rebalancing ([`rebalances`]) those on active nodes too. Other
+///   entries are ignored. An opted-out service's slots thus stay put when nodes join; only new
+///   and orphaned slots are placed, onto the least loaded nodes.
 ///
 /// Never panics; `replicas == 0` gives an empty placement.
 pub fn place(
@@ -156,6 +158,29 @@ pub fn place(
     match spec.mode {
         Mode::Global => place_global(&nodes, &fits, keep),
         Mode::Replicated => place_replicated(service, spec, replicas, &nodes, &fits, keep),
+    }
+}
+
+/// The service label that opts a service out of rebalancing: `shoal.rebalance=false`.
+pub const REBALANCE_LABEL: &str = "shoal.rebalance";
+
+/// Whether the service's slots move to balance the load when nodes join (the default), or stay
+/// where they run (`shoal.rebalance=false` among its labels). A value that is not a boolean counts
+/// as the default; deploys refuse one ([`rebalance_label`]).
+pub fn rebalances(spec: &ServiceSpec) -> bool {
+    rebalance_label(&spec.labels).unwrap_or(true)
+}
+
+/// The `shoal.rebalance` label read as a boolean (Go's `ParseBool` words, as Traefik's labels),
+/// or why it cannot be.
+pub fn rebalance_label(labels: &BTreeMap<String, String>) -> Result<bool, String> {
+    match labels.get(REBALANCE_LABEL).map(|v| v.trim()) {
+        None => Ok(true),
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
+        Some(other) => Err(format!(
+            "label {REBALANCE_LABEL}: {other:?} is not a boolean (true or false)"
+        )),
     }
 }
 
@@ -226,8 +251,10 @@ fn place_replicated(
         .filter(|&m| m > 0)
         .unwrap_or(u64::MAX);
 
-    // Kept slots on paused nodes. `keep` iterates in slot order, so the lowest slots are the
-    // ones kept when a lowered max forces some off.
+    // Kept slots: on paused nodes, and on active ones if the service opts out of rebalancing.
+    // `keep` iterates in slot order, so the lowest slots are the ones kept when a lowered max
+    // forces some off.
+    let stays = !rebalances(spec);
     let mut pinned = vec![0u64; nodes.len()];
     let mut owners = BTreeMap::new();
     for (slot, owner) in keep {
@@ -237,8 +264,12 @@ fn place_replicated(
         let Ok(i) = nodes.binary_search_by_key(owner, |n| n.id) else {
             continue;
         };
-        let paused = nodes[i].availability == Availability::Pause;
-        if (1..=total).contains(&number) && paused && fits[i].is_ok() && pinned[i] < max {
+        let kept_here = match nodes[i].availability {
+            Availability::Pause => true,
+            Availability::Active => stays,
+            Availability::Drain => false,
+        };
+        if (1..=total).contains(&number) && kept_here && fits[i].is_ok() && pinned[i] < max {
             pinned[i] += 1;
             owners.insert(*slot, *owner);
         }
@@ -254,8 +285,11 @@ fn place_replicated(
         .collect();
     let room = active
         .iter()
-        .filter(|&&a| a)
-        .fold(0u64, |sum, _| sum.saturating_add(max));
+        .zip(&pinned)
+        .filter(|(&a, _)| a)
+        .fold(0u64, |sum, (_, &kept)| {
+            sum.saturating_add(max.saturating_sub(kept))
+        });
     // When room is short, the lowest slots run and the highest wait, as after a scale-down.
     let placed = free.len().min(usize::try_from(room).unwrap_or(usize::MAX));
 
@@ -270,7 +304,14 @@ fn place_replicated(
         labels: nodes.iter().map(|n| &n.node_labels).collect(),
         cap: active
             .iter()
-            .map(|&a| if a { max.min(placed as u64) } else { 0 })
+            .zip(&pinned)
+            .map(|(&a, &kept)| {
+                if a {
+                    max.saturating_sub(kept).min(placed as u64)
+                } else {
+                    0
+                }
+            })
             .collect(),
         pinned,
         node_keys: node_keys.clone(),

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use super::{
     memo::PlacementMemo,
     pacing,
-    placement::{place, NodeFacts, Placement},
+    placement::{self, place, NodeFacts, Placement},
 };
 use crate::{
     core::{
@@ -125,22 +125,25 @@ fn task_id(me: NodeId, service: &str, slot: &SlotKey, now_ms: u64, salt: u64) ->
     hex::encode(&h.finalize()[..6])
 }
 
-/// Slots each node keeps while paused: what it runs now, per its report.
-pub fn paused_keep(
-    service: &str,
+/// Slots that stay where they run, per the nodes' reports: those on `pause`d nodes, and for a
+/// service that opts out of rebalancing (`shoal.rebalance=false`), those on active nodes too.
+pub fn kept_slots(
+    service: &ServiceView,
     nodes: &[NodeFacts],
     observed: &ObservedState,
 ) -> BTreeMap<SlotKey, NodeId> {
+    let stays = !placement::rebalances(&service.spec);
     let mut keep = BTreeMap::new();
-    for node in nodes
-        .iter()
-        .filter(|n| n.availability == Availability::Pause)
-    {
+    for node in nodes.iter().filter(|n| match n.availability {
+        Availability::Pause => true,
+        Availability::Active => stays,
+        Availability::Drain => false,
+    }) {
         if let Some(report) = observed.get(node.id) {
             for t in report
                 .tasks
                 .iter()
-                .filter(|t| t.service == service && t.desired_running)
+                .filter(|t| t.service == service.name && t.desired_running)
             {
                 keep.insert(t.slot, node.id);
             }
@@ -155,7 +158,7 @@ pub fn placement_of(
     nodes: &[NodeFacts],
     observed: &ObservedState,
 ) -> Placement {
-    let keep = paused_keep(&service.name, nodes, observed);
+    let keep = kept_slots(service, nodes, observed);
     place(&service.name, &service.spec, service.replicas, nodes, &keep)
 }
 
@@ -249,7 +252,7 @@ impl Reconciler {
         placements.set_nodes(inputs.nodes);
         let live: BTreeSet<NodeId> = inputs.nodes.iter().map(|n| n.id).collect();
         for service in inputs.services {
-            let keep = paused_keep(&service.name, inputs.nodes, inputs.observed);
+            let keep = kept_slots(service, inputs.nodes, inputs.observed);
             let placement = placements.get(service, keep);
             let gate = pacing::gate(
                 service,

@@ -134,4 +134,33 @@ proptest! {
         prop_assert_eq!(count(&drained, target), 0);
         prop_assert_eq!(drained.owners.len() as u64, if nodes.len() > 1 { replicas } else { 0 });
     }
+
+    /// A service labelled `shoal.rebalance=false` keeps its slots where they run when a node
+    /// joins; a new slot (a scale-up) goes to a least loaded node, and the slots that ran stay
+    /// put.
+    #[test]
+    fn an_opted_out_service_stays_where_it_runs(
+        nodes in arb_nodes(Just(Availability::Active).boxed()),
+        replicas in 1u64..=100,
+        newcomer in any::<u128>(),
+    ) {
+        prop_assume!(nodes.iter().all(|n| n.id != NodeId(newcomer)));
+        let mut spec = ServiceSpec::default();
+        spec.labels.insert("shoal.rebalance".into(), "false".into());
+        let before = place(SVC, &spec, replicas, &nodes, &BTreeMap::new());
+        let keep = before.owners.clone();
+        let mut bigger = nodes.clone();
+        bigger.push(node(99, newcomer, Some("a"), None, Availability::Active));
+        let after = place(SVC, &spec, replicas, &bigger, &keep);
+        prop_assert_eq!(&after.owners, &before.owners, "a join moved slots");
+        let scaled = place(SVC, &spec, replicas + 1, &bigger, &keep);
+        prop_assert_eq!(moved(&before, &scaled), 0);
+        // The new slot goes to a least loaded node (the newcomer when every other node has one).
+        let least = bigger.iter().map(|n| count(&before, n.id)).min().unwrap_or(0);
+        let took = scaled.owners[&SlotKey::Replica(replicas + 1)];
+        prop_assert_eq!(count(&before, took), least, "the new slot went to a loaded node");
+        // Without the label the same join rebalances onto the newcomer.
+        let rebalanced = place(SVC, &ServiceSpec::default(), replicas, &bigger, &keep);
+        prop_assert!(replicas < bigger.len() as u64 || count(&rebalanced, NodeId(newcomer)) > 0);
+    }
 }

@@ -11,7 +11,8 @@ use super::hash::{group_key, mix, score};
 
 /// Something that receives a share: a spread group or a node.
 pub(super) struct Bucket {
-    /// Slots it already holds and keeps (slots pinned on paused nodes).
+    /// Slots it already holds and keeps (on paused nodes, or of a service that opts out of
+    /// rebalancing).
     pub load: u64,
     /// How many new slots it can take at most.
     pub cap: u64,
@@ -120,7 +121,8 @@ pub(super) struct Shape<'a> {
     pub labels: Vec<&'a BTreeMap<String, String>>,
     /// New slots each node may take: 0 for paused nodes, the per-node cap for active ones.
     pub cap: Vec<u64>,
-    /// Slots each node keeps from before (paused nodes only).
+    /// Slots each node keeps from before (paused nodes; active ones too for a service that opts
+    /// out of rebalancing).
     pub pinned: Vec<u64>,
     /// Each node's rendezvous key.
     pub node_keys: Vec<u64>,
@@ -138,8 +140,9 @@ pub(super) fn quotas(shape: &Shape, members: &[usize], add: u64) -> Vec<u64> {
 
 fn descend(shape: &Shape, depth: usize, salt: u64, members: &[usize], add: u64, out: &mut [u64]) {
     let Some(label) = shape.spread.get(depth) else {
-        // Innermost level: the nodes themselves. Paused nodes take nothing new, and their kept
-        // slots do not count here: balance is among the nodes that can still be given work.
+        // Innermost level: the nodes themselves. Paused nodes take nothing new (cap 0) and are
+        // left out: balance is among the nodes that can still be given work, counting the slots
+        // they keep (only a service that opts out of rebalancing keeps slots on active nodes).
         let active: Vec<usize> = members
             .iter()
             .copied()
@@ -148,7 +151,7 @@ fn descend(shape: &Shape, depth: usize, salt: u64, members: &[usize], add: u64, 
         let buckets: Vec<Bucket> = active
             .iter()
             .map(|&i| Bucket {
-                load: 0,
+                load: shape.pinned[i],
                 cap: shape.cap[i],
                 key: shape.node_keys[i],
             })

@@ -343,3 +343,51 @@ fn a_new_owner_waits_its_turn_to_take_a_slot_over() {
         "parallelism 1: one move at a time"
     );
 }
+
+/// A service labelled `shoal.rebalance=false` stays where it runs: a node that joins takes none
+/// of its slots (without the label it takes its share).
+#[test]
+fn an_opted_out_service_is_not_rebalanced_onto_a_new_node() {
+    let run_on_node_1 = |world: &mut World| {
+        let tasks: Vec<TaskSpec> = (1..=4)
+            .map(|slot| TaskSpec {
+                service: "app_web".into(),
+                slot: SlotKey::Replica(slot),
+                task_id: format!("t{slot}"),
+                version: Hlc::ZERO,
+                force: 0,
+                spec: world.services[0].spec.clone(),
+            })
+            .collect();
+        world.observed.merge(NodeReport {
+            node: NodeId(1),
+            generation: 1,
+            seq: 1,
+            tasks: healthy(&tasks)
+                .iter()
+                .map(|c| task_of(c, true, None))
+                .collect(),
+            history: vec![],
+        });
+    };
+    let mut svc = service(4, RestartPolicy::default());
+    svc.spec.update_config.parallelism = 0;
+    let mut world = World::one_node(svc.clone());
+    world.me = NodeId(2);
+    world.nodes = vec![NodeFacts::plain(1), NodeFacts::plain(2)];
+    run_on_node_1(&mut world);
+    assert!(
+        !creates(&world.round(1_000, &[])).is_empty(),
+        "the default rebalances"
+    );
+
+    svc.spec
+        .labels
+        .insert(placement::REBALANCE_LABEL.into(), "false".into());
+    let mut world = World::one_node(svc);
+    world.me = NodeId(2);
+    world.nodes = vec![NodeFacts::plain(1), NodeFacts::plain(2)];
+    run_on_node_1(&mut world);
+    let plan = world.round(1_000, &[]);
+    assert!(creates(&plan).is_empty(), "{:?}", plan.actions);
+}
