@@ -200,8 +200,8 @@ async fn wait_until(
 fn endpoint_8080(c: &LocalContainer) -> SocketAddr {
     c.endpoints
         .iter()
-        .find(|(port, _)| *port == 8080)
-        .map(|(_, addr)| *addr)
+        .find(|e| e.port == 8080 && e.protocol == Protocol::Tcp)
+        .map(|e| e.addr)
         .unwrap_or_else(|| panic!("no endpoint for 8080: {:?}", c.endpoints))
 }
 
@@ -254,7 +254,15 @@ fn inspect(id: &str, format: &str) -> String {
 async fn create_lists_running_with_labels_endpoints_and_becomes_healthy() {
     let Some(docker) = engine().await else { return };
     let node = TestNode::new();
-    let t = task("dt_web", SlotKey::Replica(3), demo_spec());
+    let mut spec = demo_spec();
+    // A UDP port too: the demo does not listen on it, but Docker binds it all the same.
+    spec.ports.push(PortSpec {
+        target: 9053,
+        published: Some(19053),
+        protocol: Protocol::Udp,
+        mode: PublishMode::Ingress,
+    });
+    let t = task("dt_web", SlotKey::Replica(3), spec);
     let start = Instant::now();
     let id = docker.create(node.id, &t).await.expect("create");
 
@@ -270,7 +278,13 @@ async fn create_lists_running_with_labels_endpoints_and_becomes_healthy() {
     // The image's healthcheck has not passed yet (interval 2 s).
     assert_eq!(c.health, Health::Starting, "{c:?}");
     let addr = endpoint_8080(&c);
-    assert_eq!(c.endpoints.len(), 1, "{:?}", c.endpoints);
+    assert_eq!(c.endpoints.len(), 2, "{:?}", c.endpoints);
+    let udp = c
+        .endpoints
+        .iter()
+        .find(|e| e.protocol == Protocol::Udp)
+        .unwrap();
+    assert_eq!((udp.port, udp.addr.ip()), (9053, addr.ip()), "{udp:?}");
     // The ingress port is bound to an ephemeral port of the host address (127.0.0.1 unless the
     // agent says otherwise), which is where other nodes' ingress reaches it.
     let host_port = inspect(

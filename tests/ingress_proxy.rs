@@ -312,3 +312,83 @@ async fn a_port_stops_when_unpublished_and_listens_again_when_published() {
     let (_, body) = request(addr, "").await;
     assert!(body.starts_with('a'), "{body}");
 }
+
+/// A UDP backend that answers each datagram with `NAME:PAYLOAD`.
+async fn udp_backend(name: &'static str) -> SocketAddr {
+    let socket = tokio::net::UdpSocket::bind(SocketAddr::from((HOST, 0)))
+        .await
+        .unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let reply = format!("{name}:{}", String::from_utf8_lossy(&buf[..n]));
+            let _ = socket.send_to(reply.as_bytes(), from).await;
+        }
+    });
+    addr
+}
+
+fn udp_table(port: u16, backends: Vec<Backend>) -> Arc<RoutingTable> {
+    let mut table = (*table(port, false, vec![])).clone();
+    let route = table.routes.remove(&port).unwrap();
+    table.udp.insert(port, Route { backends, ..route });
+    Arc::new(table)
+}
+
+/// Sends `payload` from `client` to `to` until an answer comes (the listener may still be
+/// starting, a first datagram may meet a dead replica); the answer.
+async fn udp_ask(client: &tokio::net::UdpSocket, to: SocketAddr, payload: &str) -> String {
+    let mut buf = [0u8; 1500];
+    for _ in 0..50 {
+        client.send_to(payload.as_bytes(), to).await.unwrap();
+        if let Ok(Ok((n, _))) =
+            tokio::time::timeout(Duration::from_millis(100), client.recv_from(&mut buf)).await
+        {
+            return String::from_utf8_lossy(&buf[..n]).to_string();
+        }
+    }
+    panic!("no answer from {to}");
+}
+
+#[tokio::test]
+async fn udp_sessions_spread_stick_and_leave_a_dead_replica() {
+    let (a, b) = (udp_backend("a").await, udp_backend("b").await);
+    let port = free_port();
+    let tx = ingress(udp_table(
+        port,
+        vec![backend_entry("ta", a), backend_entry("tb", b)],
+    ))
+    .await;
+    let to = SocketAddr::from((HOST, port));
+    let mut seen = BTreeSet::new();
+    for _ in 0..4 {
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let first = udp_ask(&client, to, "hi").await;
+        // A session stays with its replica.
+        for k in 0..3 {
+            let again = udp_ask(&client, to, &format!("more{k}")).await;
+            assert_eq!(
+                again.split(':').next(),
+                first.split(':').next(),
+                "{again} after {first}"
+            );
+        }
+        assert!(first.ends_with(":hi"), "{first}");
+        seen.insert(first.split(':').next().unwrap().to_string());
+    }
+    assert_eq!(seen, BTreeSet::from(["a".to_string(), "b".to_string()]));
+
+    // A replica nobody listens for any more (its host answers port unreachable): new sessions
+    // go to the live one.
+    tx.send(udp_table(
+        port,
+        vec![backend_entry("tdead", dead_addr()), backend_entry("ta", a)],
+    ))
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..3 {
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        assert_eq!(udp_ask(&client, to, "x").await, "a:x");
+    }
+}

@@ -462,17 +462,15 @@ impl Node {
                 .iter()
                 .filter(|c| !current.conflicts.contains(c))
             {
-                warn!(port = c.port, service = %c.loser, published_by = %c.winner,
+                warn!(port = c.port, protocol = ?c.protocol, service = %c.loser,
+                    published_by = %c.winner,
                     "ingress: port already published by another service; not routed");
             }
-            for (service, port) in table
-                .unsupported
-                .iter()
-                .filter(|u| !current.unsupported.contains(u))
-            {
-                warn!(%service, port, "ingress: UDP ports are not served by the ingress yet");
-            }
-            debug!(ports = table.routes.len(), "ingress: routing table changed");
+            debug!(
+                tcp = table.routes.len(),
+                udp = table.udp.len(),
+                "ingress: routing table changed"
+            );
             *current = Arc::new(table);
             true
         });

@@ -99,7 +99,7 @@ impl Node {
                     health: format!("{:?}", t.health).to_lowercase(),
                     error,
                     container_id: t.container_id.clone().unwrap_or_default(),
-                    endpoint: t.endpoints.iter().map(|(_, a)| a.to_string()).collect(),
+                    endpoint: t.endpoints.iter().map(|e| e.to_string()).collect(),
                     since_ms: t.since_ms,
                     history,
                 });

@@ -10,7 +10,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{desired::hlc::Hlc, identity::NodeId};
+use super::{
+    desired::{hlc::Hlc, spec::Protocol},
+    identity::NodeId,
+};
 
 /// A slot of a service: replicated services have slots 1..=replicas, global services one slot per
 /// eligible node.
@@ -87,6 +90,26 @@ impl Health {
     }
 }
 
+/// Where one published port of a replica is reached from any node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// The container port.
+    pub port: u16,
+    /// TCP or UDP.
+    pub protocol: Protocol,
+    /// Node address and host port.
+    pub addr: std::net::SocketAddr,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.protocol {
+            Protocol::Tcp => write!(f, "{}", self.addr),
+            Protocol::Udp => write!(f, "{}/udp", self.addr),
+        }
+    }
+}
+
 /// One replica (a task, in Swarm's words) as its node reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskReport {
@@ -114,7 +137,7 @@ pub struct TaskReport {
     pub error: Option<String>,
     /// Where traffic for it goes, per published container port: the node's address and the host
     /// port Docker bound it to, reachable from every node's ingress.
-    pub endpoints: Vec<(u16, std::net::SocketAddr)>,
+    pub endpoints: Vec<Endpoint>,
     /// When (ms since the epoch) it entered `state`.
     pub since_ms: u64,
 }

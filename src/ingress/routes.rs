@@ -49,29 +49,32 @@ pub struct Route {
 pub struct Conflict {
     /// The port.
     pub port: u16,
+    /// Its protocol.
+    pub protocol: Protocol,
     /// The service that got it.
     pub winner: String,
     /// The one that did not.
     pub loser: String,
 }
 
-/// Every published TCP port of the cluster and where it leads.
+/// Every port of the cluster published in ingress mode and where it leads.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoutingTable {
-    /// By published port.
+    /// TCP ports, by published port.
     pub routes: BTreeMap<u16, Route>,
+    /// UDP ports, by published port (never sticky).
+    pub udp: BTreeMap<u16, Route>,
     /// Ports claimed twice, for a warning.
     pub conflicts: Vec<Conflict>,
-    /// Ingress ports shoal does not serve yet (UDP), as (service, port).
-    pub unsupported: Vec<(String, u16)>,
 }
 
 /// The routing table for `services`, given what every node reports and how membership sees the
 /// nodes. A replica takes traffic when it runs, its healthcheck (if any) passes, and it reports an
 /// address for the port: its node lists it among its tasks. That includes a replica kept running
 /// until its successor is ready (a start-first update or a handoff), which serves until then; a
-/// replica being stopped leaves its node's task list in the same round as its stop is issued. Replicas on nodes suspected of failure are
-/// used only when no replica elsewhere is ready; those on nodes declared down or gone never are.
+/// replica being stopped leaves its node's task list in the same round as its stop is issued.
+/// Replicas on nodes suspected of failure are used only when no replica elsewhere is ready; those
+/// on nodes declared down or gone never are.
 pub fn routing_table(
     services: &[ServiceView],
     observed: &ObservedState,
@@ -93,14 +96,15 @@ pub fn routing_table(
             let Some(published) = port.published else {
                 continue;
             };
-            if port.protocol == Protocol::Udp {
-                table.unsupported.push((service.name.clone(), published));
-                continue;
-            }
-            if let Some(existing) = table.routes.get(&published) {
+            let taken = match port.protocol {
+                Protocol::Tcp => &table.routes,
+                Protocol::Udp => &table.udp,
+            };
+            if let Some(existing) = taken.get(&published) {
                 if existing.service != service.name {
                     table.conflicts.push(Conflict {
                         port: published,
+                        protocol: port.protocol,
                         winner: existing.service.clone(),
                         loser: service.name.clone(),
                     });
@@ -111,14 +115,17 @@ pub fn routing_table(
             let mut suspect = BTreeSet::new();
             for (node, task) in observed.tasks_of(&service.name) {
                 let usable = task.state == TaskState::Running && task.health.is_ready();
-                let addr = task.endpoints.iter().find(|(p, _)| *p == port.target);
-                let (Some((_, addr)), true) = (addr, usable) else {
+                let endpoint = task
+                    .endpoints
+                    .iter()
+                    .find(|e| e.port == port.target && e.protocol == port.protocol);
+                let (Some(endpoint), true) = (endpoint, usable) else {
                     continue;
                 };
                 let backend = Backend {
                     task_id: task.task_id.clone(),
                     node,
-                    addr: *addr,
+                    addr: endpoint.addr,
                 };
                 match status.get(&node) {
                     Some(NodeStatus::Ready) => ready.insert(backend),
@@ -127,18 +134,23 @@ pub fn routing_table(
                 };
             }
             let backends = if ready.is_empty() { suspect } else { ready };
-            table.routes.insert(
-                published,
-                Route {
-                    service: service.name.clone(),
-                    target: port.target,
-                    // Deploys reject unreadable labels; an old entry with one is not sticky.
-                    sticky: sticky::from_labels(&service.name, &service.spec.labels)
+            let route = Route {
+                service: service.name.clone(),
+                target: port.target,
+                // Deploys reject unreadable labels; an old entry with one is not sticky. UDP has
+                // no cookies.
+                sticky: match port.protocol {
+                    Protocol::Tcp => sticky::from_labels(&service.name, &service.spec.labels)
                         .ok()
                         .flatten(),
-                    backends: backends.into_iter().collect(),
+                    Protocol::Udp => None,
                 },
-            );
+                backends: backends.into_iter().collect(),
+            };
+            match port.protocol {
+                Protocol::Tcp => table.routes.insert(published, route),
+                Protocol::Udp => table.udp.insert(published, route),
+            };
         }
     }
     table
@@ -155,7 +167,7 @@ mod tests {
             spec::{PortSpec, ServiceSpec},
         },
         identity::{NodeIdentity, NodeMeta},
-        observed::{Health, NodeReport, SlotKey, TaskReport},
+        observed::{Endpoint, Health, NodeReport, SlotKey, TaskReport},
     };
 
     fn service(name: &str, ports: &[(u16, u16)], labels: &[(&str, &str)]) -> ServiceView {
@@ -199,10 +211,11 @@ mod tests {
             health,
             desired_running: true,
             error: None,
-            endpoints: vec![(
+            endpoints: vec![Endpoint {
                 port,
-                SocketAddr::from(([10, 0, 0, slot as u8], 30000 + port)),
-            )],
+                protocol: Protocol::Tcp,
+                addr: SocketAddr::from(([10, 0, 0, slot as u8], 30000 + port)),
+            }],
             since_ms: 0,
         }
     }
@@ -307,6 +320,7 @@ mod tests {
             table.conflicts,
             [Conflict {
                 port: 80,
+                protocol: Protocol::Tcp,
                 winner: "a_web".into(),
                 loser: "b_web".into()
             }]
@@ -314,7 +328,7 @@ mod tests {
     }
 
     #[test]
-    fn sticky_labels_and_unpublished_udp_and_host_ports() {
+    fn sticky_labels_udp_and_unpublished_and_host_ports() {
         let mut svc = service("web", &[(80, 8080)], &[("shoal.ingress.sticky", "true")]);
         svc.spec.ports.extend([
             PortSpec {
@@ -336,12 +350,22 @@ mod tests {
                 mode: PublishMode::Ingress,
             },
         ]);
-        let table = routing_table(&[svc], &ObservedState::default(), &[]);
+        let mut dns = task("web", 1, TaskState::Running, Health::None, 53);
+        dns.endpoints[0].protocol = Protocol::Udp;
+        let o = observed(vec![
+            (1, dns),
+            // The same port number over TCP is another endpoint.
+            (1, task("web", 2, TaskState::Running, Health::None, 53)),
+        ]);
+        let table = routing_table(&[svc], &o, &[view(1, NodeStatus::Ready)]);
         assert_eq!(table.routes.keys().collect::<Vec<_>>(), [&80]);
         assert_eq!(
             table.routes[&80].sticky,
             Some(StickyCookie::named("shoal_web"))
         );
-        assert_eq!(table.unsupported, [("web".to_string(), 53)]);
+        let udp = &table.udp[&53];
+        assert_eq!(udp.sticky, None, "no cookies over UDP");
+        let ids: Vec<&str> = udp.backends.iter().map(|b| b.task_id.as_str()).collect();
+        assert_eq!(ids, ["t1"]);
     }
 }

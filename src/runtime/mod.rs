@@ -4,12 +4,10 @@
 
 pub mod docker;
 
-use std::net::SocketAddr;
-
 use crate::core::{
     desired::{hlc::Hlc, spec::ServiceSpec},
     identity::NodeId,
-    observed::{Health, SlotKey},
+    observed::{Endpoint, Health, SlotKey},
 };
 
 /// Labels every shoal container carries, so an agent finds (and only touches) its own.
@@ -52,7 +50,7 @@ pub struct LocalContainer {
     /// When it was created (ms since the epoch).
     pub created_ms: u64,
     /// Where other nodes reach its ports published in ingress or host mode, by container port.
-    pub endpoints: Vec<(u16, SocketAddr)>,
+    pub endpoints: Vec<Endpoint>,
 }
 
 /// Lifecycle of a container as the runtime reports it.

@@ -25,6 +25,7 @@ use tokio::{net::TcpStream, sync::Mutex};
 use tracing::{debug, Instrument};
 
 use super::Shared;
+use crate::core::desired::spec::Protocol;
 use crate::ingress::routes::Backend;
 
 type Body = BoxBody<Bytes, hyper::Error>;
@@ -61,7 +62,7 @@ async fn route(
     shared: &Shared,
     upstreams: &Upstreams,
 ) -> Response<Body> {
-    let Some(route) = shared.route(port) else {
+    let Some(route) = shared.route((Protocol::Tcp, port)) else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "this port is no longer published\n",
@@ -83,7 +84,8 @@ async fn route(
 
     let mut tried = Vec::new();
     let (backend, sticky_hit, mut response) = loop {
-        let Some((backend, sticky_hit)) = shared.pick(port, &route, wanted.as_deref(), &tried)
+        let Some((backend, sticky_hit)) =
+            shared.pick((Protocol::Tcp, port), &route, wanted.as_deref(), &tried)
         else {
             let why = format!("no replica of {} is ready\n", route.service);
             return error(StatusCode::SERVICE_UNAVAILABLE, &why);
@@ -161,7 +163,7 @@ async fn route(
 
 /// A new HTTP/1.1 connection to `backend` (its driver runs in its own task).
 async fn open(shared: &Shared, port: u16, backend: &Backend) -> Option<SendRequest<Incoming>> {
-    let stream = shared.dial(port, backend).await?;
+    let stream = shared.dial((Protocol::Tcp, port), backend).await?;
     match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
         Ok((sender, connection)) => {
             tokio::spawn(

@@ -4,12 +4,13 @@ use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::Shared;
+use crate::core::desired::spec::Protocol;
 use crate::ingress::routes::Route;
 
 /// Connects `client` to a replica of `route` and copies bytes both ways until either side closes.
 /// With no replica reachable the client's connection is closed at once.
 pub(super) async fn forward(mut client: TcpStream, port: u16, route: &Route, shared: &Shared) {
-    let Some((mut upstream, backend)) = shared.connect(port, route).await else {
+    let Some((mut upstream, backend)) = shared.connect((Protocol::Tcp, port), route).await else {
         debug!(service = %route.service, "ingress: no ready replica; closing the connection");
         return;
     };

@@ -19,7 +19,7 @@ use crate::core::{
         spec::{HealthcheckSpec, MountKind, PortSpec, Protocol, PublishMode},
     },
     identity::NodeId,
-    observed::{Health, SlotKey},
+    observed::{Endpoint, Health, SlotKey},
 };
 
 /// Longest any single engine call may take (a stop gets its own timeout plus [`STOP_GRACE`]).
@@ -260,11 +260,8 @@ pub(super) fn to_local(
 }
 
 /// Every published port of the container, as the host address (`host` when Docker bound it to
-/// every interface) and host port it is reachable at, by container port. Sorted by port.
-pub(super) fn endpoints(
-    inspect: &ContainerInspectResponse,
-    host: IpAddr,
-) -> Vec<(u16, SocketAddr)> {
+/// every interface) and host port it is reachable at. Sorted by port and protocol.
+pub(super) fn endpoints(inspect: &ContainerInspectResponse, host: IpAddr) -> Vec<Endpoint> {
     let Some(ports) = inspect
         .network_settings
         .as_ref()
@@ -272,15 +269,15 @@ pub(super) fn endpoints(
     else {
         return Vec::new();
     };
-    let mut out: Vec<(u16, SocketAddr)> = ports
+    let mut out: Vec<Endpoint> = ports
         .iter()
         .filter_map(|(key, bindings)| {
-            let (target, proto) = key.split_once('/').unwrap_or((key, "tcp"));
-            let target: u16 = target.parse().ok()?;
-            // UDP ingress is not served yet; its endpoints would be mistaken for TCP ones.
-            if proto != "tcp" {
-                return None;
-            }
+            let (port, protocol) = key.split_once('/').unwrap_or((key, "tcp"));
+            let protocol = match protocol {
+                "tcp" => Protocol::Tcp,
+                "udp" => Protocol::Udp,
+                _ => return None, // sctp: not published by shoal
+            };
             let addr = bindings.iter().flatten().find_map(|b| {
                 let port: u16 = b.host_port.as_deref()?.parse().ok()?;
                 let ip = match b.host_ip.as_deref().map(str::parse::<IpAddr>) {
@@ -291,7 +288,11 @@ pub(super) fn endpoints(
                 };
                 Some(SocketAddr::new(ip, port))
             })?;
-            Some((target, addr))
+            Some(Endpoint {
+                port: port.parse().ok()?,
+                protocol,
+                addr,
+            })
         })
         .collect();
     out.sort();
