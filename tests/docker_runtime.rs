@@ -304,7 +304,7 @@ async fn create_lists_running_with_labels_endpoints_and_becomes_healthy() {
     let bindings = inspect(&id, "{{json .HostConfig.PortBindings}}");
     assert_eq!(
         bindings,
-        r#"{"8080/tcp":[{"HostIp":"127.0.0.1","HostPort":""}]}"#
+        r#"{"8080/tcp":[{"HostIp":"127.0.0.1","HostPort":""}],"9053/udp":[{"HostIp":"127.0.0.1","HostPort":""}]}"#
     );
     assert_eq!(inspect(&id, "{{.HostConfig.RestartPolicy.Name}}"), "no");
     let env = inspect(&id, "{{json .Config.Env}}");
