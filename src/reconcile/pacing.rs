@@ -11,7 +11,10 @@
 //!   serves is being healed, not changed: it is never held back;
 //! - changing slots proceed in slot order, at most `update_config.parallelism` at a time (0: all):
 //!   a sliding window, as Swarm's updater works through its tasks with that many workers;
-//! - after a slot finishes, no further slot starts for `update_config.delay`.
+//! - after a slot finishes, no further slot starts until `update_config.delay` has passed since
+//!   the finished slot's new replica started (its report's `since`: the time its container was
+//!   created, which is what reports carry; Swarm counts from when the task runs, a healthcheck's
+//!   start period earlier at most).
 //!
 //! A slot held back keeps its old replica running. A new version that never becomes ready holds
 //! the window where it is, so the update goes no further than `parallelism` slots (Swarm's
