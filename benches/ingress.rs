@@ -177,11 +177,7 @@ async fn keep_alive(
             latencies
         }));
     }
-    let mut all = Vec::new();
-    for c in clients {
-        all.extend(c.await.unwrap());
-    }
-    (all.len(), all, start.elapsed())
+    gather(clients, start).await
 }
 
 /// `CLIENTS` loops, each opening a connection, sending one request and closing, for `period`.
@@ -211,6 +207,14 @@ async fn new_connections(addr: SocketAddr, period: Duration) -> (usize, Vec<Dura
             latencies
         }));
     }
+    gather(clients, start).await
+}
+
+/// Every client's latencies, their count, and the time since `start`.
+async fn gather(
+    clients: Vec<tokio::task::JoinHandle<Vec<Duration>>>,
+    start: Instant,
+) -> (usize, Vec<Duration>, Duration) {
     let mut all = Vec::new();
     for c in clients {
         all.extend(c.await.unwrap());

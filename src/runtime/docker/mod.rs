@@ -93,6 +93,11 @@ pub const WATCH_SAFETY_POLL: Duration = Duration::from_secs(5);
 /// Longest wait between attempts while the engine does not answer.
 pub const WATCH_MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// The label filter that selects the containers of `node`.
+fn node_label(node: NodeId) -> String {
+    format!("{}={node}", labels::NODE)
+}
+
 /// The Docker Engine on this host. Cheap to clone (clones share the connection).
 #[derive(Clone, Debug)]
 pub struct Docker {
@@ -211,15 +216,16 @@ impl Docker {
             .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
         loop {
             if let Ok(client) = self.client().await {
-                let mut filters: std::collections::HashMap<&str, Vec<String>> =
-                    std::collections::HashMap::new();
-                filters.insert("type", vec!["container".into()]);
-                filters.insert("label", vec![format!("{}={node}", labels::NODE)]);
-                // Without it the engine also sends the three exec events of every healthcheck run.
-                filters.insert(
-                    "event",
-                    STATE_EVENTS.iter().map(|e| e.to_string()).collect(),
-                );
+                let filters = HashMap::from([
+                    ("type", vec!["container".to_string()]),
+                    ("label", vec![node_label(node)]),
+                    // Without it the engine also sends the three exec events of every
+                    // healthcheck run.
+                    (
+                        "event",
+                        STATE_EVENTS.iter().map(|e| e.to_string()).collect(),
+                    ),
+                ]);
                 let since = format!(
                     "{}.{:09}",
                     since_ns / 1_000_000_000,
@@ -319,7 +325,7 @@ impl Docker {
     /// The summaries of every container of `node` (running or not).
     async fn list_summaries(&self, node: NodeId) -> Result<Vec<ContainerSummary>, RuntimeError> {
         let client = self.client().await?;
-        let filters = HashMap::from([("label", vec![format!("{}={node}", labels::NODE)])]);
+        let filters = HashMap::from([("label", vec![node_label(node)])]);
         let options = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)
@@ -381,7 +387,9 @@ impl ContainerRuntime for Docker {
             let mut cache = self.inspected.lock().expect("inspect cache poisoned");
             let listed: Vec<(String, (String, String))> =
                 summaries.iter().filter_map(listed_state).collect();
-            cache.retain(|id, _| listed.iter().any(|(l, _)| l == id));
+            let ids: std::collections::HashSet<&str> =
+                listed.iter().map(|(id, _)| id.as_str()).collect();
+            cache.retain(|id, _| ids.contains(id.as_str()));
             for (id, seen) in listed {
                 match cache.get(&id) {
                     Some(hit) if hit.seen == seen && hit.at.elapsed() < INSPECT_MAX_AGE => {
