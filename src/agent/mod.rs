@@ -326,7 +326,11 @@ pub async fn run(
         api_task.abort();
         quic_task.abort();
         if let Some(task) = ingress_task {
-            task.abort();
+            // The node loop dropped the table's sender: the ingress stops its listeners and ends.
+            // (Aborting it instead would leave the listener tasks it spawned running.)
+            if tokio::time::timeout(Duration::from_secs(1), task).await.is_err() {
+                warn!("the ingress did not stop within 1 s");
+            }
         }
         let _ = std::fs::remove_file(data.socket_path());
         // Give QUIC a moment to tell peers the connection is closed.
