@@ -328,7 +328,10 @@ pub async fn run(
         if let Some(task) = ingress_task {
             // The node loop dropped the table's sender: the ingress stops its listeners and ends.
             // (Aborting it instead would leave the listener tasks it spawned running.)
-            if tokio::time::timeout(Duration::from_secs(1), task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(1), task)
+                .await
+                .is_err()
+            {
                 warn!("the ingress did not stop within 1 s");
             }
         }
