@@ -18,7 +18,7 @@ use shoal::{
             state::ServiceView,
         },
         identity::NodeId,
-        observed::{Health, ObservedState},
+        observed::{Health, NodeReport, ObservedState, TaskReport, TaskState},
     },
     reconcile::{
         placement::{place, NodeFacts, Placement},
@@ -129,31 +129,38 @@ fn reconcile_round(cluster: &[NodeFacts], services: usize, replicas: u64) {
         })
         .collect();
     let keep = BTreeMap::new();
-    let local: Vec<LocalContainer> = views
-        .iter()
-        .flat_map(|v| {
-            let placement = place(&v.name, &v.spec, v.replicas, cluster, &keep);
-            placement
-                .owners
-                .into_iter()
-                .filter(|(_, owner)| *owner == me)
-                .map(|(slot, _)| LocalContainer {
-                    id: format!("{}-{slot}", v.name),
-                    service: v.name.clone(),
-                    slot,
-                    task_id: format!("t{slot}"),
-                    version: v.version,
-                    force: v.force,
-                    image: v.spec.image.clone(),
-                    status: ContainerStatus::Running,
-                    health: Health::Healthy,
-                    created_ms: 1,
-                    endpoints: vec![],
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let observed = ObservedState::default();
+    // Every node runs healthy containers for the slots it owns; this node lists its own, and
+    // every node's report (its own included) is in the observed state, as at steady state.
+    let mut by_node: BTreeMap<NodeId, Vec<LocalContainer>> = BTreeMap::new();
+    for v in &views {
+        let placement = place(&v.name, &v.spec, v.replicas, cluster, &keep);
+        for (slot, owner) in placement.owners {
+            by_node.entry(owner).or_default().push(LocalContainer {
+                id: format!("{}-{slot}", v.name),
+                service: v.name.clone(),
+                slot,
+                task_id: format!("t{slot}"),
+                version: v.version,
+                force: v.force,
+                image: v.spec.image.clone(),
+                status: ContainerStatus::Running,
+                health: Health::Healthy,
+                created_ms: 1,
+                endpoints: vec![],
+            });
+        }
+    }
+    let mut observed = ObservedState::default();
+    for (node, containers) in &by_node {
+        observed.merge(NodeReport {
+            node: *node,
+            generation: 1,
+            seq: 1,
+            tasks: containers.iter().map(report_of).collect(),
+            history: vec![],
+        });
+    }
+    let local = by_node.remove(&me).unwrap_or_default();
     let inputs = Inputs {
         me,
         now_ms: 1_000,
@@ -176,6 +183,25 @@ fn reconcile_round(cluster: &[NodeFacts], services: usize, replicas: u64) {
         cold.as_secs_f64() * 1e3,
         warm.as_secs_f64() * 1e3
     );
+}
+
+/// What a node reports of a healthy container.
+fn report_of(c: &LocalContainer) -> TaskReport {
+    TaskReport {
+        service: c.service.clone(),
+        slot: c.slot,
+        task_id: c.task_id.clone(),
+        version: c.version,
+        image: c.image.clone(),
+        force: c.force,
+        container_id: Some(c.id.clone()),
+        state: TaskState::Running,
+        health: c.health,
+        desired_running: true,
+        error: None,
+        endpoints: vec![],
+        since_ms: c.created_ms,
+    }
 }
 
 fn main() {

@@ -223,6 +223,21 @@ impl ObservedState {
             .collect()
     }
 
+    /// Every current task, grouped by service: one pass over every report, for a caller that looks
+    /// at many services in one go (a reconcile round, the routing table), where calling
+    /// [`ObservedState::tasks_of`] per service would scan every report once per service.
+    pub fn by_service(&self) -> TasksByService<'_> {
+        let mut map: BTreeMap<&str, Vec<(NodeId, &TaskReport)>> = BTreeMap::new();
+        for report in self.nodes.values() {
+            for task in &report.tasks {
+                map.entry(task.service.as_str())
+                    .or_default()
+                    .push((report.node, task));
+            }
+        }
+        TasksByService { map }
+    }
+
     /// Every current task of `service` on any node.
     pub fn tasks_of<'a>(
         &'a self,
@@ -234,6 +249,18 @@ impl ObservedState {
                 .filter(move |t| t.service == service)
                 .map(move |t| (r.node, t))
         })
+    }
+}
+
+/// Current tasks grouped by service (see [`ObservedState::by_service`]).
+pub struct TasksByService<'a> {
+    map: BTreeMap<&'a str, Vec<(NodeId, &'a TaskReport)>>,
+}
+
+impl<'a> TasksByService<'a> {
+    /// The tasks of `service`, with their nodes, in node order.
+    pub fn of(&self, service: &str) -> &[(NodeId, &'a TaskReport)] {
+        self.map.get(service).map_or(&[], Vec::as_slice)
     }
 }
 

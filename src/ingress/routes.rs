@@ -83,6 +83,7 @@ pub fn routing_table(
     let status: BTreeMap<NodeId, NodeStatus> =
         nodes.iter().map(|v| (v.identity.id, v.status)).collect();
     let mut table = RoutingTable::default();
+    let tasks = observed.by_service();
     let mut by_name: Vec<&ServiceView> = services.iter().collect();
     by_name.sort_by(|a, b| a.name.cmp(&b.name));
 
@@ -113,7 +114,7 @@ pub fn routing_table(
             }
             let mut ready = BTreeSet::new();
             let mut suspect = BTreeSet::new();
-            for (node, task) in observed.tasks_of(&service.name) {
+            for &(node, task) in tasks.of(&service.name) {
                 let usable = task.state == TaskState::Running && task.health.is_ready();
                 let endpoint = task
                     .endpoints

@@ -26,7 +26,7 @@ use crate::{
     core::{
         desired::state::ServiceView,
         identity::NodeId,
-        observed::{ObservedState, SlotKey, TaskState},
+        observed::{SlotKey, TaskReport, TaskState},
     },
     runtime::{ContainerStatus, LocalContainer},
 };
@@ -56,8 +56,9 @@ pub struct Serving<'a> {
     pub me: NodeId,
     /// This node's containers.
     pub local: &'a [LocalContainer],
-    /// Every node's latest report.
-    pub observed: &'a ObservedState,
+    /// The service's tasks in every node's latest report
+    /// ([`crate::core::observed::ObservedState::by_service`]).
+    pub reported: &'a [(NodeId, &'a TaskReport)],
     /// The nodes alive now.
     pub live: &'a BTreeSet<NodeId>,
 }
@@ -74,8 +75,9 @@ pub fn gate(
     let mut last_done_ms = 0u64;
     let current = |version, force| version == service.version && force == service.force;
     let others = serving
-        .observed
-        .tasks_of(&service.name)
+        .reported
+        .iter()
+        .copied()
         .filter(|(node, t)| {
             *node != serving.me
                 && serving.live.contains(node)
@@ -155,7 +157,7 @@ mod tests {
             hlc::Hlc,
             spec::{ServiceSpec, UpdateConfig},
         },
-        observed::{Health, NodeReport, TaskReport},
+        observed::{Health, NodeReport, ObservedState, TaskReport},
     };
 
     const OLD: Hlc = Hlc {
@@ -240,10 +242,11 @@ mod tests {
         live: &BTreeSet<NodeId>,
         now_ms: u64,
     ) -> Gate {
+        let reported = observed.by_service();
         let serving = Serving {
             me: NodeId(9),
             local: &[],
-            observed,
+            reported: reported.of(&svc.name),
             live,
         };
         gate(svc, owners, &serving, now_ms)
@@ -338,10 +341,11 @@ mod tests {
             endpoints: vec![],
         }];
         let live = live();
+        let reported = observed.by_service();
         let serving = Serving {
             me: NodeId(1),
             local: &local,
-            observed: &observed,
+            reported: reported.of("s_web"),
             live: &live,
         };
         let g = gate(&service(1, 0), &owners, &serving, 100);

@@ -251,6 +251,7 @@ impl Reconciler {
         let mut placements = std::mem::take(&mut self.placements);
         placements.set_nodes(inputs.nodes);
         let live: BTreeSet<NodeId> = inputs.nodes.iter().map(|n| n.id).collect();
+        let reported = inputs.observed.by_service();
         for service in inputs.services {
             let keep = kept_slots(service, inputs.nodes, inputs.observed);
             let placement = placements.get(service, keep);
@@ -260,7 +261,7 @@ impl Reconciler {
                 &pacing::Serving {
                     me,
                     local: inputs.local,
-                    observed: inputs.observed,
+                    reported: reported.of(&service.name),
                     live: &live,
                 },
                 now,
