@@ -73,8 +73,8 @@ pub struct RoutingTable {
 /// address for the port: its node lists it among its tasks. That includes a replica kept running
 /// until its successor is ready (a start-first update or a handoff), which serves until then; a
 /// replica being stopped leaves its node's task list in the same round as its stop is issued.
-/// Replicas on nodes suspected of failure are used only when no replica elsewhere is ready; those
-/// on nodes declared down or gone never are.
+/// Replicas on nodes declared down or gone never take traffic (their reports are stale); those on
+/// nodes only suspected of failure do, and passive health takes out the ones that do not answer.
 pub fn routing_table(
     services: &[ServiceView],
     observed: &ObservedState,
@@ -112,8 +112,7 @@ pub fn routing_table(
                 }
                 continue;
             }
-            let mut ready = BTreeSet::new();
-            let mut suspect = BTreeSet::new();
+            let mut backends = BTreeSet::new();
             for &(node, task) in tasks.of(&service.name) {
                 let usable = task.state == TaskState::Running && task.health.is_ready();
                 let endpoint = task
@@ -128,13 +127,13 @@ pub fn routing_table(
                     node,
                     addr: endpoint.addr,
                 };
-                match status.get(&node) {
-                    Some(NodeStatus::Ready) => ready.insert(backend),
-                    Some(NodeStatus::Suspect) => suspect.insert(backend),
-                    Some(NodeStatus::Down | NodeStatus::Left) | None => false,
-                };
+                // A suspect node's replicas stay in: suspicion is often false (a loaded host, a
+                // lost probe), and moving sticky sessions off it for that would be worse than
+                // the one connection that waits out the connect timeout if it really died.
+                if let Some(NodeStatus::Ready | NodeStatus::Suspect) = status.get(&node) {
+                    backends.insert(backend);
+                }
             }
-            let backends = if ready.is_empty() { suspect } else { ready };
             let route = Route {
                 service: service.name.clone(),
                 target: port.target,
@@ -284,7 +283,7 @@ mod tests {
     }
 
     #[test]
-    fn down_nodes_never_and_suspect_nodes_only_as_a_last_resort() {
+    fn down_and_departed_nodes_are_not_routed_to_suspect_ones_are() {
         let services = [service("web", &[(80, 8080)], &[])];
         let o = observed(vec![
             (1, task("web", 1, TaskState::Running, Health::None, 8080)),
@@ -303,9 +302,9 @@ mod tests {
             view(2, NodeStatus::Suspect),
             view(3, NodeStatus::Down),
         ];
-        assert_eq!(ids(&all), ["t1"]);
-        let no_ready = [view(1, NodeStatus::Left), view(2, NodeStatus::Suspect)];
-        assert_eq!(ids(&no_ready), ["t2"]);
+        assert_eq!(ids(&all), ["t1", "t2"]);
+        let left = [view(1, NodeStatus::Left), view(2, NodeStatus::Suspect)];
+        assert_eq!(ids(&left), ["t2"]);
         assert!(ids(&[]).is_empty(), "unknown nodes are not routed to");
     }
 
