@@ -8,7 +8,7 @@ use tracing::{info, Instrument};
 use super::node::{now_ms, Node};
 use crate::{
     api::{
-        find_node, port_text, ChangeReceipt, NodeInfo, PeerRequest, Request, Response,
+        find_node, port_text, ChangeReceipt, NodeInfo, PeerRequest, Request, Response, Rollout,
         ServiceDetail, ServiceInfo, StackInfo,
     },
     core::{
@@ -21,6 +21,10 @@ use crate::{
         membership::NodeStatus,
         replica::{Replica, PUSH_FANOUT},
         wire,
+    },
+    reconcile::{
+        pacing,
+        plan::{node_facts, placement_of},
     },
 };
 
@@ -50,6 +54,7 @@ impl Node {
             Request::ServiceInspect { name } => match state.service(&name) {
                 Some(view) => Response::Service(Box::new(ServiceDetail {
                     info: self.service_info(&view),
+                    rollout: self.rollout(&view),
                     version: view.version.to_string(),
                     force: view.force,
                     spec: view.spec.clone(),
@@ -237,6 +242,29 @@ impl Node {
             running: self.running_replicas(view),
             image: view.spec.image.clone(),
             ports: view.spec.ports.iter().map(port_text).collect(),
+        }
+    }
+
+    /// How far the service's update or rebalance has come: the gate this node's reconciler
+    /// computes, over the same inputs.
+    fn rollout(&self, view: &ServiceView) -> Rollout {
+        let views = self.membership.nodes();
+        let facts = node_facts(&views, self.replica.state());
+        let observed = &self.workload.observed;
+        let placement = placement_of(view, &facts, observed);
+        let live = facts.iter().map(|n| n.id).collect();
+        let reported = observed.by_service();
+        let serving = pacing::Serving {
+            me: self.membership.identity().id,
+            local: self.workload.containers.as_deref().unwrap_or(&[]),
+            reported: reported.of(&view.name),
+            live: &live,
+        };
+        let gate = pacing::gate(view, &placement.owners, &serving, now_ms());
+        Rollout {
+            changing: gate.changing.len() as u64,
+            in_progress: gate.open.len() as u64,
+            resume_at_ms: gate.wake_at_ms,
         }
     }
 

@@ -179,11 +179,25 @@ pub struct TaskInfo {
     pub history: bool,
 }
 
+/// How far a service's rolling update or rebalance has come, as the answering node sees it (see
+/// `reconcile::pacing`). All zero when nothing is changing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollout {
+    /// Slots still to change: served, but not only by their owner at the current version.
+    pub changing: u64,
+    /// Those of them whose turn has come (at most `update_config.parallelism`).
+    pub in_progress: u64,
+    /// When (ms since the epoch) the update delay lets the next slot start, if it is waiting.
+    pub resume_at_ms: Option<u64>,
+}
+
 /// A service in full, for `service inspect`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceDetail {
     /// The summary.
     pub info: ServiceInfo,
+    /// Progress of its rolling update or rebalance.
+    pub rollout: Rollout,
     /// Spec version (changes when replicas must be replaced).
     pub version: String,
     /// Times `service update --force` was used.

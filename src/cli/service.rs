@@ -344,6 +344,7 @@ pub fn run(data_dir: &Path, command: ServiceCommand) -> anyhow::Result<()> {
                         map.insert("version".into(), detail.version.clone().into());
                         map.insert("force".into(), detail.force.into());
                         map.insert("spec".into(), serde_json::to_value(&detail.spec)?);
+                        map.insert("rollout".into(), serde_json::to_value(&detail.rollout)?);
                     }
                     println!("{}", serde_json::to_string_pretty(&value)?);
                 }
@@ -454,6 +455,17 @@ fn pretty(d: &ServiceDetail) -> String {
     for c in &spec.placement.constraints {
         out += &format!("Constraint:     {c}\n");
     }
+    let rollout = &d.rollout;
+    out += &match (rollout.changing, rollout.resume_at_ms) {
+        (0, _) => "Rollout:        complete\n".to_string(),
+        (n, Some(_)) => {
+            format!("Rollout:        {n} slot(s) to change; waiting for the update delay\n")
+        }
+        (n, None) => format!(
+            "Rollout:        {n} slot(s) to change, {} in progress\n",
+            rollout.in_progress
+        ),
+    };
     let u = &spec.update_config;
     out += &format!(
         "Update:         parallelism {}, delay {} ms, order {:?}, on failure {:?}, monitor {} ms\n",
