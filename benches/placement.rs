@@ -18,11 +18,11 @@ use shoal::{
             state::ServiceView,
         },
         identity::NodeId,
-        observed::{Health, NodeReport, ObservedState, TaskReport, TaskState},
+        observed::{Health, NodeReport, ObservedState},
     },
     reconcile::{
         placement::{place, NodeFacts, Placement},
-        plan::{Inputs, Reconciler},
+        plan::{task_of, Inputs, Reconciler},
     },
     runtime::{ContainerStatus, LocalContainer},
 };
@@ -156,7 +156,7 @@ fn reconcile_round(cluster: &[NodeFacts], services: usize, replicas: u64) {
             node: *node,
             generation: 1,
             seq: 1,
-            tasks: containers.iter().map(report_of).collect(),
+            tasks: containers.iter().map(|c| task_of(c, true, None)).collect(),
             history: vec![],
         });
     }
@@ -183,25 +183,6 @@ fn reconcile_round(cluster: &[NodeFacts], services: usize, replicas: u64) {
         cold.as_secs_f64() * 1e3,
         warm.as_secs_f64() * 1e3
     );
-}
-
-/// What a node reports of a healthy container.
-fn report_of(c: &LocalContainer) -> TaskReport {
-    TaskReport {
-        service: c.service.clone(),
-        slot: c.slot,
-        task_id: c.task_id.clone(),
-        version: c.version,
-        image: c.image.clone(),
-        force: c.force,
-        container_id: Some(c.id.clone()),
-        state: TaskState::Running,
-        health: c.health,
-        desired_running: true,
-        error: None,
-        endpoints: vec![],
-        since_ms: c.created_ms,
-    }
 }
 
 fn main() {

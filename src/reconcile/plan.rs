@@ -594,7 +594,8 @@ fn rank(c: &LocalContainer) -> u8 {
     }
 }
 
-fn task_of(c: &LocalContainer, desired_running: bool, error: Option<String>) -> TaskReport {
+/// What a node reports of one of its containers.
+pub fn task_of(c: &LocalContainer, desired_running: bool, error: Option<String>) -> TaskReport {
     let state = match (&c.status, c.health) {
         (ContainerStatus::Running, h) if h.is_ready() => TaskState::Running,
         (ContainerStatus::Running, _) | (ContainerStatus::Created, _) => TaskState::Starting,
