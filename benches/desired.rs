@@ -7,18 +7,16 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use shoal::{
-    core::{
-        desired::{
-            hlc::Hlc,
-            spec::{PortSpec, ServiceDef, ServiceSpec},
-            state::DesiredState,
-        },
-        identity::NodeId,
-        membership::NodeStatus,
-        wire,
+use shoal_core::{
+    desired::{
+        hlc::Hlc,
+        spec::{PortSpec, ServiceDef, ServiceSpec},
+        state::DesiredState,
     },
+    identity::NodeId,
+    membership::NodeStatus,
     sim::{Sim, SimConfig},
+    wire,
 };
 
 fn service(stack: &str, name: &str, replicas: u64) -> ServiceDef {

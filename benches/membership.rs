@@ -8,8 +8,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use shoal::{
-    core::membership::NodeStatus,
+use shoal_core::{
+    membership::NodeStatus,
     sim::{Sim, SimConfig},
 };
 

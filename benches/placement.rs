@@ -10,21 +10,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shoal::{
-    core::{
-        desired::{
-            hlc::Hlc,
-            spec::{Availability, ServiceSpec},
-            state::ServiceView,
-        },
-        identity::NodeId,
-        observed::{Health, NodeReport, ObservedState},
+use shoal::runtime::{ContainerStatus, LocalContainer};
+use shoal_core::{
+    desired::{
+        hlc::Hlc,
+        spec::{Availability, ServiceSpec},
+        state::ServiceView,
     },
+    identity::NodeId,
+    observed::{Health, NodeReport, ObservedState},
     reconcile::{
         placement::{place, NodeFacts, Placement},
         plan::{task_of, Inputs, Reconciler},
     },
-    runtime::{ContainerStatus, LocalContainer},
 };
 
 /// Node ids from a fixed SplitMix64 stream, so every run measures the same cluster.

@@ -6,26 +6,18 @@
 //!
 //! # Layout
 //!
-//! - [`core`]: pure node logic — identities, the wire format, SWIM membership. No IO.
-//! - [`sim`]: a deterministic discrete-event simulator that runs many cores in one thread over a
-//!   virtual clock and a lossy, partitionable network.
-//! - [`ingress`]: the routing table of published ports, backend choice and sticky cookies.
-//! - [`api`]: the messages the CLI and agents exchange (versioned, size-limited).
+//! - `shoal-core` (`crates/core`): the pure core, a crate of its own so the compiler keeps IO
+//!   out of it: membership, desired and observed state, placement, reconciliation, routing
+//!   decisions, the API messages and the deterministic simulator.
 //! - [`agent`]: the tokio shell that feeds the core from real sockets and timers: UDP gossip,
-//!   QUIC between nodes, the local API socket, the data dir.
+//!   QUIC between nodes, the local API socket, the data dir, the ingress proxies.
+//! - [`runtime`]: the Docker implementation of the core's container runtime trait.
+//! - [`compose`]: stack files (compose v3) to service definitions, with precise errors.
 //! - [`cli`]: the `shoal` command line, one module per verb group.
-//!
-//! The rule that keeps this testable: `core` (and later `reconcile`) never imports tokio, quinn
-//! or bollard; a test enforces it.
 
 #![forbid(unsafe_code)]
 
 pub mod agent;
-pub mod api;
 pub mod cli;
 pub mod compose;
-pub mod core;
-pub mod ingress;
-pub mod reconcile;
 pub mod runtime;
-pub mod sim;

@@ -9,7 +9,7 @@ mod helpers;
 
 use helpers::{env, fails_at, files, parse, parse_with};
 use shoal::compose::{parse_stack, Declared, StackFile};
-use shoal::core::desired::spec::*;
+use shoal_core::desired::spec::*;
 
 const HA_STACK: &str = include_str!("fixtures/compose/ha-stack.yml");
 const OVERRIDE: &str = include_str!("fixtures/compose/override.yml");

@@ -3,7 +3,7 @@
 //! the merge laws, and that merging old states brings nothing back.
 
 use proptest::prelude::*;
-use shoal::core::{
+use shoal_core::{
     desired::{
         hlc::{Clock, Hlc},
         spec::{Availability, Mode, ServiceDef, ServiceSpec},
@@ -291,7 +291,7 @@ fn op(
     f: impl FnOnce(
         &mut DesiredState,
         Hlc,
-    ) -> Result<DesiredState, shoal::core::desired::state::DesiredError>,
+    ) -> Result<DesiredState, shoal_core::desired::state::DesiredError>,
 ) -> Option<DesiredState> {
     let before = r.state.clone();
     let hlc = r.clock.tick(r.now_ms);

@@ -2,7 +2,7 @@
 //! concurrently (neither has seen the other's write), then exchange deltas.
 
 use proptest::prelude::*;
-use shoal::core::{
+use shoal_core::{
     desired::{
         hlc::{Clock, Hlc, MAX_FORWARD_MS},
         spec::{Mode, ServiceDef, ServiceSpec},
@@ -238,7 +238,7 @@ fn update_service_edits_fields_and_versions() {
     let quiet = ServiceUpdate {
         replicas: Some(4),
         label_add: vec![("traefik.enable".into(), "true".into())],
-        update_config: Some(shoal::core::desired::spec::UpdateConfig {
+        update_config: Some(shoal_core::desired::spec::UpdateConfig {
             parallelism: 2,
             ..Default::default()
         }),
@@ -283,7 +283,7 @@ fn update_service_edits_fields_and_versions() {
 
 #[test]
 fn node_settings_default_and_merge() {
-    use shoal::core::desired::spec::Availability;
+    use shoal_core::desired::spec::Availability;
     let (mut a, mut b) = pair();
     let n = NodeId(42);
     assert_eq!(a.node_settings(n).availability, Availability::Active);
@@ -306,7 +306,7 @@ fn node_settings_default_and_merge() {
 
 #[test]
 fn refused_operations_change_nothing() {
-    use shoal::core::desired::state::DesiredError as E;
+    use shoal_core::desired::state::DesiredError as E;
     let (mut a, _) = pair();
     let mut global = def("web", "agent", 1, "agent:1");
     global.spec.mode = Mode::Global;

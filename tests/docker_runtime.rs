@@ -11,21 +11,19 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use shoal::{
-    core::{
-        desired::{
-            hlc::Hlc,
-            spec::{
-                HealthcheckSpec, MountKind, MountSpec, PortSpec, Protocol, PublishMode,
-                ResourceAmounts, ServiceSpec,
-            },
+use shoal::runtime::{
+    docker::Docker, labels, ContainerRuntime, ContainerStatus, LocalContainer, TaskSpec,
+};
+use shoal_core::{
+    desired::{
+        hlc::Hlc,
+        spec::{
+            HealthcheckSpec, MountKind, MountSpec, PortSpec, Protocol, PublishMode,
+            ResourceAmounts, ServiceSpec,
         },
-        identity::NodeId,
-        observed::{Health, SlotKey},
     },
-    runtime::{
-        docker::Docker, labels, ContainerRuntime, ContainerStatus, LocalContainer, TaskSpec,
-    },
+    identity::NodeId,
+    observed::{Health, SlotKey},
 };
 
 const IMAGE: &str = "shoal-demo:v1";
@@ -508,7 +506,9 @@ async fn exit_from_inside_shows_exited_with_code_and_time() {
     let node = TestNode::new();
     let t = task("dt_exit", SlotKey::Replica(1), demo_spec());
     let id = docker.create(node.id, &t).await.expect("create");
-    let c = node.running(&docker, &id).await;
+    // Healthy, not just running: a running container may not listen yet, and Docker's proxy
+    // then accepts the connection and closes it without an answer.
+    let c = node.healthy(&docker, &id).await;
     let before = now_ms();
     let (status, _) = http(endpoint_8080(&c), "POST", "/admin/exit");
     assert_eq!(status, 200);

@@ -14,9 +14,9 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{body::Incoming, server::conn::http1, service::service_fn, Request, Response};
 use hyper_util::rt::TokioIo;
-use shoal::{
-    core::identity::NodeId,
-    ingress::{
+use shoal_core::{
+    identity::NodeId,
+    routing::{
         routes::{Backend, Route, RoutingTable},
         sticky::StickyCookie,
     },

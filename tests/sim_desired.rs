@@ -1,11 +1,9 @@
 //! Desired-state replication in deterministic simulation: concurrent changes, nodes that miss
 //! changes, and partitions. Every run is reproducible from its seed.
 
-use shoal::{
-    core::{
-        desired::spec::{ServiceDef, ServiceSpec},
-        membership::NodeStatus,
-    },
+use shoal_core::{
+    desired::spec::{ServiceDef, ServiceSpec},
+    membership::NodeStatus,
     sim::{Sim, SimConfig},
 };
 

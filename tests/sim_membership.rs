@@ -1,7 +1,7 @@
 //! Deterministic simulation of SWIM membership: many nodes in one thread, virtual clock, seeds.
 
-use shoal::{
-    core::membership::NodeStatus,
+use shoal_core::{
+    membership::NodeStatus,
     sim::{Sim, SimConfig},
 };
 

@@ -2,11 +2,9 @@
 //! a fake container runtime. After quiescence every service runs exactly its replicas, each on an
 //! eligible node, spread within one per node.
 
-use shoal::{
-    core::{
-        desired::spec::{Availability, ServiceDef, ServiceSpec},
-        membership::NodeStatus,
-    },
+use shoal_core::{
+    desired::spec::{Availability, ServiceDef, ServiceSpec},
+    membership::NodeStatus,
     sim::{Sim, SimConfig},
 };
 
@@ -17,7 +15,7 @@ fn service(stack: &str, name: &str, replicas: u64) -> ServiceDef {
         replicas,
         spec: ServiceSpec {
             image: "shoal-demo:v1".into(),
-            restart_policy: shoal::core::desired::spec::RestartPolicy {
+            restart_policy: shoal_core::desired::spec::RestartPolicy {
                 delay_ms: 0,
                 ..Default::default()
             },
@@ -103,9 +101,9 @@ fn unsatisfiable_constraints_stay_pending_without_a_crash_loop() {
     def.spec
         .placement
         .constraints
-        .push(shoal::core::desired::spec::Constraint {
-            key: shoal::core::desired::spec::ConstraintKey::NodeLabel("zone".into()),
-            op: shoal::core::desired::spec::ConstraintOp::Eq,
+        .push(shoal_core::desired::spec::Constraint {
+            key: shoal_core::desired::spec::ConstraintKey::NodeLabel("zone".into()),
+            op: shoal_core::desired::spec::ConstraintOp::Eq,
             value: "nowhere".into(),
         });
     sim.change(0, |s, hlc| s.deploy_stack("app", vec![def], hlc))
@@ -228,7 +226,7 @@ fn watch_bounds(sim: &mut Sim, service: &str, steps: usize, min_ready: usize, ma
 /// more than two extra containers; it ends with every replica at the new version.
 #[test]
 fn a_rolling_update_keeps_capacity_and_its_parallelism() {
-    use shoal::core::desired::{spec::UpdateOrder, state::ServiceUpdate};
+    use shoal_core::desired::{spec::UpdateOrder, state::ServiceUpdate};
     let mut sim = cluster(4, 11);
     let mut web = service("app", "web", 8);
     web.spec.update_config.parallelism = 2;

@@ -7,16 +7,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use libfuzzer_sys::fuzz_target;
 use rand::SeedableRng;
-use shoal::{
-    api::{self, PeerRequest, PeerResponse, Request, Response},
-    core::{
-        desired::state::DesiredState,
-        identity::{NodeId, NodeIdentity, NodeMeta},
-        membership::{Membership, Settings},
-        replica::Replica,
-        wire,
-    },
-};
+use shoal_core::{api::{self, PeerRequest, PeerResponse, Request, Response}, desired::state::DesiredState, identity::{NodeId, NodeIdentity, NodeMeta}, membership::{Membership, Settings}, replica::Replica, wire};
 
 fuzz_target!(|data: &[u8]| {
     let addr: SocketAddr = "127.0.0.1:7946".parse().unwrap();

@@ -11,7 +11,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::identity::NodeId;
+use shoal_core::identity::NodeId;
 
 /// The data dir used when none is given: system-wide for root, per-user otherwise.
 pub fn default_data_dir() -> PathBuf {

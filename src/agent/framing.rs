@@ -2,7 +2,7 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::api::{self, FrameError};
+use shoal_core::api::{self, FrameError};
 
 /// Reads one frame and decodes it; `Ok(None)` on a clean end of stream.
 pub async fn read<T, S>(stream: &mut S) -> Result<Option<T>, FrameError>

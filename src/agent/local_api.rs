@@ -10,7 +10,7 @@ use tokio::{
 use tracing::{debug, Instrument};
 
 use super::{framing, node::Command};
-use crate::api::{Request, Response};
+use shoal_core::api::{Request, Response};
 
 /// Binds the API socket, refusing to steal it from a live agent.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {

@@ -25,7 +25,7 @@ use rand::{rngs::StdRng, RngExt, SeedableRng};
 use tokio::{net::UdpSocket, sync::mpsc};
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::core::{
+use shoal_core::{
     identity::{NodeId, NodeIdentity, NodeMeta},
     join::JoinPlan,
     membership::{Membership, Settings},

@@ -25,18 +25,16 @@ use super::{
     persist::Persister,
     workload::{Outcome, Workload},
 };
-use crate::{
+use shoal_core::{
     api::{PeerRequest, PeerResponse, Request, Response},
-    core::{
-        desired::state::DesiredState,
-        identity::{NodeId, NodeIdentity},
-        join::{JoinPlan, JoinStep},
-        membership::{Effects, MemberEvent, Membership, NodeStatus, Timer},
-        observed::NodeReport,
-        replica::Replica,
-        wire,
-    },
-    ingress::routes::{routing_table, RoutingTable},
+    desired::state::DesiredState,
+    identity::{NodeId, NodeIdentity},
+    join::{JoinPlan, JoinStep},
+    membership::{Effects, MemberEvent, Membership, NodeStatus, Timer},
+    observed::NodeReport,
+    replica::Replica,
+    routing::routes::{routing_table, RoutingTable},
+    wire,
 };
 
 /// What other tasks ask of the node loop.

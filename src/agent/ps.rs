@@ -4,14 +4,12 @@
 use std::collections::BTreeMap;
 
 use super::node::Node;
-use crate::{
+use shoal_core::{
     api::TaskInfo,
-    core::{
-        desired::state::ServiceView,
-        identity::NodeId,
-        membership::NodeStatus,
-        observed::{SlotKey, TaskReport, TaskState},
-    },
+    desired::state::ServiceView,
+    identity::NodeId,
+    membership::NodeStatus,
+    observed::{SlotKey, TaskReport, TaskState},
     reconcile::plan::{node_facts, placement_of},
 };
 

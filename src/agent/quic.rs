@@ -11,7 +11,7 @@ use super::{
     node::Command,
     tls::{self, NodeCert, TrustedSet},
 };
-use crate::api::{PeerRequest, PeerResponse};
+use shoal_core::api::{PeerRequest, PeerResponse};
 
 /// How long a peer request may take end to end; a dead peer must not hold a task for long.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);

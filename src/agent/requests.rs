@@ -6,26 +6,24 @@ use tokio::sync::oneshot;
 use tracing::{info, Instrument};
 
 use super::node::{now_ms, Node};
-use crate::{
+use shoal_core::{
     api::{
         find_node, port_text, ChangeReceipt, NodeInfo, PeerRequest, Request, Response, Rollout,
         ServiceDetail, ServiceInfo, StackInfo,
     },
-    core::{
-        desired::{
-            hlc::Hlc,
-            spec::Mode,
-            state::{DesiredError, DesiredState, ServiceView},
-        },
-        identity::{NodeId, NodeIdentity},
-        membership::NodeStatus,
-        replica::{Replica, PUSH_FANOUT},
-        wire,
+    desired::{
+        hlc::Hlc,
+        spec::Mode,
+        state::{DesiredError, DesiredState, ServiceView},
     },
+    identity::{NodeId, NodeIdentity},
+    membership::NodeStatus,
     reconcile::{
         pacing,
         plan::{node_facts, placement_of},
     },
+    replica::{Replica, PUSH_FANOUT},
+    wire,
 };
 
 impl Node {

@@ -10,15 +10,13 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn, Instrument};
 
 use super::node::{now_ms, Command};
-use crate::{
-    core::{
-        identity::NodeId,
-        membership::NodeView,
-        observed::{NodeReport, ObservedState},
-        replica::Replica,
-    },
+use crate::runtime::{docker::Docker, Action, ContainerRuntime, LocalContainer, TaskSpec};
+use shoal_core::{
+    identity::NodeId,
+    membership::NodeView,
+    observed::{NodeReport, ObservedState},
     reconcile::plan::{node_facts, Inputs, Plan, Reconciler},
-    runtime::{docker::Docker, Action, ContainerRuntime, LocalContainer, TaskSpec},
+    replica::Replica,
 };
 
 /// How long a replica gets to stop gracefully before it is killed.

@@ -9,10 +9,8 @@ use std::{
 
 use anyhow::{bail, Context};
 
-use crate::{
-    agent::datadir::socket_path,
-    api::{self, Request, Response},
-};
+use crate::agent::datadir::socket_path;
+use shoal_core::api::{self, Request, Response};
 
 /// Sends `request` to the agent owning `data_dir` and returns its answer.
 pub fn call(data_dir: &Path, request: Request) -> anyhow::Result<Response> {

@@ -58,8 +58,8 @@ pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
 }
 
 /// Prints what a change did, and says so on stderr when it could not reach any peer yet.
-pub fn print_receipt(response: crate::api::Response) -> anyhow::Result<()> {
-    let crate::api::Response::Changed(receipt) = response else {
+pub fn print_receipt(response: shoal_core::api::Response) -> anyhow::Result<()> {
+    let shoal_core::api::Response::Changed(receipt) = response else {
         anyhow::bail!("unexpected answer from the agent: {response:?}");
     };
     for action in &receipt.actions {

@@ -7,9 +7,9 @@ use clap::Subcommand;
 use comfy_table::{presets::NOTHING, Table};
 
 use super::{client, Format};
-use crate::{
+use shoal_core::{
     api::{find_node, NodeInfo, Request, Response},
-    core::desired::spec::Availability,
+    desired::spec::Availability,
 };
 
 /// `shoal node` verbs.

@@ -6,7 +6,7 @@ use clap::Args;
 use comfy_table::{presets::NOTHING, Table};
 
 use super::Format;
-use crate::api::TaskInfo;
+use shoal_core::api::TaskInfo;
 
 /// Flags every `ps` verb takes.
 #[derive(Debug, Args)]

@@ -7,10 +7,10 @@ use clap::{Args, Subcommand};
 use comfy_table::{presets::NOTHING, Table};
 
 use super::{client, parse_key_value, print_receipt, Format};
-use crate::{
+use crate::compose;
+use shoal_core::{
     api::{Request, Response, ServiceDetail, ServiceInfo},
-    compose,
-    core::desired::{
+    desired::{
         spec::{
             Constraint, FailureAction, HealthcheckSpec, Mode, RestartCondition, ServiceSpec,
             UpdateOrder,
@@ -371,8 +371,8 @@ pub fn run(data_dir: &Path, command: ServiceCommand) -> anyhow::Result<()> {
             let name = args.name.clone();
             let added: std::collections::BTreeMap<String, String> =
                 args.label_add.iter().cloned().collect();
-            crate::ingress::sticky::from_labels(&name, &added)
-                .and_then(|_| crate::reconcile::placement::rebalance_label(&added))
+            shoal_core::routing::sticky::from_labels(&name, &added)
+                .and_then(|_| shoal_core::reconcile::placement::rebalance_label(&added))
                 .map_err(|e| anyhow::anyhow!("--label-add: {e}"))?;
             let update = args.into_update(current.as_ref());
             let request = Request::ServiceUpdate {

@@ -7,10 +7,8 @@ use clap::Subcommand;
 use comfy_table::{presets::NOTHING, Table};
 
 use super::{client, print_receipt, Format};
-use crate::{
-    api::{Request, Response},
-    compose,
-};
+use crate::compose;
+use shoal_core::api::{Request, Response};
 
 /// Stack files larger than this are refused before they are read.
 const MAX_FILE_BYTES: u64 = compose::MAX_FILE_BYTES as u64;

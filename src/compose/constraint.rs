@@ -1,6 +1,6 @@
 //! Placement constraints (`node.labels.zone == a`) and spread preferences, with Swarm's keys.
 
-use crate::core::desired::spec::{Constraint, ConstraintKey, ConstraintOp};
+use shoal_core::desired::spec::{Constraint, ConstraintKey, ConstraintOp};
 
 const KEYS_HELP: &str = "expected node.id, node.hostname, node.role, node.labels.KEY, \
                          engine.labels.KEY, node.platform.os or node.platform.arch";

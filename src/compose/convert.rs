@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::core::desired::spec::{HealthcheckSpec, PortSpec, PublishMode, ServiceDef, ServiceSpec};
+use shoal_core::desired::spec::{HealthcheckSpec, PortSpec, PublishMode, ServiceDef, ServiceSpec};
 
 use super::error::{Failure, KeyPath};
 use super::model::{

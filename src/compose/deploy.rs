@@ -1,7 +1,7 @@
 //! `services.NAME.deploy`: mode, replicas, placement, update/rollback, restart policy, resources
 //! and service labels. Anything absent keeps the `Default` of spec.rs, which is Swarm's.
 
-use crate::core::desired::spec::{
+use shoal_core::desired::spec::{
     FailureAction, Mode, ResourceAmounts, RestartPolicy, ServiceSpec, UpdateConfig,
 };
 
@@ -57,8 +57,8 @@ pub(crate) fn apply(
             .map(|(k, v, _)| (k, v.unwrap_or_default()))
             .collect();
         // Labels every node reads (sticky sessions, rebalancing): a bad one fails here.
-        crate::ingress::sticky::from_labels("", &spec.labels)
-            .and_then(|_| crate::reconcile::placement::rebalance_label(&spec.labels))
+        shoal_core::routing::sticky::from_labels("", &spec.labels)
+            .and_then(|_| shoal_core::reconcile::placement::rebalance_label(&spec.labels))
             .map_err(|e| Failure::at(&path.key("labels"), e))?;
     }
     Ok(replicas)

@@ -88,7 +88,7 @@ use self::interpolate::Interpolator;
 use self::load::key_text;
 use self::model::{External, RawDeclaration, RawStack};
 pub(crate) use self::{constraint::parse_constraint, units::duration_ms, units::thousandths};
-pub use crate::core::desired::spec::ServiceDef;
+pub use shoal_core::desired::spec::ServiceDef;
 
 /// Largest stack file accepted, checked before parsing.
 pub const MAX_FILE_BYTES: usize = 4 << 20;

@@ -12,7 +12,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Unexpected, Visitor};
 use serde::Deserialize;
 
 use super::error::KeyPath;
-use crate::core::desired::spec::{
+use shoal_core::desired::spec::{
     FailureAction, Mode, MountKind, Protocol, PublishMode, RestartCondition, UpdateOrder,
 };
 

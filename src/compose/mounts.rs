@@ -2,7 +2,7 @@
 //! (stack-scoped like Swarm: `data` in stack `app` is `app_data` unless declared external), anonymous
 //! volumes and tmpfs.
 
-use crate::core::desired::spec::{MountKind, MountSpec};
+use shoal_core::desired::spec::{MountKind, MountSpec};
 
 use super::convert::Ctx;
 use super::error::{Failure, KeyPath};

@@ -1,6 +1,6 @@
 //! The short port syntax (`"8080:80"`, `"80"`, `"9090-9091:8080-8081/udp"`) and port numbers.
 
-use crate::core::desired::spec::{PortSpec, Protocol, PublishMode};
+use shoal_core::desired::spec::{PortSpec, Protocol, PublishMode};
 
 /// Parses one short-syntax entry into one port per number of its range (ingress mode).
 ///

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use shoal::{
-    core::desired::spec::{Availability, Constraint, ConstraintKey, ConstraintOp, ServiceSpec},
+use shoal_core::{
+    desired::spec::{Availability, Constraint, ConstraintKey, ConstraintOp, ServiceSpec},
     reconcile::placement::{place, NodeFacts, Placement, SlotKey},
 };
 

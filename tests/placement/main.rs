@@ -8,11 +8,9 @@ mod props;
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
-use shoal::{
-    core::{
-        desired::spec::{Availability, Constraint, ConstraintKey, ConstraintOp, Mode, ServiceSpec},
-        identity::NodeId,
-    },
+use shoal_core::{
+    desired::spec::{Availability, Constraint, ConstraintKey, ConstraintOp, Mode, ServiceSpec},
+    identity::NodeId,
     reconcile::placement::{eligible, NodeFacts, Placement, SlotKey},
 };
 

@@ -3,11 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
-use shoal::{
-    core::{
-        desired::spec::{Availability, Mode, ServiceSpec},
-        identity::NodeId,
-    },
+use shoal_core::{
+    desired::spec::{Availability, Mode, ServiceSpec},
+    identity::NodeId,
     reconcile::placement::{place, SlotKey},
 };
 

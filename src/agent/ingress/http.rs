@@ -25,8 +25,8 @@ use tokio::{net::TcpStream, sync::Mutex};
 use tracing::{debug, Instrument};
 
 use super::Shared;
-use crate::core::desired::spec::Protocol;
-use crate::ingress::routes::Backend;
+use shoal_core::desired::spec::Protocol;
+use shoal_core::routing::routes::Backend;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 /// Connections to replicas opened for one client connection, by replica address.

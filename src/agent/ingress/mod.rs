@@ -1,6 +1,6 @@
 //! Ingress, the IO part: every node listens on every published port and forwards each connection
 //! to a ready replica anywhere in the cluster. The node loop publishes the routing table
-//! ([`crate::ingress::routes`]) on a watch channel; this module keeps one listener per published
+//! ([`shoal_core::routing::routes`]) on a watch channel; this module keeps one listener per published
 //! port in step with it and hands each accepted connection to [`tcp`] (layer 4) or, for a sticky
 //! service, to [`http`] (which reads and sets the cookie); UDP ports go to [`udp`] (sessions per
 //! client address).
@@ -27,9 +27,9 @@ use tokio::{
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::node::now_ms;
-use crate::{
-    core::desired::spec::Protocol,
-    ingress::{
+use shoal_core::{
+    desired::spec::Protocol,
+    routing::{
         balance::Balancer,
         routes::{Backend, Route, RoutingTable},
     },

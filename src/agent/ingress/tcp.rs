@@ -4,8 +4,8 @@ use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::Shared;
-use crate::core::desired::spec::Protocol;
-use crate::ingress::routes::Route;
+use shoal_core::desired::spec::Protocol;
+use shoal_core::routing::routes::Route;
 
 /// Connects `client` to a replica of `route` and copies bytes both ways until either side closes.
 /// With no replica reachable the client's connection is closed at once.

@@ -19,7 +19,7 @@ use tokio::net::UdpSocket;
 use tracing::{debug, Instrument};
 
 use super::{PortKey, Shared};
-use crate::{core::desired::spec::Protocol, ingress::routes::Backend};
+use shoal_core::{desired::spec::Protocol, routing::routes::Backend};
 
 /// A session with no datagram from its client for this long ends (Linux conntrack keeps an
 /// unanswered UDP flow for 30 s).

@@ -13,7 +13,7 @@ use bollard::models::{
 };
 
 use super::super::{labels, ContainerStatus, LocalContainer, TaskSpec};
-use crate::core::{
+use shoal_core::{
     desired::{
         hlc::Hlc,
         spec::{HealthcheckSpec, MountKind, PortSpec, Protocol, PublishMode},

@@ -46,7 +46,7 @@ use convert::{create_body, summary_health, to_local};
 pub use convert::{parse_rfc3339_ms, parse_slot, parse_version, slot_label, version_label};
 
 use super::{labels, ContainerRuntime, LocalContainer, RuntimeError, TaskSpec};
-use crate::core::{identity::NodeId, observed::SlotKey};
+use shoal_core::{identity::NodeId, observed::SlotKey};
 
 /// Longest any single engine call may take (a stop gets its own timeout plus [`STOP_GRACE`]).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);

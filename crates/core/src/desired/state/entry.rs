@@ -1,0 +1,287 @@
+//! The registers of one service and of one node.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    reg::{
+        check_map, check_reg, map_marker, map_value, marker, merge_map, merge_reg, put, put_map,
+        value, Reg, RegMap,
+    },
+    MergeConflict,
+};
+use crate::desired::{hlc::Hlc, spec::*};
+
+/// Every register of one service. `None` means never written (on this replica, or in a delta:
+/// not part of it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct ServiceEntry {
+    pub stack: Option<Reg<String>>,
+    pub image: Option<Reg<String>>,
+    pub command: Option<Reg<Option<Vec<String>>>>,
+    pub entrypoint: Option<Reg<Option<Vec<String>>>>,
+    pub env: RegMap,
+    pub container_labels: RegMap,
+    pub labels: RegMap,
+    pub mode: Option<Reg<Mode>>,
+    pub replicas: Option<Reg<u64>>,
+    pub ports: Option<Reg<Vec<PortSpec>>>,
+    pub healthcheck: Option<Reg<Option<HealthcheckSpec>>>,
+    pub placement: Option<Reg<PlacementSpec>>,
+    pub update_config: Option<Reg<UpdateConfig>>,
+    pub rollback_config: Option<Reg<UpdateConfig>>,
+    pub restart_policy: Option<Reg<RestartPolicy>>,
+    pub resources: Option<Reg<Resources>>,
+    pub networks: Option<Reg<Vec<String>>>,
+    pub mounts: Option<Reg<Vec<MountSpec>>>,
+    pub force: Option<Reg<u64>>,
+    pub deleted: Option<Reg<bool>>,
+}
+
+/// Applies `$m!(field)` to every single-register field of [`ServiceEntry`], so merge, validation
+/// and the "latest write" query cannot forget one.
+macro_rules! scalar_fields {
+    ($m:ident) => {
+        $m!(stack);
+        $m!(image);
+        $m!(command);
+        $m!(entrypoint);
+        $m!(mode);
+        $m!(replicas);
+        $m!(ports);
+        $m!(healthcheck);
+        $m!(placement);
+        $m!(update_config);
+        $m!(rollback_config);
+        $m!(restart_policy);
+        $m!(resources);
+        $m!(networks);
+        $m!(mounts);
+        $m!(force);
+        $m!(deleted);
+    };
+}
+
+impl ServiceEntry {
+    /// Live means a deploy created it and no later remove won: `deleted` holds false. An entry
+    /// that has only an update's registers (its create not merged yet) is not live.
+    pub fn is_live(&self) -> bool {
+        matches!(&self.deleted, Some(r) if !r.val)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == ServiceEntry::default()
+    }
+
+    pub fn stack(&self) -> String {
+        value(&self.stack)
+    }
+
+    pub fn replicas(&self) -> u64 {
+        value(&self.replicas)
+    }
+
+    pub fn force(&self) -> u64 {
+        value(&self.force)
+    }
+
+    pub fn spec(&self) -> ServiceSpec {
+        ServiceSpec {
+            image: value(&self.image),
+            command: value(&self.command),
+            entrypoint: value(&self.entrypoint),
+            env: map_value(&self.env),
+            container_labels: map_value(&self.container_labels),
+            labels: map_value(&self.labels),
+            mode: value(&self.mode),
+            ports: value(&self.ports),
+            healthcheck: value(&self.healthcheck),
+            placement: value(&self.placement),
+            update_config: value(&self.update_config),
+            rollback_config: value(&self.rollback_config),
+            restart_policy: value(&self.restart_policy),
+            resources: value(&self.resources),
+            networks: value(&self.networks),
+            mounts: value(&self.mounts),
+        }
+    }
+
+    /// Latest write to a register that shapes the containers: everything but the stack, the
+    /// replica count, the update/rollback configs, deploy labels and `deleted`. The force counter
+    /// counts, since forcing means replacing every replica.
+    pub fn version(&self) -> Option<Hlc> {
+        [
+            marker(&self.image),
+            marker(&self.command),
+            marker(&self.entrypoint),
+            map_marker(&self.env),
+            map_marker(&self.container_labels),
+            marker(&self.mode),
+            marker(&self.ports),
+            marker(&self.healthcheck),
+            marker(&self.placement),
+            marker(&self.restart_policy),
+            marker(&self.resources),
+            marker(&self.networks),
+            marker(&self.mounts),
+            marker(&self.force),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+    }
+
+    /// Latest write to any register.
+    pub fn updated(&self) -> Option<Hlc> {
+        let mut latest = map_marker(&self.env)
+            .max(map_marker(&self.container_labels))
+            .max(map_marker(&self.labels));
+        macro_rules! latest {
+            ($f:ident) => {
+                latest = latest.max(marker(&self.$f));
+            };
+        }
+        scalar_fields!(latest);
+        latest
+    }
+
+    /// Joins `other` into `self`; true if any register changed.
+    pub fn merge(&mut self, other: ServiceEntry) -> bool {
+        let mut changed = false;
+        macro_rules! join {
+            ($f:ident) => {
+                changed |= merge_reg(&mut self.$f, other.$f);
+            };
+        }
+        scalar_fields!(join);
+        changed |= merge_map(&mut self.env, other.env);
+        changed |= merge_map(&mut self.container_labels, other.container_labels);
+        changed |= merge_map(&mut self.labels, other.labels);
+        changed
+    }
+
+    pub fn check(&self, name: &str, other: &ServiceEntry) -> Result<(), MergeConflict> {
+        macro_rules! check {
+            ($f:ident) => {
+                check_reg(
+                    &format!("{name}.{}", stringify!($f)),
+                    self.$f.as_ref(),
+                    other.$f.as_ref(),
+                )?;
+            };
+        }
+        scalar_fields!(check);
+        check_map(&format!("{name}.env"), &self.env, &other.env)?;
+        check_map(
+            &format!("{name}.container_labels"),
+            &self.container_labels,
+            &other.container_labels,
+        )?;
+        check_map(&format!("{name}.labels"), &self.labels, &other.labels)
+    }
+
+    /// The registers a deploy of `def` writes over `self`. A fresh create (`all`) writes every
+    /// field, so nothing from before a remove leaks into the new service; an update of a live
+    /// service writes only what differs. Both write `deleted = false`, which lets a deploy win
+    /// over a concurrent remove that has an earlier stamp.
+    pub fn write_def(&self, def: &ServiceDef, all: bool, at: Hlc) -> ServiceEntry {
+        let mut d = ServiceEntry::default();
+        let s = &def.spec;
+        put(&mut d.stack, &self.stack, def.stack.clone(), all, at);
+        put(&mut d.image, &self.image, s.image.clone(), all, at);
+        put(&mut d.command, &self.command, s.command.clone(), all, at);
+        put(
+            &mut d.entrypoint,
+            &self.entrypoint,
+            s.entrypoint.clone(),
+            all,
+            at,
+        );
+        put_map(&mut d.env, &self.env, &s.env, all, at);
+        let cl = &s.container_labels;
+        put_map(&mut d.container_labels, &self.container_labels, cl, all, at);
+        put_map(&mut d.labels, &self.labels, &s.labels, all, at);
+        put(&mut d.mode, &self.mode, s.mode, all, at);
+        put(&mut d.replicas, &self.replicas, def.replicas, all, at);
+        put(&mut d.ports, &self.ports, s.ports.clone(), all, at);
+        put(
+            &mut d.healthcheck,
+            &self.healthcheck,
+            s.healthcheck.clone(),
+            all,
+            at,
+        );
+        put(
+            &mut d.placement,
+            &self.placement,
+            s.placement.clone(),
+            all,
+            at,
+        );
+        let uc = s.update_config.clone();
+        put(&mut d.update_config, &self.update_config, uc, all, at);
+        let rc = s.rollback_config.clone();
+        put(&mut d.rollback_config, &self.rollback_config, rc, all, at);
+        let rp = s.restart_policy.clone();
+        put(&mut d.restart_policy, &self.restart_policy, rp, all, at);
+        put(
+            &mut d.resources,
+            &self.resources,
+            s.resources.clone(),
+            all,
+            at,
+        );
+        put(&mut d.networks, &self.networks, s.networks.clone(), all, at);
+        put(&mut d.mounts, &self.mounts, s.mounts.clone(), all, at);
+        put(&mut d.deleted, &self.deleted, false, true, at);
+        d
+    }
+
+    /// The delta that removes this service.
+    pub fn tombstone(&self, at: Hlc) -> ServiceEntry {
+        let mut d = ServiceEntry::default();
+        put(&mut d.deleted, &self.deleted, true, true, at);
+        d
+    }
+}
+
+/// Operator settings of one node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct NodeEntry {
+    pub availability: Option<Reg<Availability>>,
+    pub labels: RegMap,
+}
+
+impl NodeEntry {
+    pub fn is_empty(&self) -> bool {
+        *self == NodeEntry::default()
+    }
+
+    pub fn availability(&self) -> Availability {
+        value(&self.availability)
+    }
+
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        map_value(&self.labels)
+    }
+
+    pub fn updated(&self) -> Option<Hlc> {
+        marker(&self.availability).max(map_marker(&self.labels))
+    }
+
+    pub fn merge(&mut self, other: NodeEntry) -> bool {
+        merge_reg(&mut self.availability, other.availability)
+            | merge_map(&mut self.labels, other.labels)
+    }
+
+    pub fn check(&self, name: &str, other: &NodeEntry) -> Result<(), MergeConflict> {
+        let what = format!("node {name}.availability");
+        check_reg(
+            &what,
+            self.availability.as_ref(),
+            other.availability.as_ref(),
+        )?;
+        check_map(&format!("node {name}.labels"), &self.labels, &other.labels)
+    }
+}

@@ -1,0 +1,188 @@
+//! Why an operation was refused, and the input rules it checks.
+
+use crate::desired::hlc::Hlc;
+
+/// Largest replica count accepted: far above any real cluster's needs, low enough that a typo
+/// (`scale web=1000000`) cannot make every node plan a million slots.
+pub const MAX_REPLICAS: u64 = 10_000;
+
+/// Longest service or stack name; Docker's limit, a DNS label.
+const MAX_NAME_LEN: usize = 63;
+
+/// Longest env var or label key, and longest value: bounds what one command can add to a state
+/// that every node holds.
+const MAX_KEY_LEN: usize = 256;
+const MAX_VALUE_LEN: usize = 16 * 1024;
+
+/// Why an operation was refused. Every variant means the state was not changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DesiredError {
+    /// No live service has this name. The state was not changed.
+    #[error("no such service: {0}")]
+    UnknownService(String),
+    /// No live service belongs to this stack. The state was not changed.
+    #[error("no such stack: {0}")]
+    UnknownStack(String),
+    /// A stack or service name breaks Docker's rules. The state was not changed.
+    #[error(
+        "invalid {kind} name {name:?}: use 1 to {MAX_NAME_LEN} letters, digits, '-' and '_', \
+         starting and ending with a letter or digit"
+    )]
+    InvalidName {
+        /// `stack` or `service`.
+        kind: &'static str,
+        /// The name given.
+        name: String,
+    },
+    /// A deployed service does not belong to the stack being deployed (its `stack` differs, or
+    /// its name is not `STACK_...`). The state was not changed.
+    #[error("service {service:?} is not part of stack {stack:?} (names must be {stack}_NAME)")]
+    WrongStack {
+        /// The service name.
+        service: String,
+        /// The stack being deployed.
+        stack: String,
+    },
+    /// The same service appears twice in one deploy. The state was not changed.
+    #[error("service {0} is listed twice")]
+    DuplicateService(String),
+    /// A live service of another stack already has this name. The state was not changed.
+    #[error("service {service} already exists in stack {stack}")]
+    NameTaken {
+        /// The service name.
+        service: String,
+        /// The stack that owns it.
+        stack: String,
+    },
+    /// A deploy without services (use stack removal instead). The state was not changed.
+    #[error("stack {0} has no services")]
+    EmptyStack(String),
+    /// A service without an image. The state was not changed.
+    #[error("service {0} has no image")]
+    EmptyImage(String),
+    /// A replica count for a global service. The state was not changed.
+    #[error("service {0} is global: its replica count cannot be set")]
+    NotReplicated(String),
+    /// A replica count above [`MAX_REPLICAS`]. The state was not changed.
+    #[error("service {service}: {replicas} replicas is more than the limit of {MAX_REPLICAS}")]
+    TooManyReplicas {
+        /// The service.
+        service: String,
+        /// The count asked for.
+        replicas: u64,
+    },
+    /// An env var or label key or value that cannot be stored. The state was not changed.
+    #[error("invalid {what} {key:?}: {reason}")]
+    InvalidKey {
+        /// `env var`, `label`, `container label` or `node label`.
+        what: &'static str,
+        /// The key.
+        key: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+/// Two replicas hold different values under the same stamp for one register: a stamp was issued
+/// twice. Reported by `validate_merge`; `merge` still converges.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("register {register} holds different values under the same stamp {marker}")]
+pub struct MergeConflict {
+    /// Which register, e.g. `web_api.replicas` or `node 1a2b3c4d5e6f.labels.zone`.
+    pub register: String,
+    /// The shared stamp.
+    pub marker: Hlc,
+}
+
+/// Docker's rule for service names (swarmkit's `isValidDNSName`), applied to stacks too since a
+/// stack name is the prefix of its services' names.
+pub(super) fn check_name(kind: &'static str, name: &str) -> Result<(), DesiredError> {
+    let bytes = name.as_bytes();
+    let alnum = |b: &u8| b.is_ascii_alphanumeric();
+    let ok = !bytes.is_empty()
+        && bytes.len() <= MAX_NAME_LEN
+        && bytes.iter().all(|b| alnum(b) || *b == b'-' || *b == b'_')
+        && bytes.first().is_some_and(alnum)
+        && bytes.last().is_some_and(alnum);
+    if ok {
+        Ok(())
+    } else {
+        Err(DesiredError::InvalidName {
+            kind,
+            name: name.to_string(),
+        })
+    }
+}
+
+pub(super) fn check_replicas(service: &str, replicas: u64) -> Result<(), DesiredError> {
+    if replicas > MAX_REPLICAS {
+        return Err(DesiredError::TooManyReplicas {
+            service: service.to_string(),
+            replicas,
+        });
+    }
+    Ok(())
+}
+
+/// Checks keys (and values, where given) of env vars and labels. Env keys may not hold `=`, which
+/// would make `KEY=VALUE` ambiguous for the container runtime.
+pub(super) fn check_keys<'a>(
+    what: &'static str,
+    entries: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+) -> Result<(), DesiredError> {
+    for (key, val) in entries {
+        let reason = if key.is_empty() {
+            Some("empty key")
+        } else if key.len() > MAX_KEY_LEN {
+            Some("key longer than 256 bytes")
+        } else if key.contains('\0') || val.is_some_and(|v| v.contains('\0')) {
+            Some("contains a NUL byte")
+        } else if what == "env var" && key.contains('=') {
+            Some("key contains '='")
+        } else if val.is_some_and(|v| v.len() > MAX_VALUE_LEN) {
+            Some("value longer than 16 KiB")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(DesiredError::InvalidKey {
+                what,
+                key: key.to_string(),
+                reason,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_service_names() {
+        for good in ["web", "web_api", "a-b_c1", "A", "x9"] {
+            assert!(check_name("service", good).is_ok(), "{good}");
+        }
+        let long = "a".repeat(64);
+        for bad in ["", "_web", "web_", "-a", "a.b", "a b", "é", long.as_str()] {
+            assert!(check_name("service", bad).is_err(), "{bad:?}");
+        }
+        assert!(check_name("service", &"a".repeat(63)).is_ok());
+    }
+
+    #[test]
+    fn keys() {
+        assert!(check_keys("env var", [("PATH", Some("/bin"))]).is_ok());
+        assert!(check_keys("env var", [("A=B", Some("x"))]).is_err());
+        assert!(check_keys("label", [("a=b", Some("x"))]).is_ok());
+        assert!(check_keys("label", [("", None)]).is_err());
+        assert!(check_keys("label", [("k", Some("a\0b"))]).is_err());
+    }
+
+    #[test]
+    fn replica_bound() {
+        assert!(check_replicas("s", MAX_REPLICAS).is_ok());
+        assert!(check_replicas("s", MAX_REPLICAS + 1).is_err());
+    }
+}

@@ -1,0 +1,118 @@
+//! Read-only views of the state: what the CLI shows and what placement and reconciliation read.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{entry::ServiceEntry, DesiredState};
+use crate::{
+    desired::{
+        hlc::Hlc,
+        spec::{Availability, ServiceSpec},
+    },
+    identity::NodeId,
+};
+
+/// A live service as the registers currently say.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceView {
+    /// Full name, `STACK_SERVICE`.
+    pub name: String,
+    /// The stack it belongs to.
+    pub stack: String,
+    /// Desired replicas (meaningless for global services).
+    pub replicas: u64,
+    /// Everything else.
+    pub spec: ServiceSpec,
+    /// The spec version: the latest stamp among the fields that shape containers (all but the
+    /// replica count, update/rollback configs and deploy labels; the force counter included).
+    /// Replicas running an older version must be replaced.
+    pub version: Hlc,
+    /// `service update --force` counter.
+    pub force: u64,
+    /// The latest write to any field of the service.
+    pub updated: Hlc,
+}
+
+impl ServiceView {
+    fn new(name: &str, entry: &ServiceEntry) -> Self {
+        let version = entry.version().unwrap_or(Hlc::ZERO);
+        ServiceView {
+            name: name.to_string(),
+            stack: entry.stack(),
+            replicas: entry.replicas(),
+            spec: entry.spec(),
+            version,
+            force: entry.force(),
+            updated: entry.updated().unwrap_or(version),
+        }
+    }
+}
+
+/// A stack: a name shared by at least one live service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackView {
+    /// Stack name.
+    pub name: String,
+    /// How many live services it has.
+    pub services: usize,
+}
+
+/// Operator settings of a node; the defaults (active, no labels) when none were written.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSettings {
+    /// Active, pause or drain.
+    pub availability: Availability,
+    /// Labels from `node update --label-add`.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl DesiredState {
+    /// Every live service, sorted by name.
+    pub fn services(&self) -> Vec<ServiceView> {
+        self.services
+            .iter()
+            .filter(|(_, e)| e.is_live())
+            .map(|(name, e)| ServiceView::new(name, e))
+            .collect()
+    }
+
+    /// One live service.
+    pub fn service(&self, name: &str) -> Option<ServiceView> {
+        self.services
+            .get(name)
+            .filter(|e| e.is_live())
+            .map(|e| ServiceView::new(name, e))
+    }
+
+    /// Every stack with at least one live service, sorted by name.
+    pub fn stacks(&self) -> Vec<StackView> {
+        let mut counts = BTreeMap::<String, usize>::new();
+        for entry in self.services.values().filter(|e| e.is_live()) {
+            *counts.entry(entry.stack()).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .map(|(name, services)| StackView { name, services })
+            .collect()
+    }
+
+    /// The settings of `node`, defaults if never written.
+    pub fn node_settings(&self, node: NodeId) -> NodeSettings {
+        self.nodes
+            .get(&node)
+            .map(|e| NodeSettings {
+                availability: e.availability(),
+                labels: e.labels(),
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every node that ever had a setting written, sorted by id.
+    pub fn nodes_with_settings(&self) -> Vec<(NodeId, NodeSettings)> {
+        self.nodes
+            .keys()
+            .map(|id| (*id, self.node_settings(*id)))
+            .collect()
+    }
+}

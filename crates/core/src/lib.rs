@@ -1,0 +1,37 @@
+//! # shoal-core
+//!
+//! The pure core of shoal: everything a node decides, with no IO. No tokio, no sockets, no
+//! clocks, no Docker; every input is an argument and every effect a return value, so the
+//! simulator runs a thousand nodes deterministically in one thread, and the agent is a thin shell
+//! that carries bytes and calls in and out. This crate's manifest has no tokio, quinn, bollard or
+//! hyper: the compiler keeps the line.
+//!
+//! # Layout
+//!
+//! - Membership: [`identity`] (who a node is), [`wire`] (the bounded decode path for every
+//!   untrusted byte), [`codec`] and [`broadcast`] (foca's glue), [`membership`] (SWIM as a state
+//!   machine), [`join`] (the join retry schedule).
+//! - State: [`desired`] (the CRDT of stacks, services and node settings), [`replica`] (one
+//!   node's copy of it and how it spreads), [`observed`] (what each node runs).
+//! - Decisions: [`reconcile`] (placement, pacing, the per-node plan), [`routing`] (which
+//!   replicas a published port leads to, sticky cookies), [`runtime`] (the vocabulary of
+//!   containers and the trait an engine implements).
+//! - [`api`]: the messages between the CLI and agents and between agents.
+//! - [`sim`]: the deterministic discrete-event simulator.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod broadcast;
+pub mod codec;
+pub mod desired;
+pub mod identity;
+pub mod join;
+pub mod membership;
+pub mod observed;
+pub mod reconcile;
+pub mod replica;
+pub mod routing;
+pub mod runtime;
+pub mod sim;
+pub mod wire;

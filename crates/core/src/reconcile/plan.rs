@@ -1,0 +1,647 @@
+//! The reconciler: from what should run (desired state, placement) and what does run (this
+//! node's containers, every node's reports) to the actions this node takes now.
+//!
+//! Pure and deterministic: the agent lists its containers, calls [`Reconciler::plan`], carries out
+//! the actions through its runtime, and reports back what failed. The simulator drives the same
+//! code with a fake runtime.
+//!
+//! The rules, per service:
+//! - A slot this node owns gets exactly one container of the current spec version. An exited or
+//!   unhealthy container is replaced by a NEW container (never restarted in place), under the
+//!   service's restart policy: condition, delay, max attempts within a window, and an exponential
+//!   backoff for crash loops. A container that cannot be created (no such image) is retried with
+//!   the same backoff, never in a hot loop.
+//! - A container of an older version in an owned slot is replaced: `start-first` starts the new one
+//!   and stops the old once the new is ready; `stop-first` stops the old one first.
+//! - A container for a slot this node no longer owns is handed off start-first: it keeps running
+//!   until the new owner's report shows its replica ready at the current version, then it stops.
+//!   Capacity never dips during a rebalance or a drain.
+//! - A container for a slot that no longer exists (scaled down, service removed) stops at once.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use sha2::{Digest, Sha256};
+
+use super::{
+    memo::PlacementMemo,
+    pacing,
+    placement::{self, place, NodeFacts, Placement},
+};
+use crate::{
+    desired::{
+        spec::{Availability, RestartCondition, ServiceSpec, UpdateOrder},
+        state::ServiceView,
+    },
+    identity::NodeId,
+    observed::{
+        Health, NodeReport, ObservedState, SlotKey, TaskReport, TaskState, HISTORY_PER_SLOT,
+    },
+    runtime::{Action, ContainerStatus, LocalContainer, TaskSpec},
+};
+
+/// Restart bookkeeping of one slot on this node.
+#[derive(Clone, Debug, Default)]
+struct SlotLife {
+    /// Failure times within the restart window, oldest first.
+    failures: VecDeque<u64>,
+    /// No new container before this time.
+    not_before_ms: u64,
+    /// Consecutive failures, for the crash-loop backoff.
+    streak: u32,
+    /// Why the last attempt failed.
+    last_error: Option<String>,
+    /// A create was issued and its container has not shown up in a listing yet.
+    in_flight: Option<(String, u64)>,
+    /// Containers already counted as failed.
+    counted: BTreeSet<String>,
+    /// The policy said: no more restarts.
+    given_up: bool,
+    /// Spec version the bookkeeping is about: a new version starts afresh.
+    version: Option<(crate::desired::hlc::Hlc, u64)>,
+}
+
+/// A container still only created after this long is treated as failed.
+const NEVER_STARTED_MS: u64 = 15_000;
+/// Longest crash-loop backoff.
+const MAX_BACKOFF_MS: u64 = 60_000;
+/// A create that has not shown up in a listing after this long is assumed lost. Only a safety
+/// net: the agent's executor answers every create (the container shows up in the next listing,
+/// or the failure comes back through [`Reconciler::create_failed`]), but creates queue behind a
+/// few engine calls at a time, so a short timeout would start duplicates of slow creates on a
+/// busy engine and make it busier still.
+const IN_FLIGHT_TIMEOUT_MS: u64 = 300_000;
+/// A replica that ran this long before failing resets the crash-loop backoff.
+const STABLE_AFTER_MS: u64 = 10_000;
+
+/// This node's reconciler state: restart bookkeeping and task history.
+#[derive(Debug, Default)]
+pub struct Reconciler {
+    slots: BTreeMap<(String, SlotKey), SlotLife>,
+    /// Containers listed last round, to notice the ones that vanish without exiting.
+    last_seen: BTreeMap<String, LocalContainer>,
+    history: BTreeMap<(String, SlotKey), VecDeque<TaskReport>>,
+    placements: PlacementMemo,
+}
+
+/// The result of one round.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// What to do now.
+    pub actions: Vec<Action>,
+    /// This node's tasks, to publish in its report.
+    pub tasks: Vec<TaskReport>,
+    /// Finished tasks worth showing in `service ps`.
+    pub history: Vec<TaskReport>,
+    /// Earliest time something will be due (a restart delay ending), to wake up for.
+    pub wake_at_ms: Option<u64>,
+}
+
+/// Everything a round looks at.
+pub struct Inputs<'a> {
+    /// This node.
+    pub me: NodeId,
+    /// Now (ms since the epoch).
+    pub now_ms: u64,
+    /// Live desired services.
+    pub services: &'a [ServiceView],
+    /// Live members, this node included, with their settings.
+    pub nodes: &'a [NodeFacts],
+    /// Every node's latest report.
+    pub observed: &'a ObservedState,
+    /// This node's containers.
+    pub local: &'a [LocalContainer],
+}
+
+/// A task id: short, and the same on every run for the same inputs (keeps the core deterministic).
+fn task_id(me: NodeId, service: &str, slot: &SlotKey, now_ms: u64, salt: u64) -> String {
+    let mut h = Sha256::new();
+    h.update(me.0.to_be_bytes());
+    h.update(service.as_bytes());
+    h.update(slot.to_string().as_bytes());
+    h.update(now_ms.to_be_bytes());
+    h.update(salt.to_be_bytes());
+    hex::encode(&h.finalize()[..6])
+}
+
+/// Slots that stay where they run, per the nodes' reports: those on `pause`d nodes, and for a
+/// service that opts out of rebalancing (`shoal.rebalance=false`), those on active nodes too.
+pub fn kept_slots(
+    service: &ServiceView,
+    nodes: &[NodeFacts],
+    observed: &ObservedState,
+) -> BTreeMap<SlotKey, NodeId> {
+    let stays = !placement::rebalances(&service.spec);
+    let mut keep = BTreeMap::new();
+    for node in nodes.iter().filter(|n| match n.availability {
+        Availability::Pause => true,
+        Availability::Active => stays,
+        Availability::Drain => false,
+    }) {
+        if let Some(report) = observed.get(node.id) {
+            for t in report
+                .tasks
+                .iter()
+                .filter(|t| t.service == service.name && t.desired_running)
+            {
+                keep.insert(t.slot, node.id);
+            }
+        }
+    }
+    keep
+}
+
+/// Placement of `service` as every node computes it.
+pub fn placement_of(
+    service: &ServiceView,
+    nodes: &[NodeFacts],
+    observed: &ObservedState,
+) -> Placement {
+    let keep = kept_slots(service, nodes, observed);
+    place(&service.name, &service.spec, service.replicas, nodes, &keep)
+}
+
+impl Reconciler {
+    /// Tells the reconciler a create it asked for failed (the container never existed).
+    pub fn create_failed(
+        &mut self,
+        service: &str,
+        slot: &SlotKey,
+        error: String,
+        now_ms: u64,
+        spec: &ServiceSpec,
+    ) {
+        let life = self.slots.entry((service.to_string(), *slot)).or_default();
+        life.in_flight = None;
+        life.last_error = Some(error);
+        Self::count_failure(life, now_ms, spec, now_ms);
+    }
+
+    fn count_failure(life: &mut SlotLife, now_ms: u64, spec: &ServiceSpec, ran_since_ms: u64) {
+        let policy = &spec.restart_policy;
+        if now_ms.saturating_sub(ran_since_ms) >= STABLE_AFTER_MS {
+            life.streak = 0;
+        }
+        life.streak = life.streak.saturating_add(1);
+        life.failures.push_back(now_ms);
+        if policy.window_ms > 0 {
+            while life
+                .failures
+                .front()
+                .is_some_and(|t| now_ms - t > policy.window_ms)
+            {
+                life.failures.pop_front();
+            }
+        }
+        // The policy's delay, doubled for every consecutive quick failure after the first.
+        let backoff = if life.streak <= 1 {
+            0
+        } else {
+            (500u64 << (life.streak - 2).min(10)).min(MAX_BACKOFF_MS)
+        };
+        life.not_before_ms = now_ms + policy.delay_ms.max(backoff);
+        if let Some(max) = policy.max_attempts {
+            if life.failures.len() as u64 >= max {
+                life.given_up = true;
+            }
+        }
+    }
+
+    /// Computes this round's actions and this node's report.
+    pub fn plan(&mut self, inputs: &Inputs<'_>) -> Plan {
+        let mut plan = Plan::default();
+        let me = inputs.me;
+        let now = inputs.now_ms;
+        let mut claimed: BTreeSet<String> = BTreeSet::new();
+        // A container listed last round and gone now, which we did not remove, was removed
+        // behind our back (`docker rm -f`): it failed, and history should say so.
+        let listed: BTreeSet<&str> = inputs.local.iter().map(|c| c.id.as_str()).collect();
+        let vanished: Vec<LocalContainer> = self
+            .last_seen
+            .values()
+            .filter(|c| !listed.contains(c.id.as_str()))
+            .cloned()
+            .collect();
+        for c in &vanished {
+            let known = self
+                .history
+                .get(&(c.service.clone(), c.slot))
+                .is_some_and(|h| h.iter().any(|t| t.task_id == c.task_id));
+            if !known {
+                self.record(
+                    c,
+                    TaskState::Failed,
+                    Some("container removed outside shoal".into()),
+                    now,
+                );
+            }
+        }
+        self.last_seen = inputs
+            .local
+            .iter()
+            .map(|c| (c.id.clone(), c.clone()))
+            .collect();
+        let mut by_slot: BTreeMap<(&str, SlotKey), Vec<&LocalContainer>> = BTreeMap::new();
+        for c in inputs.local {
+            by_slot.entry((&c.service, c.slot)).or_default().push(c);
+        }
+
+        // Taken out for the loop so that placements can be borrowed while slots are handled.
+        let mut placements = std::mem::take(&mut self.placements);
+        placements.set_nodes(inputs.nodes);
+        let live: BTreeSet<NodeId> = inputs.nodes.iter().map(|n| n.id).collect();
+        let reported = inputs.observed.by_service();
+        for service in inputs.services {
+            let keep = kept_slots(service, inputs.nodes, inputs.observed);
+            let placement = placements.get(service, keep);
+            let gate = pacing::gate(
+                service,
+                &placement.owners,
+                &pacing::Serving {
+                    me,
+                    local: inputs.local,
+                    reported: reported.of(&service.name),
+                    live: &live,
+                },
+                now,
+            );
+            if let Some(at) = gate.wake_at_ms {
+                plan.wake_at_ms = Some(plan.wake_at_ms.map_or(at, |w| w.min(at)));
+            }
+            for (slot, owner) in &placement.owners {
+                let mine = by_slot
+                    .get(&(service.name.as_str(), *slot))
+                    .map_or(&[][..], Vec::as_slice);
+                if *owner == me {
+                    let turn = gate.allows(slot);
+                    self.own_slot(service, slot, mine, turn, now, me, &mut plan);
+                } else if !mine.is_empty() {
+                    let owner_ready = owner_is_ready(inputs.observed, *owner, service, slot);
+                    let handoff = Handoff {
+                        owner: *owner,
+                        owner_ready,
+                    };
+                    self.hand_off(service, slot, handoff, mine, now, &mut plan);
+                }
+                claimed.extend(mine.iter().map(|c| c.id.clone()));
+            }
+        }
+
+        // Containers of slots that no longer exist: stop them now.
+        for c in inputs.local {
+            if !claimed.contains(&c.id) {
+                plan.actions.push(Action::Remove {
+                    container: c.id.clone(),
+                    reason: format!("{} slot {} is no longer desired", c.service, c.slot),
+                });
+                self.record(c, TaskState::Shutdown, None, now);
+            }
+        }
+        let live: BTreeSet<&str> = inputs.services.iter().map(|s| s.name.as_str()).collect();
+        placements.retain(|name| live.contains(name));
+        self.slots
+            .retain(|(service, slot), _| placements.owns(service, slot));
+        for tasks in self.history.values() {
+            plan.history.extend(tasks.iter().cloned());
+        }
+        self.history
+            .retain(|(service, slot), _| placements.owns(service, slot));
+        self.placements = placements;
+        plan
+    }
+
+    /// Runs slot `slot`, which this node owns. `turn`: whether the slot may change now (see
+    /// [`pacing`]); while it may not, an old replica serving it stays as it is and no new one
+    /// starts in its place.
+    #[allow(clippy::too_many_arguments)]
+    fn own_slot(
+        &mut self,
+        service: &ServiceView,
+        slot: &SlotKey,
+        mine: &[&LocalContainer],
+        turn: bool,
+        now: u64,
+        me: NodeId,
+        plan: &mut Plan,
+    ) {
+        let key = (service.name.clone(), *slot);
+        let spec = &service.spec;
+        let life = self.slots.entry(key.clone()).or_default();
+        if life.version != Some((service.version, service.force)) {
+            // An update (or --force) gets a fresh restart budget, as Swarm's new tasks do.
+            *life = SlotLife {
+                version: Some((service.version, service.force)),
+                ..SlotLife::default()
+            };
+        }
+        // The create in flight has landed once its container is listed, whatever its state: it
+        // may have died already, between two rounds, and must then count as a failure rather
+        // than leave the slot waiting for a create that will never show up.
+        let landed = |task: &str| mine.iter().any(|c| c.task_id == task);
+        if life
+            .in_flight
+            .as_ref()
+            .is_some_and(|(task, _)| landed(task))
+        {
+            life.in_flight = None;
+        }
+        let is_current =
+            |c: &&&LocalContainer| c.version == service.version && c.force == service.force;
+        let current: Vec<&&LocalContainer> = mine.iter().filter(is_current).collect();
+        let old: Vec<&&LocalContainer> = mine.iter().filter(|c| !is_current(c)).collect();
+
+        // Failures of current containers: count once, remove, maybe schedule a replacement.
+        let mut alive: Vec<&LocalContainer> = Vec::new();
+        for c in &current {
+            let failed = match &c.status {
+                ContainerStatus::Exited {
+                    code,
+                    finished_ms,
+                    error,
+                } => Some((*code, *finished_ms, error.clone())),
+                // Created but never started: its creator died mid-way (an agent stopped during
+                // the create); it will not start by itself.
+                ContainerStatus::Created if now.saturating_sub(c.created_ms) > NEVER_STARTED_MS => {
+                    Some((-1, now, Some("created but never started".to_string())))
+                }
+                _ if c.health == Health::Unhealthy => {
+                    Some((-1, now, Some("unhealthy".to_string())))
+                }
+                _ => None,
+            };
+            match failed {
+                None => alive.push(c),
+                Some((code, at, error)) => {
+                    let life = self.slots.entry(key.clone()).or_default();
+                    if life.counted.insert(c.id.clone()) {
+                        let restart = match spec.restart_policy.condition {
+                            RestartCondition::Any => true,
+                            RestartCondition::OnFailure => code != 0,
+                            RestartCondition::None => false,
+                        };
+                        life.last_error = error.clone().or_else(|| {
+                            (code != 0).then(|| format!("task: non-zero exit ({code})"))
+                        });
+                        if restart {
+                            Self::count_failure(life, at, spec, c.created_ms);
+                        } else {
+                            life.given_up = true;
+                        }
+                    }
+                    let state = if code == 0 {
+                        TaskState::Complete
+                    } else {
+                        TaskState::Failed
+                    };
+                    let reason = error.unwrap_or_else(|| format!("exited with status {code}"));
+                    plan.actions.push(Action::Remove {
+                        container: c.id.clone(),
+                        reason: format!("{} slot {slot}: {reason}", service.name),
+                    });
+                    self.record(c, state, Some(reason), now);
+                }
+            }
+        }
+
+        // Duplicates of the current version: keep the best one.
+        alive.sort_by_key(|c| {
+            (
+                std::cmp::Reverse(rank(c)),
+                std::cmp::Reverse(c.created_ms),
+                c.id.clone(),
+            )
+        });
+        for extra in alive.iter().skip(1) {
+            plan.actions.push(Action::Remove {
+                container: extra.id.clone(),
+                reason: format!("{} slot {slot}: duplicate replica", service.name),
+            });
+            self.record(extra, TaskState::Shutdown, None, now);
+        }
+        let keeper = alive.first().copied();
+        let life = self.slots.entry(key.clone()).or_default();
+        if keeper.is_some() {
+            life.in_flight = None;
+            if keeper.is_some_and(|k| k.status == ContainerStatus::Running && k.health.is_ready()) {
+                life.last_error = None;
+                if life.not_before_ms < now {
+                    life.given_up = false;
+                }
+            }
+        }
+        if let Some((_, at)) = &life.in_flight {
+            if now.saturating_sub(*at) > IN_FLIGHT_TIMEOUT_MS {
+                life.in_flight = None;
+            }
+        }
+
+        // Older versions: replaced as the update order says, when the slot's turn has come.
+        let new_ready =
+            keeper.is_some_and(|k| k.status == ContainerStatus::Running && k.health.is_ready());
+        let stop_first = spec.update_config.order == UpdateOrder::StopFirst;
+        for c in &old {
+            let exited = matches!(c.status, ContainerStatus::Exited { .. });
+            if new_ready || exited || (stop_first && turn) {
+                plan.actions.push(Action::Remove {
+                    container: c.id.clone(),
+                    reason: format!(
+                        "{} slot {slot}: replaced by version {}",
+                        service.name, service.version
+                    ),
+                });
+                self.record(c, TaskState::Shutdown, None, now);
+            } else {
+                // Serving until its turn (still desired), or until its start-first successor is
+                // ready (on its way out).
+                plan.tasks.push(task_of(c, !turn && keeper.is_none(), None));
+            }
+        }
+
+        // The task this slot shows, and whether a new container is due.
+        let life = self.slots.entry(key.clone()).or_default();
+        match keeper {
+            Some(c) => plan.tasks.push(task_of(c, true, None)),
+            None if life.in_flight.is_some() => {}
+            // Not its turn: the replica serving the slot (an old version here, or the previous
+            // owner's) goes on; nothing new starts yet.
+            None if !turn => {}
+            None if life.given_up => {
+                let cause = life.last_error.as_ref().map(|e| format!(": {e}"));
+                let error = format!("restart policy exhausted{}", cause.unwrap_or_default());
+                plan.tasks
+                    .push(pending(service, slot, false, Some(error), now));
+            }
+            None if now < life.not_before_ms => {
+                plan.wake_at_ms = Some(
+                    plan.wake_at_ms
+                        .map_or(life.not_before_ms, |w| w.min(life.not_before_ms)),
+                );
+                let error = life.last_error.clone();
+                plan.tasks.push(pending(service, slot, true, error, now));
+            }
+            None => {
+                let salt = life.failures.len() as u64 + u64::from(life.streak);
+                let task = TaskSpec {
+                    service: service.name.clone(),
+                    slot: *slot,
+                    task_id: task_id(me, &service.name, slot, now, salt),
+                    version: service.version,
+                    force: service.force,
+                    spec: spec.clone(),
+                };
+                life.in_flight = Some((task.task_id.clone(), now));
+                plan.actions.push(Action::Create(Box::new(task)));
+            }
+        }
+    }
+
+    fn hand_off(
+        &mut self,
+        service: &ServiceView,
+        slot: &SlotKey,
+        Handoff { owner, owner_ready }: Handoff,
+        mine: &[&LocalContainer],
+        now: u64,
+        plan: &mut Plan,
+    ) {
+        for c in mine {
+            let exited = matches!(c.status, ContainerStatus::Exited { .. });
+            if owner_ready || exited {
+                plan.actions.push(Action::Remove {
+                    container: c.id.clone(),
+                    reason: format!(
+                        "{} slot {slot}: handed off to {}",
+                        service.name,
+                        owner.short()
+                    ),
+                });
+                self.record(c, TaskState::Shutdown, None, now);
+            } else {
+                // Still serving until the new owner's replica is ready.
+                plan.tasks.push(task_of(c, false, None));
+            }
+        }
+    }
+
+    fn record(&mut self, c: &LocalContainer, state: TaskState, error: Option<String>, now: u64) {
+        let mut report = task_of(c, false, error);
+        report.state = state;
+        report.since_ms = now;
+        let tasks = self.history.entry((c.service.clone(), c.slot)).or_default();
+        if tasks.iter().any(|t| t.task_id == report.task_id) {
+            return;
+        }
+        tasks.push_front(report);
+        tasks.truncate(HISTORY_PER_SLOT);
+    }
+}
+
+/// A slot this node runs but another node owns.
+struct Handoff {
+    /// The new owner.
+    owner: NodeId,
+    /// Whether the owner's report shows its replica ready at the current version.
+    owner_ready: bool,
+}
+
+fn owner_is_ready(
+    observed: &ObservedState,
+    owner: NodeId,
+    service: &ServiceView,
+    slot: &SlotKey,
+) -> bool {
+    observed.get(owner).is_some_and(|r: &NodeReport| {
+        r.tasks.iter().any(|t| {
+            t.service == service.name
+                && &t.slot == slot
+                && t.is_ready_at(service.version, service.force)
+        })
+    })
+}
+
+/// The task of a slot with no container: waiting for a restart delay, or given up.
+fn pending(
+    service: &ServiceView,
+    slot: &SlotKey,
+    desired_running: bool,
+    error: Option<String>,
+    now: u64,
+) -> TaskReport {
+    TaskReport {
+        service: service.name.clone(),
+        slot: *slot,
+        task_id: String::new(),
+        version: service.version,
+        image: service.spec.image.clone(),
+        force: service.force,
+        container_id: None,
+        state: TaskState::Pending,
+        health: Health::None,
+        desired_running,
+        error,
+        endpoints: vec![],
+        since_ms: now,
+    }
+}
+
+fn rank(c: &LocalContainer) -> u8 {
+    match (&c.status, c.health) {
+        (ContainerStatus::Running, h) if h.is_ready() => 3,
+        (ContainerStatus::Running, _) => 2,
+        (ContainerStatus::Created, _) => 1,
+        _ => 0,
+    }
+}
+
+/// What a node reports of one of its containers.
+pub fn task_of(c: &LocalContainer, desired_running: bool, error: Option<String>) -> TaskReport {
+    let state = match (&c.status, c.health) {
+        (ContainerStatus::Running, h) if h.is_ready() => TaskState::Running,
+        (ContainerStatus::Running, _) | (ContainerStatus::Created, _) => TaskState::Starting,
+        (ContainerStatus::Exited { code: 0, .. }, _) => TaskState::Complete,
+        (ContainerStatus::Exited { .. }, _) => TaskState::Failed,
+    };
+    TaskReport {
+        service: c.service.clone(),
+        slot: c.slot,
+        task_id: c.task_id.clone(),
+        version: c.version,
+        image: c.image.clone(),
+        force: c.force,
+        container_id: Some(c.id.clone()),
+        state,
+        health: c.health,
+        desired_running,
+        error,
+        endpoints: c.endpoints.clone(),
+        since_ms: c.created_ms,
+    }
+}
+
+/// The live members as placement sees them: ready or suspect (a suspect still runs its replicas
+/// until it is declared down), with their operator settings.
+pub fn node_facts(
+    views: &[crate::membership::NodeView],
+    desired: &crate::desired::state::DesiredState,
+) -> Vec<NodeFacts> {
+    use crate::membership::NodeStatus;
+    views
+        .iter()
+        .filter(|v| matches!(v.status, NodeStatus::Ready | NodeStatus::Suspect))
+        .filter(|v| v.identity.meta.runs_containers)
+        .map(|v| {
+            let settings = desired.node_settings(v.identity.id);
+            NodeFacts {
+                id: v.identity.id,
+                hostname: v.identity.meta.name.clone(),
+                engine_labels: v.identity.meta.labels.clone(),
+                node_labels: settings.labels,
+                os: v.identity.meta.os.clone(),
+                arch: v.identity.meta.arch.clone(),
+                availability: settings.availability,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

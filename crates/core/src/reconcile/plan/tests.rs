@@ -1,0 +1,393 @@
+//! Unit tests of the reconciler's rules, one node and one service at a time.
+
+use super::*;
+use crate::desired::{hlc::Hlc, spec::RestartPolicy};
+
+fn service(replicas: u64, restart: RestartPolicy) -> ServiceView {
+    ServiceView {
+        name: "app_web".into(),
+        stack: "app".into(),
+        replicas,
+        spec: ServiceSpec {
+            image: "shoal-demo:v1".into(),
+            restart_policy: restart,
+            ..ServiceSpec::default()
+        },
+        version: Hlc::ZERO,
+        force: 0,
+        updated: Hlc::ZERO,
+    }
+}
+
+/// The container a create asked for, as the engine lists it.
+fn container(task: &TaskSpec, status: ContainerStatus, health: Health) -> LocalContainer {
+    LocalContainer {
+        id: format!("c-{}", task.task_id),
+        service: task.service.clone(),
+        slot: task.slot,
+        task_id: task.task_id.clone(),
+        version: task.version,
+        force: task.force,
+        image: task.spec.image.clone(),
+        status,
+        health,
+        created_ms: 0,
+        endpoints: vec![],
+    }
+}
+
+struct World {
+    me: NodeId,
+    nodes: Vec<NodeFacts>,
+    services: Vec<ServiceView>,
+    observed: ObservedState,
+    reconciler: Reconciler,
+}
+
+impl World {
+    fn one_node(service: ServiceView) -> Self {
+        World {
+            me: NodeId(1),
+            nodes: vec![NodeFacts::plain(1)],
+            services: vec![service],
+            observed: ObservedState::default(),
+            reconciler: Reconciler::default(),
+        }
+    }
+
+    fn round(&mut self, now_ms: u64, local: &[LocalContainer]) -> Plan {
+        self.reconciler.plan(&Inputs {
+            me: self.me,
+            now_ms,
+            services: &self.services,
+            nodes: &self.nodes,
+            observed: &self.observed,
+            local,
+        })
+    }
+}
+
+fn creates(plan: &Plan) -> Vec<TaskSpec> {
+    plan.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Create(t) => Some((**t).clone()),
+            Action::Remove { .. } => None,
+        })
+        .collect()
+}
+
+fn exited(code: i64, at: u64) -> ContainerStatus {
+    ContainerStatus::Exited {
+        code,
+        finished_ms: at,
+        error: None,
+    }
+}
+
+/// A container that dies before the node ever saw it run still counts as a failure and is
+/// replaced; the slot does not wait for the create it already carried out.
+#[test]
+fn a_create_whose_container_died_unseen_is_replaced() {
+    let no_delay = RestartPolicy {
+        delay_ms: 0,
+        ..RestartPolicy::default()
+    };
+    let mut world = World::one_node(service(1, no_delay));
+    let first = creates(&world.round(1_000, &[]));
+    assert_eq!(first.len(), 1);
+    // While the create is in flight and not listed yet, no second one.
+    assert!(creates(&world.round(1_050, &[])).is_empty());
+    // Next listing: it ran and died in between.
+    let dead = container(&first[0], exited(137, 1_500), Health::None);
+    let plan = world.round(2_000, &[dead]);
+    assert!(plan.actions.iter().any(
+        |a| matches!(a, Action::Remove { container, .. } if *container == format!("c-{}", first[0].task_id))
+    ));
+    let second = creates(&plan);
+    assert_eq!(second.len(), 1, "{:?}", plan.actions);
+    assert_ne!(second[0].task_id, first[0].task_id);
+    assert!(plan.history.iter().any(|t| t.state == TaskState::Failed));
+}
+
+#[test]
+fn restart_condition_none_leaves_the_slot_pending() {
+    let never = RestartPolicy {
+        condition: RestartCondition::None,
+        ..RestartPolicy::default()
+    };
+    let mut world = World::one_node(service(1, never));
+    let first = creates(&world.round(1_000, &[]));
+    let done = container(&first[0], exited(0, 1_500), Health::None);
+    let plan = world.round(2_000, &[done]);
+    assert!(creates(&plan).is_empty());
+    assert!(creates(&world.round(60_000, &[])).is_empty());
+    let task = &world.round(61_000, &[]).tasks[0];
+    assert_eq!(task.state, TaskState::Pending);
+    assert!(!task.desired_running);
+}
+
+#[test]
+fn a_crash_loop_backs_off() {
+    let no_delay = RestartPolicy {
+        delay_ms: 0,
+        ..RestartPolicy::default()
+    };
+    let mut world = World::one_node(service(1, no_delay));
+    let mut now = 1_000;
+    let mut gaps = Vec::new();
+    let mut last_create = now;
+    let mut task = creates(&world.round(now, &[])).remove(0);
+    for _ in 0..5 {
+        // Dies 100 ms after it was created; rounds every 100 ms until the next create.
+        let dead = container(&task, exited(1, now + 100), Health::None);
+        now += 200;
+        let mut plan = world.round(now, &[dead]);
+        while creates(&plan).is_empty() {
+            now += 100;
+            plan = world.round(now, &[]);
+        }
+        gaps.push(now - last_create);
+        last_create = now;
+        task = creates(&plan).remove(0);
+    }
+    assert!(gaps.windows(2).all(|w| w[1] >= w[0]), "{gaps:?}");
+    assert!(gaps[4] >= 4_000, "{gaps:?}");
+}
+
+/// A slot this node runs but another node now owns keeps running until the owner's replica
+/// is ready, then stops.
+#[test]
+fn hand_off_waits_for_the_new_owner() {
+    let mut world = World::one_node(service(1, RestartPolicy::default()));
+    let task = creates(&world.round(1_000, &[])).remove(0);
+    let mine = container(&task, ContainerStatus::Running, Health::Healthy);
+    // Node 2 now owns the slot: drain this one.
+    world.nodes[0].availability = Availability::Drain;
+    world.nodes.push(NodeFacts::plain(2));
+    let plan = world.round(2_000, std::slice::from_ref(&mine));
+    assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+    assert!(!plan.tasks[0].desired_running);
+    // The owner reports its replica running and healthy at the current version.
+    let mut theirs = task_of(&mine, true, None);
+    theirs.task_id = "other".into();
+    world.observed.merge(NodeReport {
+        node: NodeId(2),
+        generation: 1,
+        seq: 1,
+        tasks: vec![theirs],
+        history: vec![],
+    });
+    let plan = world.round(3_000, std::slice::from_ref(&mine));
+    assert!(
+        matches!(&plan.actions[..], [Action::Remove { container, .. }] if *container == mine.id)
+    );
+}
+
+impl World {
+    /// What the agent does after each round: its own report joins the observed state.
+    fn publish(&mut self, plan: &Plan, seq: u64) {
+        self.observed.merge(NodeReport {
+            node: self.me,
+            generation: 1,
+            seq,
+            tasks: plan.tasks.clone(),
+            history: vec![],
+        });
+    }
+}
+
+fn healthy(tasks: &[TaskSpec]) -> Vec<LocalContainer> {
+    tasks
+        .iter()
+        .map(|t| container(t, ContainerStatus::Running, Health::Healthy))
+        .collect()
+}
+
+/// A new version replaces one slot at a time (parallelism 1), in slot order, each after the
+/// previous one's new replica is ready; start-first keeps every old replica until then.
+#[test]
+fn an_update_goes_one_slot_at_a_time() {
+    let mut svc = service(3, RestartPolicy::default());
+    svc.spec.update_config.order = UpdateOrder::StartFirst;
+    let mut world = World::one_node(svc);
+    let mut local = healthy(&creates(&world.round(1_000, &[])));
+    let plan = world.round(1_100, &local);
+    world.publish(&plan, 1);
+
+    let new_version = Hlc {
+        wall_ms: 5_000,
+        counter: 0,
+        node: NodeId(1),
+    };
+    world.services[0].version = new_version;
+    let mut plan = world.round(6_000, &local);
+    for (seq, slot) in [(2, 1), (3, 2), (4, 3)] {
+        let new = creates(&plan);
+        assert_eq!(new.len(), 1, "slot {slot}: {:?}", plan.actions);
+        assert_eq!(new[0].slot, SlotKey::Replica(slot));
+        assert!(
+            !plan
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::Remove { .. })),
+            "start-first removes nothing before the new replica is ready"
+        );
+        world.publish(&plan, seq * 10);
+        // Starting: the window does not move.
+        local.push(container(
+            &new[0],
+            ContainerStatus::Running,
+            Health::Starting,
+        ));
+        let plan_starting = world.round(seq * 1_000 + 5_100, &local);
+        assert!(
+            creates(&plan_starting).is_empty(),
+            "{:?}",
+            plan_starting.actions
+        );
+        world.publish(&plan_starting, seq * 10 + 1);
+        // Ready: the old replica of the slot goes...
+        local.last_mut().unwrap().health = Health::Healthy;
+        let plan_ready = world.round(seq * 1_000 + 5_200, &local);
+        let removed: Vec<&String> = plan_ready
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Remove { container, .. } => Some(container),
+                Action::Create(_) => None,
+            })
+            .collect();
+        assert_eq!(removed.len(), 1, "{:?}", plan_ready.actions);
+        local.retain(|c| &c.id != removed[0]);
+        // ...and once it is gone, the next slot's turn comes.
+        plan = world.round(seq * 1_000 + 5_300, &local);
+        world.publish(&plan, seq * 10 + 2);
+    }
+    assert!(creates(&plan).is_empty(), "{:?}", plan.actions);
+    assert!(local.iter().all(|c| c.version == new_version));
+}
+
+/// Stop-first with parallelism 2: two old replicas stop at once, the third waits its turn.
+#[test]
+fn stop_first_stops_only_the_slots_whose_turn_it_is() {
+    let mut svc = service(3, RestartPolicy::default());
+    svc.spec.update_config.parallelism = 2;
+    let mut world = World::one_node(svc);
+    let local = healthy(&creates(&world.round(1_000, &[])));
+    let plan = world.round(1_100, &local);
+    world.publish(&plan, 1);
+    world.services[0].version = Hlc {
+        wall_ms: 5_000,
+        counter: 0,
+        node: NodeId(1),
+    };
+    let plan = world.round(6_000, &local);
+    let removes = plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::Remove { .. }))
+        .count();
+    assert_eq!(removes, 2, "{:?}", plan.actions);
+    let slots: Vec<SlotKey> = creates(&plan).iter().map(|t| t.slot).collect();
+    assert_eq!(slots, [SlotKey::Replica(1), SlotKey::Replica(2)]);
+    let waiting = plan
+        .tasks
+        .iter()
+        .find(|t| t.slot == SlotKey::Replica(3))
+        .expect("slot 3 still reported");
+    assert!(
+        waiting.desired_running,
+        "the waiting old replica still serves"
+    );
+}
+
+/// The new owner of a moved slot waits while earlier moves of the service are under way.
+#[test]
+fn a_new_owner_waits_its_turn_to_take_a_slot_over() {
+    let mut world = World::one_node(service(2, RestartPolicy::default()));
+    world.me = NodeId(2);
+    world.nodes = vec![NodeFacts::plain(1), NodeFacts::plain(2)];
+    world.nodes[0].availability = Availability::Drain;
+    // Node 1 still serves both slots; both now belong to node 2.
+    let first = TaskSpec {
+        service: "app_web".into(),
+        slot: SlotKey::Replica(1),
+        task_id: "t1".into(),
+        version: Hlc::ZERO,
+        force: 0,
+        spec: world.services[0].spec.clone(),
+    };
+    let second = TaskSpec {
+        slot: SlotKey::Replica(2),
+        task_id: "t2".into(),
+        ..first.clone()
+    };
+    world.observed.merge(NodeReport {
+        node: NodeId(1),
+        generation: 1,
+        seq: 1,
+        tasks: healthy(&[first, second])
+            .iter()
+            .map(|c| task_of(c, false, None))
+            .collect(),
+        history: vec![],
+    });
+    let slots: Vec<SlotKey> = creates(&world.round(1_000, &[]))
+        .iter()
+        .map(|t| t.slot)
+        .collect();
+    assert_eq!(
+        slots,
+        [SlotKey::Replica(1)],
+        "parallelism 1: one move at a time"
+    );
+}
+
+/// A service labelled `shoal.rebalance=false` stays where it runs: a node that joins takes none
+/// of its slots (without the label it takes its share).
+#[test]
+fn an_opted_out_service_is_not_rebalanced_onto_a_new_node() {
+    let run_on_node_1 = |world: &mut World| {
+        let tasks: Vec<TaskSpec> = (1..=4)
+            .map(|slot| TaskSpec {
+                service: "app_web".into(),
+                slot: SlotKey::Replica(slot),
+                task_id: format!("t{slot}"),
+                version: Hlc::ZERO,
+                force: 0,
+                spec: world.services[0].spec.clone(),
+            })
+            .collect();
+        world.observed.merge(NodeReport {
+            node: NodeId(1),
+            generation: 1,
+            seq: 1,
+            tasks: healthy(&tasks)
+                .iter()
+                .map(|c| task_of(c, true, None))
+                .collect(),
+            history: vec![],
+        });
+    };
+    let mut svc = service(4, RestartPolicy::default());
+    svc.spec.update_config.parallelism = 0;
+    let mut world = World::one_node(svc.clone());
+    world.me = NodeId(2);
+    world.nodes = vec![NodeFacts::plain(1), NodeFacts::plain(2)];
+    run_on_node_1(&mut world);
+    assert!(
+        !creates(&world.round(1_000, &[])).is_empty(),
+        "the default rebalances"
+    );
+
+    svc.spec
+        .labels
+        .insert(placement::REBALANCE_LABEL.into(), "false".into());
+    let mut world = World::one_node(svc);
+    world.me = NodeId(2);
+    world.nodes = vec![NodeFacts::plain(1), NodeFacts::plain(2)];
+    run_on_node_1(&mut world);
+    let plan = world.round(1_000, &[]);
+    assert!(creates(&plan).is_empty(), "{:?}", plan.actions);
+}
