@@ -9,7 +9,7 @@ use tokio::{
 };
 use tracing::{debug, Instrument};
 
-use super::{framing, node::Command};
+use super::{framing, shell::Command};
 use shoal_core::api::{Request, Response};
 
 /// Binds the API socket, refusing to steal it from a live agent.

@@ -1,34 +1,37 @@
-//! The agent: a thin tokio shell around the pure core. It binds the sockets, loads the data dir,
-//! and runs the node loop ([`node::Node`]) that owns all state; other tasks only move bytes.
+//! The agent: a thin tokio shell around the pure core's [`Node`]. It binds the sockets, loads the
+//! data dir, and runs the event loop ([`shell`]) that feeds the node its inputs and carries out
+//! its effects; the other tasks only move bytes: datagrams ([`run`]'s receiver), peer calls
+//! ([`quic`]), CLI requests ([`local_api`]), container actions and listings ([`engine`]),
+//! snapshots to disk ([`persist`]), published ports ([`ingress`]).
 
 pub mod datadir;
+pub mod engine;
 pub mod framing;
 pub mod ingress;
 pub mod local_api;
-pub mod node;
 pub mod persist;
-mod ps;
 pub mod quic;
-mod requests;
+pub mod shell;
 pub mod tls;
-pub mod workload;
 
 use std::{
     collections::{BTreeMap, HashSet},
     net::{IpAddr, SocketAddr},
     path::PathBuf,
     sync::{Arc, RwLock},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
-use rand::{rngs::StdRng, RngExt, SeedableRng};
+use rand::RngExt;
 use tokio::{net::UdpSocket, sync::mpsc};
 use tracing::{info, info_span, warn, Instrument};
 
 use shoal_core::{
+    desired::state::DesiredState,
     identity::{NodeId, NodeIdentity, NodeMeta},
     join::JoinPlan,
-    membership::{Membership, Settings},
+    membership::Settings,
+    node::{Node, NodeConfig, NodeError},
     wire,
 };
 
@@ -126,16 +129,9 @@ pub enum AgentError {
         /// Why it is unusable.
         reason: String,
     },
-    /// The node loop stopped.
+    /// The node stopped on its own.
     #[error(transparent)]
-    Node(#[from] node::NodeError),
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    Node(#[from] NodeError),
 }
 
 fn host_name() -> String {
@@ -191,9 +187,8 @@ pub async fn run(
         source,
     };
     let data = datadir::DataDir::open(&config.data_dir).map_err(data_err)?;
-    let mut rng = StdRng::from_rng(&mut rand::rng());
     let state = data
-        .start_generation(now_ms(), || NodeId(rng.random::<u128>() | 1))
+        .start_generation(shell::now_ms(), || NodeId(rand::rng().random::<u128>() | 1))
         .map_err(data_err)?;
     let span = info_span!("node", node = %state.id.short());
 
@@ -252,44 +247,27 @@ pub async fn run(
         targets.retain(|t| *t != advertise && *t != config.listen);
         targets.sort();
         targets.dedup();
-        let settled = targets.is_empty();
         let join = JoinPlan::new(targets, !config.join.is_empty(), config.join_timeout);
         info!(
             name = %identity.meta.name, gossip = %advertise, quic = %quic_advertise,
             generation = identity.generation, data_dir = %config.data_dir.display(),
             seeds = ?config.join, remembered = remembered.len(), "agent starting"
         );
-
-        let (packets_tx, packets_rx) = mpsc::channel(1024);
-        let (commands_tx, commands_rx) = mpsc::channel(256);
-        let receiver = tokio::spawn(receive(socket.clone(), packets_tx).in_current_span());
-        let api_task = tokio::spawn(local_api::serve(api, commands_tx.clone()).in_current_span());
-        let quic_task =
-            tokio::spawn(quic::serve(endpoint.clone(), commands_tx.clone()).in_current_span());
-
-        let replica = requests::load_replica(&data.desired_path(), state.id).map_err(|e| {
-            AgentError::DataDir {
-                path: config.data_dir.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-            }
+        let desired = load_desired(&data.desired_path()).map_err(|e| AgentError::DataDir {
+            path: config.data_dir.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
         })?;
-        info!(
-            services = replica.state().services().len(),
-            "desired state loaded"
-        );
-        let persister = persist::Persister::start(data.desired_path());
-        let membership = Membership::new(
-            identity,
-            config.settings.clone(),
-            StdRng::from_rng(&mut rand::rng()),
-        );
-        let workload = match config.runtime {
-            RuntimeKind::None => workload::Workload::disabled(),
+        info!(services = desired.services().len(), "desired state loaded");
+
+        let (datagrams_tx, datagrams_rx) = mpsc::channel(1024);
+        let (commands_tx, commands_rx) = mpsc::channel(256);
+        let engine = match config.runtime {
+            RuntimeKind::None => None,
             RuntimeKind::Docker => match crate::runtime::docker::Docker::connect() {
                 Ok(docker) => {
                     info!("running replicas on the local Docker engine");
                     let docker = docker.with_host_address(advertise.ip());
-                    workload::Workload::docker(state.id, docker, commands_tx.clone())
+                    Some(engine::Engine::start(state.id, docker, commands_tx.clone()))
                 }
                 Err(e) => {
                     return Err(AgentError::Config(format!(
@@ -298,30 +276,39 @@ pub async fn run(
                 }
             },
         };
+        let receiver = tokio::spawn(receive(socket.clone(), datagrams_tx).in_current_span());
+        let api_task = tokio::spawn(local_api::serve(api, commands_tx.clone()).in_current_span());
+        let quic_task =
+            tokio::spawn(quic::serve(endpoint.clone(), commands_tx.clone()).in_current_span());
         let (routes_tx, routes_rx) = tokio::sync::watch::channel(Arc::default());
         let ingress_task = (!config.no_ingress).then(|| {
             let ip = config.ingress_addr.unwrap_or(config.listen.ip());
             tokio::spawn(ingress::run(ip, routes_rx).in_current_span())
         });
-        let node = node::Node {
-            membership,
+        let (node, first) = Node::new(
+            NodeConfig {
+                identity,
+                settings: config.settings.clone(),
+                join,
+                desired,
+                no_runtime: (config.runtime == RuntimeKind::None)
+                    .then(|| "this agent runs no containers (--runtime none)".to_string()),
+                seed: rand::rng().random(),
+            },
+            shell::now_ms(),
+        );
+        let outlets = shell::Outlets {
             socket,
-            endpoint: endpoint.clone(),
-            cert,
-            trusted,
+            peers: quic::Peers::new(endpoint.clone(), cert),
+            engine,
+            persister: persist::Persister::start(data.desired_path(), commands_tx.clone()),
             data: data.clone(),
-            state,
-            commands_tx,
-            sync_period: config.settings.sync_period,
-            replica,
-            persister,
-            desired_dirty: false,
-            workload,
-            reconcile_due: true,
-            settled,
+            node_id: state.id,
+            trusted,
             routes: routes_tx,
+            commands: commands_tx,
         };
-        let result = node.run(packets_rx, commands_rx, join, shutdown).await;
+        let result = shell::run(node, first, outlets, datagrams_rx, commands_rx, shutdown).await;
         receiver.abort();
         api_task.abort();
         quic_task.abort();
@@ -337,6 +324,7 @@ pub async fn run(
         }
         let _ = std::fs::remove_file(data.socket_path());
         // Give QUIC a moment to tell peers the connection is closed.
+        endpoint.close(0u32.into(), b"leaving");
         let _ = tokio::time::timeout(Duration::from_millis(200), endpoint.wait_idle()).await;
         match &result {
             Ok(()) => info!("agent stopped"),
@@ -348,8 +336,19 @@ pub async fn run(
     .await
 }
 
+/// Loads the desired state from the data dir, or starts empty.
+fn load_desired(path: &std::path::Path) -> Result<DesiredState, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            wire::decode::<DesiredState>(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DesiredState::default()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
 /// Moves datagrams from the socket to the node loop; oversized ones are dropped here.
-async fn receive(socket: Arc<UdpSocket>, packets: mpsc::Sender<Vec<u8>>) {
+async fn receive(socket: Arc<UdpSocket>, datagrams: mpsc::Sender<Vec<u8>>) {
     // One byte more than we accept, so that an oversized datagram is recognisable as such.
     let mut buf = vec![0u8; wire::MAX_DATAGRAM_BYTES + 64];
     loop {
@@ -359,7 +358,7 @@ async fn receive(socket: Arc<UdpSocket>, packets: mpsc::Sender<Vec<u8>>) {
                     tracing::debug!(%from, len, "dropped oversized datagram");
                     continue;
                 }
-                if packets.send(buf[..len].to_vec()).await.is_err() {
+                if datagrams.send(buf[..len].to_vec()).await.is_err() {
                     return;
                 }
             }

@@ -1,76 +1,59 @@
 //! Writes the desired state to the data dir, in order, off the node loop.
 //!
 //! One task owns the file so that snapshots land in the order they were taken; a burst of remote
-//! merges coalesces into one write. A local change waits for its own snapshot to be fsynced before
-//! the CLI is told it is done.
+//! merges coalesces into one write. The node hears back which snapshot is durable
+//! ([`Input::Persisted`]), and answers a CLI change only once its snapshot is.
 
 use std::path::PathBuf;
 
-use tokio::sync::{mpsc, oneshot};
-use tracing::warn;
+use tokio::sync::mpsc;
 
-use super::datadir::write_atomic;
-
-/// A snapshot to write, and who waits for it to be durable.
-pub struct Snapshot {
-    /// The encoded state.
-    pub bytes: Vec<u8>,
-    /// Told once the bytes are on disk (or why not).
-    pub durable: Option<oneshot::Sender<Result<(), String>>>,
-}
+use super::{datadir::write_atomic, shell::Command};
+use shoal_core::node::{Input, Persist};
 
 /// Handle to the persister task.
 #[derive(Clone)]
 pub struct Persister {
-    tx: mpsc::UnboundedSender<Snapshot>,
+    tx: mpsc::UnboundedSender<Persist>,
 }
 
 impl Persister {
-    /// Starts the task writing to `path`.
-    pub fn start(path: PathBuf) -> Self {
+    /// Starts the task writing to `path`; results go back to the node through `commands`.
+    pub fn start(path: PathBuf, commands: mpsc::Sender<Command>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(path, rx));
+        tokio::spawn(run(path, rx, commands));
         Persister { tx }
     }
 
-    /// Queues a snapshot; the returned receiver resolves once it is durable.
-    pub fn write(&self, bytes: Vec<u8>) -> oneshot::Receiver<Result<(), String>> {
-        let (durable, done) = oneshot::channel();
-        let _ = self.tx.send(Snapshot {
-            bytes,
-            durable: Some(durable),
-        });
-        done
-    }
-
-    /// Queues a snapshot nobody waits for.
-    pub fn write_later(&self, bytes: Vec<u8>) {
-        let _ = self.tx.send(Snapshot {
-            bytes,
-            durable: None,
-        });
+    /// Queues a snapshot.
+    pub fn write(&self, snapshot: Persist) {
+        let _ = self.tx.send(snapshot);
     }
 }
 
-async fn run(path: PathBuf, mut rx: mpsc::UnboundedReceiver<Snapshot>) {
+async fn run(
+    path: PathBuf,
+    mut rx: mpsc::UnboundedReceiver<Persist>,
+    commands: mpsc::Sender<Command>,
+) {
     while let Some(first) = rx.recv().await {
-        // Only the newest queued snapshot matters; everyone queued so far waits for it.
-        let mut latest = first.bytes;
-        let mut waiting: Vec<_> = first.durable.into_iter().collect();
+        // Only the newest queued snapshot matters: it holds everything the older ones did.
+        let mut latest = first;
         while let Ok(next) = rx.try_recv() {
-            latest = next.bytes;
-            waiting.extend(next.durable);
+            latest = next;
         }
         let target = path.clone();
-        let result = tokio::task::spawn_blocking(move || write_atomic(&target, &latest, true))
+        let bytes = latest.desired;
+        let result = tokio::task::spawn_blocking(move || write_atomic(&target, &bytes, true))
             .await
             .map_err(|e| e.to_string())
             .and_then(|r| r.map_err(|e| format!("writing {}: {e}", path.display())));
-        if let Err(e) = &result {
-            warn!(error = %e, "could not persist the desired state");
-        }
-        for w in waiting {
-            let _ = w.send(result.clone());
+        let done = Input::Persisted {
+            seq: latest.seq,
+            result,
+        };
+        if commands.send(Command::Input(done)).await.is_err() {
+            return;
         }
     }
 }

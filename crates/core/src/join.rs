@@ -51,6 +51,11 @@ impl JoinPlan {
         }
     }
 
+    /// The addresses it tries; empty for the first node of a new cluster.
+    pub fn targets(&self) -> &[SocketAddr] {
+        &self.targets
+    }
+
     /// Whether the node gave up waiting and runs alone (still retrying slowly).
     pub fn is_alone(&self) -> bool {
         self.alone

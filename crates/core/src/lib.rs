@@ -16,6 +16,8 @@
 //! - Decisions: [`reconcile`] (placement, pacing, the per-node plan), [`routing`] (which
 //!   replicas a published port leads to, sticky cookies), [`runtime`] (the vocabulary of
 //!   containers and the trait an engine implements).
+//! - [`node`]: the whole node as one state machine, `handle(input, now) -> effects`, over all
+//!   of the above; the agent and the simulator both drive it.
 //! - [`api`]: the messages between the CLI and agents and between agents.
 //! - [`sim`]: the deterministic discrete-event simulator.
 
@@ -28,6 +30,7 @@ pub mod desired;
 pub mod identity;
 pub mod join;
 pub mod membership;
+pub mod node;
 pub mod observed;
 pub mod reconcile;
 pub mod replica;

@@ -26,7 +26,7 @@ use tokio::{
 };
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::node::now_ms;
+use super::shell::now_ms;
 use shoal_core::{
     desired::spec::Protocol,
     routing::{

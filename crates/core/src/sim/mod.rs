@@ -1,12 +1,19 @@
-//! A deterministic discrete-event simulator: many nodes' cores in one thread, a virtual clock, and
-//! a network that can lose, delay and partition datagrams. A seed replays a run exactly.
+//! A deterministic discrete-event simulator: many [`Node`]s in one thread, a virtual clock, a
+//! network that loses, delays, duplicates, reorders and partitions, and a fake container engine
+//! per host. A seed replays a run exactly.
 //!
-//! It drives the same [`Membership`] state machine the agent runs; only the IO is simulated, and it
-//! is simulated at the datagram boundary (above any real transport), as design §8 asks.
+//! It drives the very `Node` the agent runs, through the same inputs and effects; only the IO is
+//! simulated, at the message boundary (datagrams and peer calls), above any real transport, as
+//! design §8 asks. What the shell does for a node (timers, calls with a timeout, the executor
+//! that carries out container actions and re-lists, the data dir) is modelled here the way the
+//! agent does it.
+
+mod checks;
+mod runtime;
 
 use std::{
     cmp::Reverse,
-    collections::{BTreeSet, BinaryHeap, HashMap},
+    collections::{BinaryHeap, HashMap},
     net::SocketAddr,
     sync::Arc,
     time::Duration,
@@ -14,16 +21,21 @@ use std::{
 
 use rand::{rngs::StdRng, RngExt, SeedableRng};
 
-mod replication;
-mod workload;
+pub use runtime::{now as poll_now, FakeImages, FakeRuntime};
 
 use crate::{
-    desired::state::DesiredState,
+    api::{Request, Response},
+    desired::{
+        hlc::Hlc,
+        state::{DesiredError, DesiredState},
+    },
     identity::{NodeId, NodeIdentity, NodeMeta},
     join::JoinPlan,
-    membership::{Effects, MemberEvent, Membership, NodeStatus, NodeView, Settings, Timer},
-    observed::NodeReport,
-    replica::Replica,
+    membership::Settings,
+    node::{CallId, ChangeOutcome, Effects, Input, Node, NodeConfig, RequestId},
+    observed::Health,
+    routing::routes::RoutingTable,
+    runtime::{Action, ContainerRuntime},
 };
 
 /// Knobs of one simulated run.
@@ -31,12 +43,16 @@ use crate::{
 pub struct SimConfig {
     /// Seed for everything random: node ids, foca's choices, latency and loss.
     pub seed: u64,
-    /// Probability that a datagram is lost.
+    /// Probability that a datagram (or one leg of a peer call) is lost.
     pub loss: f64,
-    /// One-way latency is uniform in this range (ms).
+    /// Probability that a datagram is delivered twice.
+    pub duplicate: f64,
+    /// One-way latency is uniform in this range (ms); a wide range reorders datagrams.
     pub latency_ms: (u64, u64),
     /// Failure-detector settings of every node.
     pub settings: Settings,
+    /// How long a new replica takes to pass its healthcheck.
+    pub healthy_after_ms: u64,
 }
 
 impl Default for SimConfig {
@@ -44,70 +60,75 @@ impl Default for SimConfig {
         SimConfig {
             seed: 1,
             loss: 0.0,
+            duplicate: 0.0,
             latency_ms: (1, 5),
             settings: Settings::default(),
+            healthy_after_ms: 300,
         }
     }
 }
 
+/// How long a peer call waits for its answer before the shell reports a failure (the agent's
+/// QUIC request timeout).
+pub const CALL_TIMEOUT_MS: u64 = 3_000;
+/// From an action (or an engine event) to the executor's (or watcher's) fresh listing.
+const ENGINE_LAG_MS: u64 = 30;
+/// How long after they start crashing replicas exit.
+const CRASH_AFTER_MS: u64 = 500;
+/// How long a never-healthy replica stays starting before Docker calls it unhealthy.
+const UNHEALTHY_AFTER_MS: u64 = 3_000;
+
 enum Event {
-    Deliver {
+    /// An input for the process of `node` that was running at `epoch` (None: whatever runs then,
+    /// as for a datagram on the wire).
+    Input {
+        node: usize,
+        epoch: Option<u64>,
+        input: Input,
+    },
+    /// A peer call arriving at `to`.
+    Request {
         to: usize,
-        data: Vec<u8>,
+        from: usize,
+        from_epoch: u64,
+        call: CallId,
+        request: crate::api::PeerRequest,
     },
-    Timer {
+    /// A fake container's health changes (Docker runs healthchecks whether or not the agent is
+    /// up), or it crashes.
+    Container {
         node: usize,
-        epoch: u64,
-        timer: Timer,
+        id: String,
+        change: ContainerChange,
     },
-    /// Anti-entropy round of `node` (the agent does it over QUIC; here it is a direct exchange).
-    Sync {
-        node: usize,
-        epoch: u64,
-        repeat: bool,
-    },
-    /// Next step of `node`'s join retry schedule.
-    Join {
-        node: usize,
-        epoch: u64,
-    },
-    /// A desired-state push over the simulated QUIC link.
-    Push {
-        to: usize,
-        state: Box<DesiredState>,
-    },
-    /// A reconciliation round of `node`.
-    Reconcile {
-        node: usize,
-        epoch: u64,
-        repeat: bool,
-    },
-    /// A fake container passes its healthcheck.
-    Healthy {
-        node: usize,
-        container: String,
-    },
-    /// A node's report pushed to a peer.
-    Report {
-        to: usize,
-        report: Box<NodeReport>,
-    },
+}
+
+#[derive(Clone, Copy)]
+enum ContainerChange {
+    Health(Health),
+    Crash,
 }
 
 struct SimNode {
     addr: SocketAddr,
     id: NodeId,
     generation: u64,
-    /// Bumped on every crash so that timers of a dead process never fire in its successor.
+    /// Bumped on every crash so that what was meant for a dead process never reaches its
+    /// successor.
     epoch: u64,
-    /// Peers remembered across restarts, as the agent keeps them in its data dir.
+    node: Option<Node>,
+    /// The data dir: peers remembered and the desired state last written.
     known: Vec<SocketAddr>,
-    membership: Option<Membership<StdRng>>,
-    join: Option<JoinPlan>,
-    /// Desired state, kept across crashes as the data dir keeps it.
-    replica: Replica,
-    /// Containers, reconciler and observed state.
-    workload: workload::Workload,
+    desired_disk: DesiredState,
+    /// The host's engine: it outlives agent crashes.
+    runtime: FakeRuntime,
+    /// Peers' calls this node is answering: the reply goes back to (caller, its epoch, call).
+    inbound: HashMap<RequestId, (usize, u64, CallId)>,
+    next_request: RequestId,
+    /// The last routing table the node handed its ingress.
+    routes: Arc<RoutingTable>,
+    /// Answers to `ask`ed CLI requests, by request id.
+    answers: HashMap<RequestId, Response>,
 }
 
 /// Counters a test or benchmark can report.
@@ -119,12 +140,14 @@ pub struct Report {
     pub bytes_sent: u64,
     /// Datagrams dropped by loss or partition.
     pub packets_dropped: u64,
-    /// Inputs a node rejected (malformed, stale); expected to stay small.
-    pub rejected: u64,
-    /// Anti-entropy rounds that found two nodes' desired states different.
-    pub desired_repairs: u64,
+    /// Peer calls made.
+    pub calls: u64,
+    /// Peer calls that failed (lost, partitioned, peer down).
+    pub calls_failed: u64,
     /// Containers stopped and removed by reconcilers.
     pub containers_removed: u64,
+    /// Containers created.
+    pub containers_created: u64,
 }
 
 /// The simulated cluster.
@@ -140,8 +163,6 @@ pub struct Sim {
     /// Partition group of each node; datagrams cross only within a group.
     groups: Vec<u32>,
     rng: StdRng,
-    /// Source of fake container ids.
-    next_container: u64,
     /// Running totals.
     pub report: Report,
 }
@@ -155,17 +176,19 @@ impl Sim {
         for i in 0..n {
             let addr = sim_addr(i);
             by_addr.insert(addr, i);
-            let id = NodeId(rng.random::<u128>() | 1);
             nodes.push(SimNode {
                 addr,
-                id,
-                replica: Replica::new(id, DesiredState::default(), 0),
-                workload: workload::Workload::default(),
+                id: NodeId(rng.random::<u128>() | 1),
                 generation: 0,
                 epoch: 0,
+                node: None,
                 known: Vec::new(),
-                membership: None,
-                join: None,
+                desired_disk: DesiredState::default(),
+                runtime: FakeRuntime::new(addr.ip()),
+                inbound: HashMap::new(),
+                next_request: 0,
+                routes: Arc::default(),
+                answers: HashMap::new(),
             });
         }
         Sim {
@@ -179,7 +202,6 @@ impl Sim {
             by_addr,
             groups: vec![0; n],
             rng,
-            next_container: 0,
             report: Report::default(),
         }
     }
@@ -204,112 +226,96 @@ impl Sim {
         self.nodes[i].addr
     }
 
-    /// Whether node `i` is running.
+    /// Id of node `i`.
+    pub fn node_id(&self, i: usize) -> NodeId {
+        self.nodes[i].id
+    }
+
+    /// Whether node `i`'s agent is running.
     pub fn is_running(&self, i: usize) -> bool {
-        self.nodes[i].membership.is_some()
+        self.nodes[i].node.is_some()
+    }
+
+    /// Node `i`'s engine (its containers outlive agent crashes).
+    pub fn runtime(&self, i: usize) -> &FakeRuntime {
+        &self.nodes[i].runtime
+    }
+
+    /// Sets how every node's engine treats images (missing, never healthy, crashing).
+    pub fn set_images(&mut self, images: FakeImages) {
+        for n in &self.nodes {
+            n.runtime.set_images(images.clone());
+        }
     }
 
     /// Starts node `i` (a new process, next generation) and has it join through `seeds`, plus any
     /// peers it remembers from a previous life.
     pub fn start(&mut self, i: usize, seeds: &[usize]) {
-        assert!(self.nodes[i].membership.is_none(), "node {i} already runs");
-        let node = &mut self.nodes[i];
-        node.generation += 1;
-        node.epoch += 1;
+        assert!(self.nodes[i].node.is_none(), "node {i} already runs");
+        let mut targets: Vec<SocketAddr> = seeds.iter().map(|&s| self.nodes[s].addr).collect();
+        let n = &mut self.nodes[i];
+        n.generation += 1;
+        n.epoch += 1;
+        n.inbound.clear();
+        targets.extend(n.known.iter().copied());
+        targets.sort();
+        targets.dedup();
+        targets.retain(|&t| t != n.addr);
         let identity = NodeIdentity {
-            addr: node.addr,
-            id: node.id,
-            generation: node.generation,
+            addr: n.addr,
+            id: n.id,
+            generation: n.generation,
             meta: Arc::new(NodeMeta {
                 name: format!("n{i:04}"),
                 labels: Default::default(),
                 os: "linux".into(),
                 arch: "x86_64".into(),
                 agent_version: env!("CARGO_PKG_VERSION").into(),
-                quic_addr: node.addr,
+                quic_addr: n.addr,
                 cert_sha256: [0; 32],
                 runs_containers: true,
             }),
         };
-        let rng = StdRng::seed_from_u64(self.rng.random());
-        let mut membership = Membership::new(identity, self.config.settings.clone(), rng);
-        let mut targets: Vec<SocketAddr> = seeds.iter().map(|&s| self.nodes[s].addr).collect();
-        targets.extend(self.nodes[i].known.iter().copied());
-        targets.sort();
-        targets.dedup();
-        targets.retain(|&t| t != self.nodes[i].addr);
-        self.nodes[i].join = Some(JoinPlan::new(targets, false, Duration::from_secs(10)));
-        let effects = membership.take_effects();
-        self.nodes[i].membership = Some(membership);
+        let config = NodeConfig {
+            identity,
+            settings: self.config.settings.clone(),
+            join: JoinPlan::new(targets, false, Duration::from_secs(10)),
+            desired: n.desired_disk.clone(),
+            no_runtime: None,
+            seed: self.rng.random(),
+        };
+        let (node, effects) = Node::new(config, self.now_ms);
+        self.nodes[i].node = Some(node);
         self.apply(i, effects);
-        let epoch = self.nodes[i].epoch;
-        self.schedule(self.now_ms, Event::Join { node: i, epoch });
-        self.nodes[i].workload.seq = 0;
-        let first = self.rng.random_range(0..workload::RECONCILE_PERIOD_MS);
-        self.schedule(
-            self.now_ms + first,
-            Event::Reconcile {
-                node: i,
-                epoch,
-                repeat: true,
-            },
-        );
-        let first = self
-            .rng
-            .random_range(0..self.config.settings.sync_period.as_millis() as u64);
-        self.schedule(
-            self.now_ms + first,
-            Event::Sync {
-                node: i,
-                epoch,
-                repeat: true,
-            },
-        );
+        // The engine watcher lists the containers as soon as the agent starts.
+        self.schedule_listing(i, ENGINE_LAG_MS);
     }
 
-    /// Kills node `i` without a goodbye, as a power cut would: the host goes down with its
-    /// containers, which come back exited, as Docker keeps them.
+    /// Kills node `i`'s host without a goodbye, as a power cut would: its containers come back
+    /// exited, as Docker keeps them.
     pub fn crash(&mut self, i: usize) {
         self.crash_agent(i);
-        let now = self.now_ms;
-        let w = &mut self.nodes[i].workload;
-        for c in &mut w.containers {
-            if !matches!(c.status, crate::runtime::ContainerStatus::Exited { .. }) {
-                c.status = crate::runtime::ContainerStatus::Exited {
-                    code: 137,
-                    finished_ms: now,
-                    error: Some("node crashed".into()),
-                };
-                c.health = crate::observed::Health::None;
-            }
-        }
+        self.nodes[i].runtime.set_now(self.now_ms);
+        self.nodes[i].runtime.host_down();
     }
 
     /// Kills node `i`'s agent alone, as `kill -9` would: its containers run on, and the agent
     /// forgets everything but its data dir.
     pub fn crash_agent(&mut self, i: usize) {
-        if let Some(m) = self.nodes[i].membership.take() {
-            self.nodes[i].known = m.known_addrs();
-        }
-        let w = &mut self.nodes[i].workload;
-        w.reconciler = Default::default();
-        w.last_published = None;
+        let n = &mut self.nodes[i];
+        n.node = None;
+        n.epoch += 1;
+        n.inbound.clear();
     }
 
-    /// Stops node `i` gracefully: it tells its peers it leaves.
+    /// Stops node `i` gracefully (it tells its peers it leaves), with its host.
     pub fn stop(&mut self, i: usize) {
-        if let Some(m) = self.nodes[i].membership.as_mut() {
-            if m.leave(self.now_ms).is_err() {
-                self.report.rejected += 1;
-            }
-            let effects = m.take_effects();
-            self.apply(i, effects);
-        }
+        self.input(i, Input::Leave);
         self.crash(i);
     }
 
-    /// Splits the cluster: nodes in different groups cannot exchange datagrams. Nodes not listed
-    /// stay in group 0.
+    /// Splits the cluster: nodes in different groups cannot exchange datagrams or calls. Nodes
+    /// not listed stay in group 0.
     pub fn partition(&mut self, groups: &[&[usize]]) {
         self.groups.iter_mut().for_each(|g| *g = 0);
         for (g, members) in groups.iter().enumerate() {
@@ -322,6 +328,39 @@ impl Sim {
     /// Ends every partition.
     pub fn heal(&mut self) {
         self.groups.iter_mut().for_each(|g| *g = 0);
+    }
+
+    /// Applies a desired-state change on running node `i` as its CLI would: durable, pushed to a
+    /// few live peers, gossiped. Returns whether anything changed.
+    pub fn change(
+        &mut self,
+        i: usize,
+        op: impl FnOnce(&mut DesiredState, Hlc) -> Result<DesiredState, DesiredError>,
+    ) -> Result<bool, DesiredError> {
+        let now = self.now_ms;
+        let node = self.nodes[i].node.as_mut().expect("node runs");
+        let (outcome, effects) = node.change(now, op);
+        self.apply(i, effects);
+        match outcome {
+            ChangeOutcome::Changed => Ok(true),
+            ChangeOutcome::Unchanged => Ok(false),
+            ChangeOutcome::Refused(e) => Err(e),
+        }
+    }
+
+    /// Hands a CLI request to running node `i`. Queries are answered at once; a change once it is
+    /// durable and pushed: see [`Sim::answer`].
+    pub fn ask(&mut self, i: usize, request: Request) -> RequestId {
+        let n = &mut self.nodes[i];
+        n.next_request += 1;
+        let id = n.next_request;
+        self.input(i, Input::Api { id, request });
+        id
+    }
+
+    /// The answer to request `id` asked of node `i`, once there is one.
+    pub fn answer(&mut self, i: usize, id: RequestId) -> Option<Response> {
+        self.nodes[i].answers.remove(&id)
     }
 
     /// Advances virtual time by `ms`, processing every event due.
@@ -356,62 +395,6 @@ impl Sim {
         }
     }
 
-    /// Node `i`'s view of the cluster (empty if it is not running).
-    pub fn view(&self, i: usize) -> Vec<NodeView> {
-        self.nodes[i]
-            .membership
-            .as_ref()
-            .map(|m| m.nodes())
-            .unwrap_or_default()
-    }
-
-    /// Whether every running node sees exactly the running nodes as ready and every other node
-    /// it knows of as `other` (down or left).
-    pub fn converged(&self, other: NodeStatus) -> bool {
-        let running: BTreeSet<NodeId> = self
-            .nodes
-            .iter()
-            .filter(|n| n.membership.is_some())
-            .map(|n| n.id)
-            .collect();
-        self.nodes
-            .iter()
-            .filter_map(|n| n.membership.as_ref())
-            .all(|m| {
-                let views = m.nodes();
-                let ready: BTreeSet<NodeId> = views
-                    .iter()
-                    .filter(|v| v.status == NodeStatus::Ready)
-                    .map(|v| v.identity.id)
-                    .collect();
-                ready == running
-                    && views
-                        .iter()
-                        .filter(|v| !running.contains(&v.identity.id))
-                        .all(|v| v.status == other)
-            })
-    }
-
-    /// Whether every running node sees node `target` with `status` (or does not know it at all,
-    /// when `status` is down or left and it never met it).
-    pub fn all_see(&self, target: usize, status: NodeStatus) -> bool {
-        let id = self.nodes[target].id;
-        self.nodes
-            .iter()
-            .enumerate()
-            .filter(|(i, n)| *i != target && n.membership.is_some())
-            .all(|(_, n)| {
-                n.membership
-                    .as_ref()
-                    .expect("filtered")
-                    .nodes()
-                    .iter()
-                    .find(|v| v.identity.id == id)
-                    .map(|v| v.status == status)
-                    .unwrap_or(false)
-            })
-    }
-
     fn schedule(&mut self, at: u64, event: Event) {
         let key = self.next_event;
         self.next_event += 1;
@@ -420,57 +403,242 @@ impl Sim {
         self.queue.push(Reverse((at, self.seq, key)));
     }
 
+    /// Schedules `input` for the process of node `i` running now.
+    fn schedule_input(&mut self, i: usize, after_ms: u64, input: Input) {
+        let epoch = Some(self.nodes[i].epoch);
+        self.schedule(
+            self.now_ms + after_ms,
+            Event::Input {
+                node: i,
+                epoch,
+                input,
+            },
+        );
+    }
+
+    fn schedule_listing(&mut self, i: usize, after_ms: u64) {
+        let n = &self.nodes[i];
+        n.runtime.set_now(self.now_ms);
+        let input = match poll_now(n.runtime.list(n.id)) {
+            Ok(list) => Input::Listed(list),
+            Err(e) => Input::ListFailed(e.0),
+        };
+        self.schedule_input(i, after_ms, input);
+    }
+
+    /// Feeds node `i` one input now, if its agent runs.
+    fn input(&mut self, i: usize, input: Input) {
+        let now = self.now_ms;
+        let Some(node) = self.nodes[i].node.as_mut() else {
+            return;
+        };
+        let effects = node.handle(input, now);
+        self.apply(i, effects);
+    }
+
+    /// Whether a message from `a` to `b` gets through now (loss and partitions).
+    fn passes(&mut self, a: usize, b: usize) -> bool {
+        let lost = self.config.loss > 0.0 && self.rng.random_bool(self.config.loss);
+        !lost && self.groups[a] == self.groups[b]
+    }
+
+    fn latency(&mut self) -> u64 {
+        let (lo, hi) = self.config.latency_ms;
+        self.rng.random_range(lo..=hi)
+    }
+
+    /// Carries out node `from`'s effects, as the agent's shell would.
     fn apply(&mut self, from: usize, effects: Effects) {
-        let epoch = self.nodes[from].epoch;
-        for payload in &effects.broadcasts {
-            let now = self.now_ms;
-            if self.nodes[from]
-                .replica
-                .receive_gossip(payload, now)
-                .is_err()
-            {
-                self.report.rejected += 1;
-            }
+        let Effects {
+            datagrams,
+            timers,
+            calls,
+            peer_replies,
+            api_replies,
+            actions,
+            persist,
+            peers,
+            generation,
+            trusted: _,
+            routes,
+            stopped,
+        } = effects;
+        for (after, timer) in timers {
+            self.schedule_input(from, after.as_millis() as u64, Input::Timer(timer));
         }
-        // Like the agent: a full exchange as soon as a node is connected.
-        if effects.events.contains(&MemberEvent::Connected) {
-            let node = from;
-            self.schedule(
-                self.now_ms,
-                Event::Sync {
-                    node,
-                    epoch,
-                    repeat: false,
-                },
-            );
-        }
-        for (after, timer) in effects.timers {
-            let at = self.now_ms + after.as_millis() as u64;
-            self.schedule(
-                at,
-                Event::Timer {
-                    node: from,
-                    epoch,
-                    timer,
-                },
-            );
-        }
-        for (addr, data) in effects.packets {
+        for (addr, data) in datagrams {
             self.report.packets_sent += 1;
             self.report.bytes_sent += data.len() as u64;
             let Some(&to) = self.by_addr.get(&addr) else {
                 self.report.packets_dropped += 1;
                 continue;
             };
-            let lost = self.config.loss > 0.0 && self.rng.random_bool(self.config.loss);
-            if lost || self.groups[from] != self.groups[to] {
+            if !self.passes(from, to) {
                 self.report.packets_dropped += 1;
                 continue;
             }
-            let (lo, hi) = self.config.latency_ms;
-            let at = self.now_ms + self.rng.random_range(lo..=hi);
-            self.schedule(at, Event::Deliver { to, data });
+            let copies =
+                if self.config.duplicate > 0.0 && self.rng.random_bool(self.config.duplicate) {
+                    2
+                } else {
+                    1
+                };
+            for _ in 0..copies {
+                let at = self.now_ms + self.latency();
+                let input = Input::Datagram(data.clone());
+                self.schedule(
+                    at,
+                    Event::Input {
+                        node: to,
+                        epoch: None,
+                        input,
+                    },
+                );
+            }
         }
+        for call in calls {
+            self.report.calls += 1;
+            let to = self.by_addr.get(&call.to.addr).copied();
+            match to {
+                Some(to) if self.passes(from, to) => {
+                    let at = self.now_ms + self.latency();
+                    let from_epoch = self.nodes[from].epoch;
+                    self.schedule(
+                        at,
+                        Event::Request {
+                            to,
+                            from,
+                            from_epoch,
+                            call: call.id,
+                            request: call.request,
+                        },
+                    );
+                }
+                _ => self.fail_call(from, self.nodes[from].epoch, call.id),
+            }
+        }
+        for (id, response) in peer_replies {
+            let Some((caller, epoch, call)) = self.nodes[from].inbound.remove(&id) else {
+                continue;
+            };
+            if self.passes(from, caller) {
+                let at = self.now_ms + self.latency();
+                let input = Input::Reply {
+                    call,
+                    result: Ok(response),
+                };
+                self.schedule(
+                    at,
+                    Event::Input {
+                        node: caller,
+                        epoch: Some(epoch),
+                        input,
+                    },
+                );
+            } else {
+                self.fail_call(caller, epoch, call);
+            }
+        }
+        for (id, response) in api_replies {
+            self.nodes[from].answers.insert(id, response);
+        }
+        if !actions.is_empty() {
+            self.execute(from, actions);
+        }
+        if let Some(persist) = persist {
+            if let Ok(state) = crate::wire::decode::<DesiredState>(&persist.desired) {
+                self.nodes[from].desired_disk = state;
+            }
+            let done = Input::Persisted {
+                seq: persist.seq,
+                result: Ok(()),
+            };
+            self.schedule_input(from, 1, done);
+        }
+        if let Some(peers) = peers {
+            self.nodes[from].known = peers;
+        }
+        if let Some(generation) = generation {
+            self.nodes[from].generation = generation;
+        }
+        if let Some(table) = routes {
+            self.nodes[from].routes = table;
+        }
+        if stopped.is_some() {
+            self.crash_agent(from);
+        }
+    }
+
+    /// The shell's answer to a call that never got one: a failure after the timeout.
+    fn fail_call(&mut self, caller: usize, epoch: u64, call: CallId) {
+        self.report.calls_failed += 1;
+        let input = Input::Reply {
+            call,
+            result: Err("peer did not answer".into()),
+        };
+        self.schedule(
+            self.now_ms + CALL_TIMEOUT_MS,
+            Event::Input {
+                node: caller,
+                epoch: Some(epoch),
+                input,
+            },
+        );
+    }
+
+    /// The executor: carries out the actions on the node's engine, reports failed creates, and
+    /// re-lists, as the agent's does; schedules the new containers' health.
+    fn execute(&mut self, i: usize, actions: Vec<Action>) {
+        let now = self.now_ms;
+        let n = &self.nodes[i];
+        n.runtime.set_now(now);
+        let mut failed = Vec::new();
+        for action in actions {
+            match action {
+                Action::Remove { container, .. } => {
+                    if poll_now(n.runtime.remove(&container, 10)).is_ok() {
+                        self.report.containers_removed += 1;
+                    }
+                }
+                Action::Create(task) => match poll_now(n.runtime.create(n.id, &task)) {
+                    Ok(_) => self.report.containers_created += 1,
+                    Err(e) => failed.push(Input::CreateFailed { task, error: e.0 }),
+                },
+            }
+        }
+        let created: Vec<_> = n
+            .runtime
+            .take_created()
+            .into_iter()
+            .map(|(id, image)| (id, n.runtime.behaviour(&image)))
+            .collect();
+        for (id, (never_healthy, crashing)) in created {
+            let (after, change) = if crashing {
+                (CRASH_AFTER_MS, ContainerChange::Crash)
+            } else if never_healthy {
+                (
+                    UNHEALTHY_AFTER_MS,
+                    ContainerChange::Health(Health::Unhealthy),
+                )
+            } else {
+                (
+                    self.config.healthy_after_ms,
+                    ContainerChange::Health(Health::Healthy),
+                )
+            };
+            self.schedule(
+                now + after,
+                Event::Container {
+                    node: i,
+                    id,
+                    change,
+                },
+            );
+        }
+        for input in failed {
+            self.schedule_input(i, ENGINE_LAG_MS, input);
+        }
+        self.schedule_listing(i, ENGINE_LAG_MS);
     }
 
     fn step(&mut self) {
@@ -479,105 +647,65 @@ impl Sim {
         };
         self.now_ms = at;
         let event = self.events.remove(&key).expect("scheduled event exists");
-        let (node, result) = match event {
-            Event::Deliver { to, data } => {
-                let now = self.now_ms;
-                // A datagram to a node that is not running is lost, as on a real network.
-                let Some(m) = self.nodes[to].membership.as_mut() else {
-                    return;
-                };
-                (to, m.handle_packet(&data, now))
-            }
-            Event::Timer { node, epoch, timer } => {
-                let now = self.now_ms;
-                if self.nodes[node].epoch != epoch {
-                    return;
+        match event {
+            Event::Input { node, epoch, input } => {
+                if epoch.is_none_or(|e| e == self.nodes[node].epoch) {
+                    self.input(node, input);
                 }
-                let Some(m) = self.nodes[node].membership.as_mut() else {
-                    return;
-                };
-                (node, m.handle_timer(timer, now))
             }
-            Event::Sync {
-                node,
-                epoch,
-                repeat,
+            Event::Request {
+                to,
+                from,
+                from_epoch,
+                call,
+                request,
             } => {
-                if self.nodes[node].epoch != epoch || self.nodes[node].membership.is_none() {
+                if self.nodes[to].node.is_none() {
+                    // Nobody listens: the caller's shell times out.
+                    self.fail_call(from, from_epoch, call);
                     return;
                 }
-                if repeat {
-                    let next = self.now_ms + self.config.settings.sync_period.as_millis() as u64;
-                    self.schedule(
-                        next,
-                        Event::Sync {
-                            node,
-                            epoch,
-                            repeat,
-                        },
-                    );
+                let n = &mut self.nodes[to];
+                n.next_request += 1;
+                let id = n.next_request;
+                n.inbound.insert(id, (from, from_epoch, call));
+                self.input(to, Input::Peer { id, request });
+            }
+            Event::Container { node, id, change } => {
+                let n = &self.nodes[node];
+                n.runtime.set_now(self.now_ms);
+                let changed = match change {
+                    ContainerChange::Health(h) => n.runtime.set_health(&id, h),
+                    ContainerChange::Crash => n.runtime.exit(&id, 1, None),
+                };
+                // The engine's event wakes the agent's watcher, which re-lists.
+                if changed && self.nodes[node].node.is_some() {
+                    self.schedule_listing(node, ENGINE_LAG_MS);
                 }
-                self.sync(node);
-                return;
             }
-            Event::Join { node, epoch } => {
-                if self.nodes[node].epoch != epoch {
-                    return;
-                }
-                self.join_step(node);
-                return;
-            }
-            Event::Reconcile {
-                node,
-                epoch,
-                repeat,
-            } => {
-                if self.nodes[node].epoch != epoch || self.nodes[node].membership.is_none() {
-                    return;
-                }
-                if repeat {
-                    let next = self.now_ms + workload::RECONCILE_PERIOD_MS;
-                    self.schedule(
-                        next,
-                        Event::Reconcile {
-                            node,
-                            epoch,
-                            repeat,
-                        },
-                    );
-                }
-                self.reconcile(node);
-                return;
-            }
-            Event::Healthy { node, container } => {
-                // Docker runs healthchecks whether or not the agent is up; a container of a
-                // crashed host has exited and stays unhealthy.
-                self.container_healthy(node, &container);
-                // The engine's health event wakes the agent, which re-lists and reconciles.
-                self.wake_for_engine_event(node);
-                return;
-            }
-            Event::Report { to, report } => {
-                self.receive_report(to, *report);
-                return;
-            }
-            Event::Push { to, state } => {
-                if self.nodes[to].membership.is_some() {
-                    let now = self.now_ms;
-                    self.nodes[to].replica.merge(*state, now);
-                }
-                return;
-            }
-        };
-        if result.is_err() {
-            self.report.rejected += 1;
         }
-        let effects = self.nodes[node]
-            .membership
-            .as_mut()
-            .expect("handled above")
-            .take_effects();
-        self.apply(node, effects);
+    }
+
+    /// Kills a random running container of node `i`, as `docker kill` or a crash would (the
+    /// container is left exited). Returns whether there was one.
+    pub fn kill_container(&mut self, i: usize) -> bool {
+        let running: Vec<String> = self.nodes[i]
+            .runtime
+            .containers()
+            .into_iter()
+            .filter(|c| c.status == crate::runtime::ContainerStatus::Running)
+            .map(|c| c.id)
+            .collect();
+        if running.is_empty() {
+            return false;
+        }
+        let id = running[self.rng.random_range(0..running.len())].clone();
+        self.nodes[i].runtime.set_now(self.now_ms);
+        self.nodes[i].runtime.exit(&id, 137, None);
+        if self.nodes[i].node.is_some() {
+            self.schedule_listing(i, ENGINE_LAG_MS);
+        }
+        true
     }
 }
 

@@ -1,0 +1,355 @@
+//! Read-only answers to the CLI (`node ls`, `service ls|inspect|ps`, `stack ls|ps`, `node ps`),
+//! computed from this node's view of the whole cluster, and the dispatch of CLI writes to
+//! [`super::changes`].
+
+use std::collections::BTreeMap;
+
+use super::{
+    changes::{all_or_nothing, service_actions},
+    Node, RequestId,
+};
+use crate::{
+    api::{
+        find_node, port_text, NodeInfo, Request, Response, Rollout, ServiceDetail, ServiceInfo,
+        StackInfo, TaskInfo,
+    },
+    desired::spec::Mode,
+    desired::state::{DesiredError, ServiceView},
+    identity::NodeId,
+    membership::NodeStatus,
+    observed::{SlotKey, TaskReport, TaskState},
+    reconcile::{
+        pacing,
+        plan::{node_facts, placement_of},
+    },
+};
+
+impl Node {
+    /// Answers one CLI request; changes answer once durable and pushed (see [`super::changes`]).
+    pub(super) fn answer_api(&mut self, id: RequestId, request: Request, now_ms: u64) {
+        let state = self.replica.state();
+        let answer = match request {
+            Request::NodeList => Response::Nodes(self.node_infos()),
+            Request::StackList => Response::Stacks(
+                state
+                    .stacks()
+                    .into_iter()
+                    .map(|s| StackInfo {
+                        name: s.name,
+                        services: s.services,
+                    })
+                    .collect(),
+            ),
+            Request::ServiceList => Response::Services(
+                state
+                    .services()
+                    .iter()
+                    .map(|s| self.service_info(s))
+                    .collect(),
+            ),
+            Request::ServiceInspect { name } => match state.service(&name) {
+                Some(view) => Response::Service(Box::new(ServiceDetail {
+                    info: self.service_info(&view),
+                    rollout: self.rollout(&view, now_ms),
+                    version: view.version.to_string(),
+                    force: view.force,
+                    spec: view.spec.clone(),
+                })),
+                None => Response::Error(DesiredError::UnknownService(name).to_string()),
+            },
+            Request::ServicePs { name } => match state.service(&name) {
+                Some(_) => Response::Tasks(self.tasks(|s| s.name == name, None)),
+                None => Response::Error(DesiredError::UnknownService(name).to_string()),
+            },
+            Request::StackPs { stack } => {
+                if state.services().iter().any(|s| s.stack == stack) {
+                    Response::Tasks(self.tasks(|s| s.stack == stack, None))
+                } else {
+                    Response::Error(DesiredError::UnknownStack(stack).to_string())
+                }
+            }
+            Request::NodePs { node } => {
+                let id = match node {
+                    Some(query) => self.resolve_node(&query),
+                    None => Ok(self.membership.identity().id),
+                };
+                match id {
+                    Ok(id) => Response::Tasks(self.tasks(|_| true, Some(id))),
+                    Err(e) => Response::Error(e),
+                }
+            }
+            Request::NodeUpdate {
+                node,
+                availability,
+                label_add,
+                label_rm,
+            } => {
+                let node = match self.resolve_node(&node) {
+                    Ok(node) => node,
+                    Err(e) => {
+                        self.effects.api_replies.push((id, Response::Error(e)));
+                        return;
+                    }
+                };
+                let action = format!("Updated node {}", node.short());
+                self.apply_change(
+                    Some(id),
+                    now_ms,
+                    move |s, hlc| s.update_node(node, availability, label_add, label_rm, hlc),
+                    move |_, _| vec![action],
+                );
+                return;
+            }
+            Request::StackDeploy { stack, services } => {
+                self.apply_change(
+                    Some(id),
+                    now_ms,
+                    move |s, hlc| s.deploy_stack(&stack, services, hlc),
+                    service_actions,
+                );
+                return;
+            }
+            Request::StackRemove { stack } => {
+                self.apply_change(
+                    Some(id),
+                    now_ms,
+                    move |s, hlc| s.remove_stack(&stack, hlc),
+                    service_actions,
+                );
+                return;
+            }
+            Request::ServiceUpdate { name, update } => {
+                self.apply_change(
+                    Some(id),
+                    now_ms,
+                    move |s, hlc| s.update_service(&name, *update, hlc),
+                    service_actions,
+                );
+                return;
+            }
+            Request::ServiceScale { scales } => {
+                self.apply_change(
+                    Some(id),
+                    now_ms,
+                    move |s, hlc| all_or_nothing(s, scales, |s, (name, n)| s.scale(&name, n, hlc)),
+                    service_actions,
+                );
+                return;
+            }
+            Request::ServiceRemove { names } => {
+                self.apply_change(
+                    Some(id),
+                    now_ms,
+                    move |s, hlc| all_or_nothing(s, names, |s, name| s.remove_service(&name, hlc)),
+                    service_actions,
+                );
+                return;
+            }
+        };
+        self.effects.api_replies.push((id, answer));
+    }
+
+    pub(super) fn node_infos(&self) -> Vec<NodeInfo> {
+        let state = self.replica.state();
+        self.membership
+            .nodes()
+            .iter()
+            .map(|v| NodeInfo::from_view(v, &state.node_settings(v.identity.id)))
+            .collect()
+    }
+
+    fn service_info(&self, view: &ServiceView) -> ServiceInfo {
+        ServiceInfo {
+            name: view.name.clone(),
+            stack: view.stack.clone(),
+            mode: view.spec.mode,
+            replicas: match view.spec.mode {
+                Mode::Replicated => view.replicas,
+                Mode::Global => self.live_peers().len() as u64 + 1,
+            },
+            running: self.running_replicas(view),
+            image: view.spec.image.clone(),
+            ports: view.spec.ports.iter().map(port_text).collect(),
+        }
+    }
+
+    /// How far the service's update or rebalance has come: the gate this node's reconciler
+    /// computes, over the same inputs.
+    fn rollout(&self, view: &ServiceView, now_ms: u64) -> Rollout {
+        let views = self.membership.nodes();
+        let facts = node_facts(&views, self.replica.state());
+        let observed = &self.workload.observed;
+        let placement = placement_of(view, &facts, observed);
+        let live = facts.iter().map(|n| n.id).collect();
+        let reported = observed.by_service();
+        let serving = pacing::Serving {
+            me: self.me(),
+            local: self.local_containers(),
+            reported: reported.of(&view.name),
+            live: &live,
+        };
+        let gate = pacing::gate(view, &placement.owners, &serving, now_ms);
+        Rollout {
+            changing: gate.changing.len() as u64,
+            in_progress: gate.open.len() as u64,
+            resume_at_ms: gate.wake_at_ms,
+        }
+    }
+
+    /// Replicas of the current version that run, ready, on live nodes.
+    fn running_replicas(&self, view: &ServiceView) -> u64 {
+        let live: std::collections::BTreeSet<NodeId> = self
+            .membership
+            .nodes()
+            .iter()
+            .filter(|v| matches!(v.status, NodeStatus::Ready | NodeStatus::Suspect))
+            .map(|v| v.identity.id)
+            .collect();
+        let slots: std::collections::BTreeSet<_> = self
+            .workload
+            .observed
+            .tasks_of(&view.name)
+            .filter(|(node, t)| live.contains(node) && t.is_ready_at(view.version, view.force))
+            .map(|(_, t)| t.slot)
+            .collect();
+        slots.len() as u64
+    }
+
+    /// Finds a node by full id, unique id prefix, or name.
+    fn resolve_node(&self, query: &str) -> Result<NodeId, String> {
+        let nodes = self.node_infos();
+        find_node(&nodes, query).and_then(|n| n.id.parse::<NodeId>())
+    }
+
+    /// Tasks of the services `wanted` accepts (current ones, then history), and pending slots.
+    fn tasks(
+        &self,
+        wanted: impl Fn(&ServiceView) -> bool,
+        on_node: Option<NodeId>,
+    ) -> Vec<TaskInfo> {
+        let desired = self.replica.state();
+        let views = self.membership.nodes();
+        let status: BTreeMap<NodeId, (String, NodeStatus)> = views
+            .iter()
+            .map(|v| (v.identity.id, (v.identity.meta.name.clone(), v.status)))
+            .collect();
+        let facts = node_facts(&views, desired);
+        let observed = &self.workload.observed;
+        let mut out = Vec::new();
+        for service in desired.services().into_iter().filter(|s| wanted(s)) {
+            let placement = placement_of(&service, &facts, observed);
+            let mut reported: Vec<(NodeId, &TaskReport, bool)> = Vec::new();
+            for report in observed.reports() {
+                if on_node.is_some_and(|n| n != report.node) {
+                    continue;
+                }
+                for t in report.tasks.iter().filter(|t| t.service == service.name) {
+                    reported.push((report.node, t, false));
+                }
+                for t in report.history.iter().filter(|t| t.service == service.name) {
+                    reported.push((report.node, t, true));
+                }
+            }
+            // Slots nobody can run, or whose owner has not reported a task for them yet.
+            if on_node.is_none() {
+                for (slot, reason) in &placement.pending {
+                    out.push(pending(&service, slot, String::new(), reason.clone()));
+                }
+                for (slot, owner) in &placement.owners {
+                    let has = reported
+                        .iter()
+                        .any(|(n, t, h)| !h && n == owner && &t.slot == slot);
+                    if !has {
+                        let node = status.get(owner).map(|s| s.0.clone()).unwrap_or_default();
+                        out.push(pending(
+                            &service,
+                            slot,
+                            node,
+                            "assigned, not started yet".into(),
+                        ));
+                    }
+                }
+            }
+            for (node, t, history) in reported {
+                let (name, node_status) = status
+                    .get(&node)
+                    .cloned()
+                    .unwrap_or_else(|| (node.short(), NodeStatus::Down));
+                let live = matches!(node_status, NodeStatus::Ready | NodeStatus::Suspect);
+                let mut state = t.state.as_str().to_string();
+                let mut error = t.error.clone().unwrap_or_default();
+                if !history && !live && matches!(t.state, TaskState::Running | TaskState::Starting)
+                {
+                    // Its node is gone: nobody can vouch that it still runs.
+                    state = "orphaned".into();
+                    error = format!("node {name} is {}", node_status.as_str());
+                }
+                out.push(TaskInfo {
+                    id: t.task_id.clone(),
+                    name: format!("{}.{}", t.service, t.slot),
+                    service: t.service.clone(),
+                    slot: t.slot.to_string(),
+                    node: name,
+                    image: if t.image.is_empty() {
+                        service.spec.image.clone()
+                    } else {
+                        t.image.clone()
+                    },
+                    desired_state: if t.desired_running && !history {
+                        "running".into()
+                    } else {
+                        "shutdown".into()
+                    },
+                    state,
+                    health: format!("{:?}", t.health).to_lowercase(),
+                    error,
+                    container_id: t.container_id.clone().unwrap_or_default(),
+                    endpoint: t.endpoints.iter().map(|e| e.to_string()).collect(),
+                    since_ms: t.since_ms,
+                    history,
+                });
+            }
+        }
+        out.sort_by(|a, b| {
+            (
+                &a.service,
+                slot_order(&a.slot),
+                a.history,
+                std::cmp::Reverse(a.since_ms),
+            )
+                .cmp(&(
+                    &b.service,
+                    slot_order(&b.slot),
+                    b.history,
+                    std::cmp::Reverse(b.since_ms),
+                ))
+        });
+        out
+    }
+}
+
+/// Numeric slots sort as numbers.
+fn slot_order(slot: &str) -> (u64, String) {
+    slot.parse::<u64>()
+        .map(|n| (n, String::new()))
+        .unwrap_or((u64::MAX, slot.to_string()))
+}
+
+fn pending(service: &ServiceView, slot: &SlotKey, node: String, reason: String) -> TaskInfo {
+    TaskInfo {
+        id: String::new(),
+        name: format!("{}.{}", service.name, slot),
+        service: service.name.clone(),
+        slot: slot.to_string(),
+        node,
+        image: service.spec.image.clone(),
+        desired_state: "running".into(),
+        state: "pending".into(),
+        health: "none".into(),
+        error: reason,
+        container_id: String::new(),
+        endpoint: vec![],
+        since_ms: 0,
+        history: false,
+    }
+}

@@ -1,0 +1,194 @@
+//! Claiming and healing: each reconcile round runs the reconciler over the desired state, the
+//! live members and every node's report, hands the actions to the shell's executor, publishes
+//! this node's report when it changed, and recomputes the ingress routing table.
+
+use std::{collections::HashSet, sync::Arc};
+
+use tracing::{debug, info, warn};
+
+use super::{Node, Pending};
+use crate::{
+    api::PeerRequest,
+    identity::NodeId,
+    observed::{NodeReport, ObservedState},
+    reconcile::plan::{node_facts, Inputs, Reconciler},
+    routing::routes::{routing_table, RoutingTable},
+    runtime::{Action, LocalContainer, TaskSpec},
+};
+
+/// This node's replicas and the bookkeeping around them.
+pub(super) struct Workload {
+    /// Restart bookkeeping and history.
+    pub reconciler: Reconciler,
+    /// Last listing of this node's containers; None until the first listing (or without an
+    /// engine), and then no round runs: acting on no listing would start duplicates.
+    pub containers: Option<Vec<LocalContainer>>,
+    /// Every node's latest report.
+    pub observed: ObservedState,
+    /// Sequence number of this node's last report.
+    seq: u64,
+    /// This node's last published report.
+    published: Option<NodeReport>,
+    /// Containers being removed, so a slow stop is not asked for twice.
+    removing: HashSet<String>,
+    /// Why the engine is unusable, if it is.
+    engine_error: Option<String>,
+    /// The routing table last handed to the ingress.
+    routes: Arc<RoutingTable>,
+}
+
+impl Workload {
+    pub fn new(no_runtime: Option<String>) -> Self {
+        Workload {
+            reconciler: Reconciler::default(),
+            containers: None,
+            observed: ObservedState::default(),
+            seq: 0,
+            published: None,
+            removing: HashSet::new(),
+            engine_error: no_runtime,
+            routes: Arc::default(),
+        }
+    }
+
+    /// Takes in a fresh listing; drops finished removals from the in-progress set.
+    pub fn listed(&mut self, containers: Vec<LocalContainer>) {
+        let ids: HashSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
+        self.removing.retain(|id| ids.contains(id.as_str()));
+        self.containers = Some(containers);
+        self.engine_error = None;
+    }
+
+    pub fn list_failed(&mut self, error: String) {
+        if self.engine_error.as_deref() != Some(error.as_str()) {
+            warn!(%error, "cannot list containers; replicas are not reconciled");
+        }
+        self.engine_error = Some(error);
+    }
+
+    /// A create failed: the reconciler backs off before trying again.
+    pub fn create_failed(&mut self, task: &TaskSpec, error: String, now_ms: u64) {
+        warn!(service = %task.service, slot = %task.slot, task = %task.task_id, %error,
+            "replica failed to start");
+        self.reconciler
+            .create_failed(&task.service, &task.slot, error, now_ms, &task.spec);
+    }
+}
+
+impl Node {
+    /// One reconciliation round. Returns when the reconciler wants to be woken (a restart delay
+    /// ending).
+    pub(super) fn reconcile(&mut self, now_ms: u64) -> Option<u64> {
+        self.publish_routes();
+        if !self.settled {
+            return None;
+        }
+        let me = self.membership.identity().clone();
+        let views = self.membership.nodes();
+        let w = &mut self.workload;
+        let Some(containers) = &w.containers else {
+            return None;
+        };
+        let facts = node_facts(&views, self.replica.state());
+        let plan = w.reconciler.plan(&Inputs {
+            me: me.id,
+            now_ms,
+            services: self.replica.services(),
+            nodes: &facts,
+            observed: &w.observed,
+            local: containers,
+        });
+        for action in plan.actions {
+            let wanted = match &action {
+                Action::Remove { container, reason } => {
+                    let first = w.removing.insert(container.clone());
+                    if first {
+                        info!(container = %short(container), action = "remove", %reason,
+                            "stopping replica");
+                    }
+                    first
+                }
+                Action::Create(t) => {
+                    info!(service = %t.service, slot = %t.slot, task = %t.task_id,
+                        action = "create", "starting replica");
+                    true
+                }
+            };
+            if wanted {
+                self.effects.actions.push(action);
+            }
+        }
+        let changed = w
+            .published
+            .as_ref()
+            .is_none_or(|r| r.tasks != plan.tasks || r.history != plan.history);
+        if changed {
+            w.seq += 1;
+            let report = NodeReport {
+                node: me.id,
+                generation: me.generation,
+                seq: w.seq,
+                tasks: plan.tasks,
+                history: plan.history,
+            };
+            w.observed.merge(report.clone());
+            w.published = Some(report.clone());
+            debug!(
+                seq = report.seq,
+                tasks = report.tasks.len(),
+                "report changed"
+            );
+            for peer in self.live_peers() {
+                self.call(
+                    peer,
+                    PeerRequest::Reports(vec![report.clone()]),
+                    Pending::Fire,
+                );
+            }
+            // The routing table includes this node's own replicas: refresh it with the report.
+            self.publish_routes();
+        }
+        plan.wake_at_ms
+    }
+
+    /// Recomputes the ingress routing table; an effect hands it to the listeners if it changed.
+    fn publish_routes(&mut self) {
+        let views = self.membership.nodes();
+        let table = routing_table(self.replica.services(), &self.workload.observed, &views);
+        let current = &self.workload.routes;
+        if **current == table {
+            return;
+        }
+        for c in table
+            .conflicts
+            .iter()
+            .filter(|c| !current.conflicts.contains(c))
+        {
+            warn!(port = c.port, protocol = ?c.protocol, service = %c.loser,
+                published_by = %c.winner,
+                "ingress: port already published by another service; not routed");
+        }
+        debug!(
+            tcp = table.routes.len(),
+            udp = table.udp.len(),
+            "ingress: routing table changed"
+        );
+        let table = Arc::new(table);
+        self.workload.routes = table.clone();
+        self.effects.routes = Some(table);
+    }
+
+    /// This node's current containers, as last listed.
+    pub(super) fn local_containers(&self) -> &[LocalContainer] {
+        self.workload.containers.as_deref().unwrap_or(&[])
+    }
+
+    /// This node's id.
+    pub(super) fn me(&self) -> NodeId {
+        self.membership.identity().id
+    }
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
