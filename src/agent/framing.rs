@@ -4,6 +4,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use shoal_core::api::{self, FrameError};
 
+/// What a frame's buffer starts with before its bytes arrive.
+const INITIAL_BODY_CAPACITY: usize = 8 * 1024;
+
 /// Reads one frame and decodes it; `Ok(None)` on a clean end of stream.
 pub async fn read<T, S>(stream: &mut S) -> Result<Option<T>, FrameError>
 where
@@ -17,8 +20,22 @@ where
         Err(e) => return Err(e.into()),
     }
     let len = api::frame_len(prefix)?;
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).await?;
+    // Grow the buffer as bytes arrive: a prefix that claims 16 MiB and sends nothing must cost
+    // nothing (100 such connections once took an agent from 196 MB to 768 MB).
+    let mut body = Vec::with_capacity(len.min(INITIAL_BODY_CAPACITY));
+    (&mut *stream)
+        .take(len as u64)
+        .read_to_end(&mut body)
+        .await?;
+    if body.len() != len {
+        return Err(FrameError::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!(
+                "frame announced {len} bytes, the stream ended after {}",
+                body.len()
+            ),
+        )));
+    }
     api::unframe(&body).map(Some)
 }
 

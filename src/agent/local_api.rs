@@ -1,11 +1,11 @@
 //! The local API: a Unix socket in the data dir, mode 0600, through which the CLI on this host
 //! talks to its agent. Each request is handed to the node loop, which owns all state.
 
-use std::{os::unix::fs::PermissionsExt, path::Path};
+use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc, time::Duration};
 
 use tokio::{
     net::{UnixListener, UnixStream},
-    sync::{mpsc, oneshot},
+    sync::{mpsc, oneshot, Semaphore},
 };
 use tracing::{debug, Instrument};
 
@@ -32,10 +32,24 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// CLI connections served at once; beyond that a connection is answered with an error and
+/// closed, so a runaway script cannot exhaust the agent.
+const MAX_CONNECTIONS: usize = 64;
+/// How long a connection may take to send a request (or sit idle between requests).
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Accepts CLI connections until the node loop goes away.
 pub async fn serve(listener: UnixListener, commands: mpsc::Sender<Command>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(async move {
+                let busy = format!("the agent serves {MAX_CONNECTIONS} CLI connections already");
+                let _ = framing::write(&mut stream, Response::Error(busy)).await;
+            });
             continue;
         };
         let commands = commands.clone();
@@ -44,6 +58,7 @@ pub async fn serve(listener: UnixListener, commands: mpsc::Sender<Command>) {
                 if let Err(e) = handle(stream, commands).await {
                     debug!(error = %e, "api connection ended with an error");
                 }
+                drop(slot);
             }
             .in_current_span(),
         );
@@ -52,10 +67,12 @@ pub async fn serve(listener: UnixListener, commands: mpsc::Sender<Command>) {
 
 async fn handle(mut stream: UnixStream, commands: mpsc::Sender<Command>) -> anyhow::Result<()> {
     loop {
-        let request: Request = match framing::read(&mut stream).await {
-            Ok(Some(request)) => request,
-            Ok(None) => return Ok(()),
-            Err(e) => {
+        let read = tokio::time::timeout(READ_TIMEOUT, framing::read(&mut stream)).await;
+        let request: Request = match read {
+            Err(_) => return Ok(()),
+            Ok(Ok(Some(request))) => request,
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(e)) => {
                 // Tell the client what was wrong with its message before hanging up.
                 framing::write(&mut stream, Response::Error(e.to_string())).await?;
                 return Ok(());

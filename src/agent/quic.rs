@@ -97,7 +97,10 @@ async fn answer(
     mut recv: quinn::RecvStream,
     commands: mpsc::Sender<Command>,
 ) -> anyhow::Result<()> {
-    let response = match framing::read::<PeerRequest, _>(&mut recv).await {
+    let read = tokio::time::timeout(REQUEST_TIMEOUT, framing::read::<PeerRequest, _>(&mut recv))
+        .await
+        .map_err(|_| anyhow::anyhow!("the peer sent no request within {REQUEST_TIMEOUT:?}"))?;
+    let response = match read {
         Ok(Some(request)) => {
             let (reply, answer) = oneshot::channel();
             commands.send(Command::Peer { request, reply }).await?;
