@@ -359,3 +359,21 @@ fn deep_nesting_just_below_the_limit_does_not_overflow_the_stack() {
     );
     assert!(parse(&text).is_ok());
 }
+
+#[test]
+fn unknown_key_in_an_override_file_names_that_file() {
+    let list = files(&[
+        ("base.yml", "services:\n  web:\n    image: nginx\n"),
+        (
+            "prod.yml",
+            "services:\n  web:\n    deploy:\n      replcas: 3\n",
+        ),
+    ]);
+    let e = parse_stack("shop", &list, &BTreeMap::new())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "prod.yml:4:7: services.web.deploy.replcas: unknown key; did you mean `replicas`?"
+    );
+}

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use shoal_core::desired::spec::{HealthcheckSpec, PortSpec, PublishMode, ServiceDef, ServiceSpec};
 
-use super::error::{Failure, KeyPath};
+use super::error::{Failure, KeyPath, Warning};
 use super::model::{
     Lenient, ListOrEntries, RawHealthcheck, RawPort, RawPortLong, RawService, Scalar, StringOrList,
 };
@@ -26,7 +26,7 @@ pub(crate) struct Ctx<'a> {
     /// Top-level volumes by key.
     pub(crate) volumes: &'a BTreeMap<String, Declared>,
     /// Where warnings go.
-    pub(crate) warnings: &'a mut Vec<String>,
+    pub(crate) warnings: &'a mut Vec<Warning>,
     /// Ports that may still be expanded from ranges.
     pub(crate) ports_left: usize,
 }
@@ -38,7 +38,7 @@ impl<'a> Ctx<'a> {
         env: &'a BTreeMap<String, String>,
         networks: &'a BTreeMap<String, Declared>,
         volumes: &'a BTreeMap<String, Declared>,
-        warnings: &'a mut Vec<String>,
+        warnings: &'a mut Vec<Warning>,
     ) -> Self {
         Ctx {
             stack,
@@ -162,8 +162,9 @@ fn environment(
             None => match ctx.env.get(&key) {
                 Some(v) => v.clone(),
                 None => {
-                    ctx.warnings.push(format!(
-                        "{at}: {key} has no value and is not set in the environment, dropped"
+                    ctx.warnings.push(Warning::at(
+                        &at,
+                        format!("{key} has no value and is not set in the environment, dropped"),
                     ));
                     continue;
                 }

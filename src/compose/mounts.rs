@@ -5,7 +5,7 @@
 use shoal_core::desired::spec::{MountKind, MountSpec};
 
 use super::convert::Ctx;
-use super::error::{Failure, KeyPath};
+use super::error::{Failure, KeyPath, Warning};
 use super::model::{Lenient, RawMount, RawMountLong};
 
 /// A host path rather than a volume name, by the same rule as compose.
@@ -79,8 +79,9 @@ pub(crate) fn mount(
                 unknown,
             } = parse_short(&text).map_err(|e| Failure::at(path, e))?;
             for option in unknown {
-                ctx.warnings.push(format!(
-                    "{path}: volume option {option:?} is not supported by shoal, ignored"
+                ctx.warnings.push(Warning::at(
+                    path,
+                    format!("volume option {option:?} is not supported by shoal, ignored"),
                 ));
             }
             let kind = match source {
