@@ -281,12 +281,18 @@ fn unset_variables_without_value_warn_once() {
         ["stack.yml:15:5: services.web.environment.LOG_LEVEL: LOG_LEVEL has no value and is not set in the environment, dropped"]
     );
 
-    let text = "services:\n  a:\n    image: x:$TAG\n  b:\n    image: y:${TAG}\n";
+    let text = "services:\n  a:\n    image: x\n    command: run $TAG\n  b:\n    image: y\n    command: run ${TAG}\n";
     let stack = parse(text).unwrap();
-    assert_eq!(stack.services[0].spec.image, "x:");
+    assert_eq!(stack.services[0].spec.command, Some(strings(&["run"])));
     assert_eq!(
         stack.warnings,
-        ["stack.yml:3:5: services.a.image: variable TAG is not set, substituting an empty string"]
+        ["stack.yml:4:5: services.a.command: variable TAG is not set, substituting an empty string"]
+    );
+    // An image tag from an unset variable is an invalid reference, as in Docker.
+    fails_at(
+        "services:\n  a:\n    image: x:$TAG\n",
+        3,
+        &["services.a.image", "empty tag"],
     );
 }
 

@@ -58,9 +58,14 @@ fn desired_state_refuses_a_second_publisher() {
     );
     assert_eq!(state, before, "a refused deploy changed the state");
 
-    let e = state
-        .deploy_stack("clash", services("clash", SELF_CLASH), at(3))
-        .unwrap_err();
+    // The CLI's parser refuses the file with its line (see below); the desired state refuses
+    // the same services from any other path.
+    let mut clash = services(
+        "clash",
+        &SELF_CLASH.replace("published: 7000", "published: 7001"),
+    );
+    clash[1].spec.ports[0].published = Some(7000);
+    let e = state.deploy_stack("clash", clash, at(3)).unwrap_err();
     assert!(
         matches!(&e, DesiredError::PortTaken { port: 7000, holder, .. } if holder == "clash_a"),
         "{e}"
@@ -110,7 +115,12 @@ fn cli_reports_the_conflict_and_exits_non_zero() {
 
     for (file, text, stack, needles) in [
         ("blog.yml", BLOG, "blog", ["8080/tcp", "shop_web"]),
-        ("clash.yml", SELF_CLASH, "clash", ["7000/tcp", "clash_a"]),
+        (
+            "clash.yml",
+            SELF_CLASH,
+            "clash",
+            ["clash.yml:9:9: services.b.ports[0]", "7000/tcp"],
+        ),
     ] {
         let path = write(root.path(), file, text);
         let out = agent.cli(&["stack", "deploy", "-c", &path, stack]);

@@ -68,6 +68,7 @@ mod constraint;
 mod convert;
 mod deploy;
 mod error;
+mod image;
 mod interpolate;
 mod load;
 mod locate;

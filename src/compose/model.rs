@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::error::{KeyPath, Segment};
 use shoal_core::desired::spec::{
-    FailureAction, Mode, MountKind, Protocol, PublishMode, RestartCondition, UpdateOrder,
+    FailureAction, Mode, Protocol, PublishMode, RestartCondition, UpdateOrder,
 };
 
 /// Every key compose defines, by where it may appear (the parent's path with service, network
@@ -74,7 +74,7 @@ const KEYS: &[(&str, &str)] = &[
     ),
     (
         "services.*.volumes.[]",
-        "bind consistency image read_only source target tmpfs type volume",
+        "bind cluster consistency image read_only source target tmpfs type volume",
     ),
     (
         "services.*.networks.*",
@@ -248,8 +248,10 @@ pub(crate) enum RawMount {
 /// The long volume syntax.
 #[derive(Deserialize, Default)]
 pub(crate) struct RawMountLong {
+    /// `volume`, `bind`, `tmpfs`, `cluster` or `npipe`; read as text so that the kinds shoal
+    /// has no equivalent for get a message of their own.
     #[serde(rename = "type")]
-    pub kind: Option<MountKind>,
+    pub kind: Option<String>,
     pub source: Option<String>,
     pub target: Option<String>,
     pub read_only: Option<Lenient<bool>>,
