@@ -8,21 +8,26 @@
 //!
 //! For each file, in order:
 //! 1. **Size check** before anything else: over [`MAX_FILE_BYTES`] is refused unparsed.
-//! 2. **Parse** into a YAML tree with a node budget, so alias bombs fail in milliseconds
-//!    (`load.rs`); nesting depth is capped at 128 by yaml_serde.
-//! 3. **Merge keys** (`<<: *defaults`) are applied; anchors are typically declared under `x-*`.
-//! 4. **Top level** is checked: `version`, `services`, `networks`, `volumes`, `configs`,
+//! 2. **Shape check** (`shape.rs`): one linear pass over the text that refuses nesting deeper
+//!    than 64 levels and more than 200,000 tokens, at the line where the limit is crossed, before
+//!    libyaml (whose cost grows with depth times tokens) sees the file.
+//! 3. **Parse** into a YAML tree with a node budget, so alias bombs fail in milliseconds
+//!    (`load.rs`).
+//! 4. **Merge keys** (`<<: *defaults`) are applied; anchors are typically declared under `x-*`.
+//! 5. **Top level** is checked: `version`, `services`, `networks`, `volumes`, `configs`,
 //!    `secrets` and `x-*` are allowed (`x-*` is dropped silently), anything else is an error.
-//! 5. **Interpolation** of `$VAR` forms in every string value (`interpolate.rs`).
-//! 6. **List forms** of `environment`, `labels`, `deploy.labels` and `networks` become mappings.
+//! 6. **Interpolation** of `$VAR` forms in every string value (`interpolate.rs`).
+//! 7. **List forms** of `environment`, `labels`, `deploy.labels` and `networks` become mappings.
 //!
 //! Then the files are merged: later files override keys of earlier ones, mappings merge key by
 //! key (so one variable or label can be overridden), and everything else, **including lists such
 //! as `ports`, `volumes`, `command` and `placement.constraints`, is replaced whole** (docker merges
 //! ports and volumes by target; shoal keeps the simpler rule). The merged tree is deserialized
 //! into `model.rs` (with `serde_path_to_error` for the key path of type errors and
-//! `serde_ignored` for keys shoal does not act on, which become one warning each) and converted
-//! (`convert.rs`, `deploy.rs`, `mounts.rs`).
+//! `serde_ignored` for keys it has no field for: a key compose defines becomes a warning with its
+//! line, any other key an error with a did-you-mean hint, `model::KEYS`) and converted
+//! (`convert.rs`, `deploy.rs`, `mounts.rs`, `image.rs`). Warnings get their file and line at the
+//! end, like errors.
 //!
 //! # Why interpolation happens after parsing
 //!
@@ -75,6 +80,7 @@ mod locate;
 mod model;
 mod mounts;
 mod ports;
+mod shape;
 mod units;
 mod words;
 
@@ -164,6 +170,14 @@ pub fn parse_stack(
     let mut interpolator = Interpolator::new(env, MAX_INTERPOLATED_BYTES);
     let mut merged: Option<Value> = None;
     for (i, (name, text)) in files.iter().enumerate() {
+        shape::check(text).map_err(|e| ComposeError::Syntax {
+            at: Location {
+                file: name.clone(),
+                line: Some(e.line),
+                column: Some(e.column),
+            },
+            message: e.message,
+        })?;
         let doc = load::parse(text).map_err(|e| syntax_error(name, &e))?;
         let mut own = Vec::new();
         let doc = prepare(doc, &mut interpolator, &mut own)
