@@ -135,4 +135,42 @@ fn cli_reports_the_conflict_and_exits_non_zero() {
         before,
         "a refused deploy changed the state"
     );
+
+    // `service update --publish-add` goes through the same check.
+    let out = agent.cli(&["service", "update", "shop_api", "--publish-add", "8080:81"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "--publish-add of a taken port accepted"
+    );
+    assert!(
+        stderr.contains("8080/tcp") && stderr.contains("shop_web"),
+        "{stderr}"
+    );
+    assert_eq!(agent.services().unwrap(), before);
+
+    let ports = |agent: &Agent| {
+        let out = agent.cli(&["service", "inspect", "shop_api", "--format", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["published"].as_u64(), p["target"].as_u64().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    let out = agent.cli(&["service", "update", "shop_api", "--publish-add", "9100:81"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(ports(&agent), [(Some(9000), 9000), (Some(9100), 81)]);
+    let out = agent.cli(&["service", "update", "shop_api", "--publish-rm", "9000/udp"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(ports(&agent), [(Some(9100), 81)]);
 }

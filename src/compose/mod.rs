@@ -97,6 +97,24 @@ use self::model::{External, Ignored, RawDeclaration, RawStack};
 pub(crate) use self::{constraint::parse_constraint, units::duration_ms, units::thousandths};
 pub use shoal_core::desired::spec::ServiceDef;
 
+/// A `service update --publish-add` value: the short port syntax of stack files
+/// (`8080:80`, `8080:80/udp`, ranges), published in ingress mode. The host-IP and empty-port
+/// forms that a stack file accepts with a warning are refused here, where nobody would see it.
+pub(crate) fn parse_publish(
+    text: &str,
+) -> Result<Vec<shoal_core::desired::spec::PortSpec>, String> {
+    let short = ports::parse_short(text)?;
+    if let Some(note) = short.notes.first() {
+        return Err(format!("{text}: {note}"));
+    }
+    if short.ports.iter().any(|p| p.published.is_none()) {
+        return Err(format!(
+            "{text}: give the published port, as PUBLISHED:TARGET"
+        ));
+    }
+    Ok(short.ports)
+}
+
 /// Largest stack file accepted, checked before parsing.
 pub const MAX_FILE_BYTES: usize = 4 << 20;
 
