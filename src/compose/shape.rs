@@ -146,8 +146,29 @@ impl Scanner<'_> {
         }
     }
 
+    /// Moves over bytes up to the next one in `stops` (or the end), counting characters as
+    /// `skip` does; the bytes passed must hold no line break.
+    fn skip_until(&mut self, stops: &[u8]) {
+        let rest = &self.b[self.pos..];
+        let n = rest
+            .iter()
+            .position(|c| stops.contains(c))
+            .unwrap_or(rest.len());
+        // Every byte but a UTF-8 continuation byte starts a character.
+        let chars = rest[..n].iter().filter(|&&c| c & 0xC0 != 0x80).count();
+        self.pos += n;
+        self.index += chars;
+        self.col += chars;
+    }
+
     fn skip_line(&mut self) {
-        while !self.eof() && self.break_at(0).is_none() {
+        // Line breaks start with one of these bytes (NEL is C2 85, LS and PS are E2 80 A8/A9).
+        const STOPS: &[u8] = &[b'\n', b'\r', 0xC2, 0xE2, 0];
+        loop {
+            self.skip_until(STOPS);
+            if self.eof() || self.break_at(0).is_some() {
+                return;
+            }
             self.skip();
         }
     }
@@ -353,6 +374,10 @@ impl Scanner<'_> {
                 break;
             }
             while !self.blankz_at(0) {
+                self.skip_until(b" \t\n\r:,[]{}\xC2\xE2\0");
+                if self.blankz_at(0) {
+                    break;
+                }
                 let c = self.at(0).unwrap_or(0);
                 if (c == b':' && self.blankz_at(1)) || (self.flow > 0 && b",[]{}".contains(&c)) {
                     break;
@@ -381,7 +406,16 @@ impl Scanner<'_> {
     /// A single- or double-quoted scalar, over as many lines as it takes.
     fn quoted(&mut self, quote: u8) {
         self.skip();
+        let stops: &[u8] = if quote == b'"' {
+            &[b'"', b'\\', b'\n', b'\r', 0xC2, 0xE2, 0]
+        } else {
+            &[b'\'', b'\n', b'\r', 0xC2, 0xE2, 0]
+        };
         while !self.eof() {
+            self.skip_until(stops);
+            if self.eof() {
+                return;
+            }
             let c = self.at(0).unwrap_or(0);
             if self.skip_break() {
                 continue;
