@@ -69,7 +69,7 @@ pub struct UpdateArgs {
     /// Service name.
     name: String,
     /// New image.
-    #[arg(long)]
+    #[arg(long, value_parser = compose::check_image)]
     image: Option<String>,
     /// New replica count.
     #[arg(long)]

@@ -115,6 +115,11 @@ pub(crate) fn parse_publish(
     Ok(short.ports)
 }
 
+/// Checks an image reference by Docker's grammar (for `service update --image`).
+pub(crate) fn check_image(reference: &str) -> Result<String, String> {
+    image::check(reference).map(|()| reference.to_string())
+}
+
 /// Largest stack file accepted, checked before parsing.
 pub const MAX_FILE_BYTES: usize = 4 << 20;
 
