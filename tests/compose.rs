@@ -259,9 +259,9 @@ fn ha_stack_every_field() {
     assert_eq!(
         stack.warnings,
         [
-            "services.db.container_name: not supported by shoal, ignored",
-            "services.db.deploy.endpoint_mode: not supported by shoal, ignored",
-            "networks.back.driver: not supported by shoal, ignored",
+            "stack.yml:96:5: services.db.container_name: not supported by shoal, ignored",
+            "stack.yml:105:7: services.db.deploy.endpoint_mode: not supported by shoal, ignored",
+            "stack.yml:113:5: networks.back.driver: not supported by shoal, ignored",
         ]
     );
 }
@@ -278,15 +278,21 @@ fn unset_variables_without_value_warn_once() {
         .collect();
     assert_eq!(
         dropped,
-        ["services.web.environment.LOG_LEVEL: LOG_LEVEL has no value and is not set in the environment, dropped"]
+        ["stack.yml:15:5: services.web.environment.LOG_LEVEL: LOG_LEVEL has no value and is not set in the environment, dropped"]
     );
 
-    let text = "services:\n  a:\n    image: x:$TAG\n  b:\n    image: y:${TAG}\n";
+    let text = "services:\n  a:\n    image: x\n    command: run $TAG\n  b:\n    image: y\n    command: run ${TAG}\n";
     let stack = parse(text).unwrap();
-    assert_eq!(stack.services[0].spec.image, "x:");
+    assert_eq!(stack.services[0].spec.command, Some(strings(&["run"])));
     assert_eq!(
         stack.warnings,
-        ["services.a.image: variable TAG is not set, substituting an empty string"]
+        ["stack.yml:4:5: services.a.command: variable TAG is not set, substituting an empty string"]
+    );
+    // An image tag from an unset variable is an invalid reference, as in Docker.
+    fails_at(
+        "services:\n  a:\n    image: x:$TAG\n",
+        3,
+        &["services.a.image", "empty tag"],
     );
 }
 
@@ -430,7 +436,6 @@ services:
     depends_on: [db]
     logging: {driver: json-file}
     x-custom: ignored silently
-    replica: 3
     deploy:
       endpoint_mode: dnsrr
       resources:
@@ -447,16 +452,15 @@ secrets:
     assert_eq!(
         stack.warnings,
         [
-            "services.web.build: not supported by shoal, ignored",
-            "services.web.container_name: not supported by shoal, ignored",
-            "services.web.depends_on: not supported by shoal, ignored",
-            "services.web.logging: not supported by shoal, ignored",
-            "services.web.replica: unknown key, ignored",
-            "services.web.deploy.endpoint_mode: not supported by shoal, ignored",
-            "services.web.deploy.resources.limits.pids: not supported by shoal, ignored",
-            "services.db.build: not supported by shoal, ignored",
-            "configs: not supported by shoal, ignored",
-            "secrets: not supported by shoal, ignored",
+            "stack.yml:6:5: services.web.build: not supported by shoal, ignored",
+            "stack.yml:7:5: services.web.container_name: not supported by shoal, ignored",
+            "stack.yml:8:5: services.web.depends_on: not supported by shoal, ignored",
+            "stack.yml:9:5: services.web.logging: not supported by shoal, ignored",
+            "stack.yml:12:7: services.web.deploy.endpoint_mode: not supported by shoal, ignored",
+            "stack.yml:14:18: services.web.deploy.resources.limits.pids: not supported by shoal, ignored",
+            "stack.yml:17:5: services.db.build: not supported by shoal, ignored",
+            "stack.yml:18:1: configs: not supported by shoal, ignored",
+            "stack.yml:20:1: secrets: not supported by shoal, ignored",
         ]
     );
 }

@@ -122,3 +122,81 @@ proptest! {
         run(apply(HA_STACK, &mutations));
     }
 }
+
+/// YAML fragments that change how the characters after them are read: quotes, comments, block
+/// and plain scalars, indentation, flow indicators, aliases, tags, escapes, odd line breaks.
+/// (No anchors: an alias to its own enclosing node recurses without any brackets, which
+/// yaml_serde's recursion limit stops; that is not what this test is about.)
+fn fragment() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec![
+        "[",
+        "]",
+        "{",
+        "}",
+        ",",
+        "\"",
+        "'",
+        "''",
+        "\\\"",
+        "\\",
+        "#",
+        " #",
+        " ",
+        "  ",
+        "\t",
+        "\n",
+        "\r\n",
+        "\r",
+        "\u{2028}",
+        "- ",
+        "-",
+        ": ",
+        ":",
+        "? ",
+        "?",
+        "a",
+        "b c",
+        "k: ",
+        "|",
+        "|-\n",
+        ">",
+        "*x",
+        "!t ",
+        "!!str ",
+        "---\n",
+        "...\n",
+        "%YAML 1.1\n",
+        "@",
+        "`",
+    ])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    /// The shape check must never let libyaml see nesting it would pay for: whatever comes before
+    /// and after 130 open brackets (twice the shape limit, past yaml_serde's own limit of 128),
+    /// the file is refused by the shape check (or libyaml stops at a syntax error first), never
+    /// by yaml_serde's recursion limit, which would mean libyaml scanned the nesting.
+    #[test]
+    fn deep_nesting_never_reaches_the_yaml_parser(
+        before in prop::collection::vec(fragment(), 0..24),
+        between in prop::collection::vec(fragment(), 0..3),
+        open in prop::sample::select(vec!["[", "{", "[ ", "{a: ", "[\n", "- ", "-\n ", "? "]),
+        after in prop::collection::vec(fragment(), 0..8),
+    ) {
+        let mut text = before.concat();
+        for i in 0..130 {
+            text.push_str(open);
+            if i % 7 == 3 {
+                text.push_str(&between.concat());
+            }
+        }
+        text.push_str(&after.concat());
+        let files = vec![("stack.yml".to_string(), text.clone())];
+        if let Err(e) = parse_stack("shop", &files, &BTreeMap::new()) {
+            let e = e.to_string();
+            prop_assert!(!e.contains("recursion limit"), "{e}\n{text:?}");
+        }
+    }
+}

@@ -12,8 +12,8 @@ use shoal_core::{
     api::{Request, Response, ServiceDetail, ServiceInfo},
     desired::{
         spec::{
-            Constraint, FailureAction, HealthcheckSpec, Mode, RestartCondition, ServiceSpec,
-            UpdateOrder,
+            Constraint, FailureAction, HealthcheckSpec, Mode, PortSpec, Protocol, RestartCondition,
+            ServiceSpec, UpdateOrder,
         },
         state::ServiceUpdate,
     },
@@ -69,7 +69,7 @@ pub struct UpdateArgs {
     /// Service name.
     name: String,
     /// New image.
-    #[arg(long)]
+    #[arg(long, value_parser = compose::check_image)]
     image: Option<String>,
     /// New replica count.
     #[arg(long)]
@@ -98,6 +98,13 @@ pub struct UpdateArgs {
     /// Remove a placement constraint; repeatable.
     #[arg(long = "constraint-rm", value_name = "EXPR", value_parser = parse_constraint_arg)]
     constraint_rm: Vec<Constraint>,
+    /// Publish a port, `PUBLISHED:TARGET[/udp]`; repeatable. Refused if another service
+    /// publishes it.
+    #[arg(long = "publish-add", value_name = "PUBLISHED:TARGET", value_parser = parse_publish)]
+    publish_add: Vec<Vec<PortSpec>>,
+    /// Stop publishing the ports to a container port, `TARGET[/udp]`; repeatable.
+    #[arg(long = "publish-rm", value_name = "TARGET", value_parser = parse_publish_rm)]
+    publish_rm: Vec<(u16, Option<Protocol>)>,
     /// Replicas updated at once (0: all).
     #[arg(long)]
     update_parallelism: Option<u64>,
@@ -164,6 +171,26 @@ fn parse_constraint_arg(s: &str) -> Result<Constraint, String> {
     compose::parse_constraint(s)
 }
 
+fn parse_publish(s: &str) -> Result<Vec<PortSpec>, String> {
+    compose::parse_publish(s)
+}
+
+/// `80` or `80/udp`: the container port whose published ports go.
+fn parse_publish_rm(s: &str) -> Result<(u16, Option<Protocol>), String> {
+    let (port, protocol) = match s.split_once('/') {
+        Some((port, "tcp")) => (port, Some(Protocol::Tcp)),
+        Some((port, "udp")) => (port, Some(Protocol::Udp)),
+        Some(_) => return Err(format!("{s:?}: expected TARGET, TARGET/tcp or TARGET/udp")),
+        None => (s, None),
+    };
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{s:?}: expected a container port, 1-65535"))?;
+    Ok((port, protocol))
+}
+
 fn parse_duration_arg(s: &str) -> Result<u64, String> {
     compose::duration_ms(s)
 }
@@ -225,6 +252,10 @@ impl UpdateArgs {
             || self.restart_window.is_some()
     }
 
+    fn touches_ports(&self) -> bool {
+        !self.publish_add.is_empty() || !self.publish_rm.is_empty()
+    }
+
     fn touches_healthcheck(&self) -> bool {
         self.health_cmd.is_some()
             || self.health_interval.is_some()
@@ -272,6 +303,27 @@ impl UpdateArgs {
                 }
                 r.window_ms = self.restart_window.unwrap_or(r.window_ms);
                 update.restart_policy = Some(r);
+            }
+            if self.touches_ports() {
+                let removed = |p: &PortSpec| {
+                    self.publish_rm.iter().any(|(target, proto)| {
+                        p.target == *target && proto.is_none_or(|x| x == p.protocol)
+                    })
+                };
+                let added: Vec<PortSpec> = self.publish_add.iter().flatten().cloned().collect();
+                let readded = |p: &PortSpec| {
+                    added
+                        .iter()
+                        .any(|a| a.published == p.published && a.protocol == p.protocol)
+                };
+                let mut ports: Vec<PortSpec> = spec
+                    .ports
+                    .iter()
+                    .filter(|p| !removed(p) && !readded(p))
+                    .cloned()
+                    .collect();
+                ports.extend(added);
+                update.ports = Some(ports);
             }
             if self.touches_healthcheck() {
                 let mut h = spec.healthcheck.clone().unwrap_or_default();
@@ -356,7 +408,8 @@ pub fn run(data_dir: &Path, command: ServiceCommand) -> anyhow::Result<()> {
             let needs_current = args.touches_update_config()
                 || args.touches_rollback_config()
                 || args.touches_restart_policy()
-                || args.touches_healthcheck();
+                || args.touches_healthcheck()
+                || args.touches_ports();
             let current = if needs_current {
                 let request = Request::ServiceInspect {
                     name: args.name.clone(),

@@ -3,13 +3,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use shoal_core::desired::spec::{HealthcheckSpec, PortSpec, PublishMode, ServiceDef, ServiceSpec};
+use shoal_core::desired::spec::{
+    HealthcheckSpec, PortSpec, Protocol, PublishMode, ServiceDef, ServiceSpec,
+};
 
-use super::error::{Failure, KeyPath};
+use super::error::{Failure, KeyPath, Warning};
 use super::model::{
     Lenient, ListOrEntries, RawHealthcheck, RawPort, RawPortLong, RawService, Scalar, StringOrList,
 };
-use super::{deploy, mounts, ports, units, words, Declared};
+use super::{deploy, image, mounts, ports, units, words, Declared};
 
 /// Expanded ports allowed in one stack: `1-65535` twice is legitimate, a file full of such ranges
 /// is not.
@@ -26,9 +28,11 @@ pub(crate) struct Ctx<'a> {
     /// Top-level volumes by key.
     pub(crate) volumes: &'a BTreeMap<String, Declared>,
     /// Where warnings go.
-    pub(crate) warnings: &'a mut Vec<String>,
+    pub(crate) warnings: &'a mut Vec<Warning>,
     /// Ports that may still be expanded from ranges.
     pub(crate) ports_left: usize,
+    /// Published ports of the services converted so far, and which service has each.
+    pub(crate) published: BTreeMap<(Protocol, u16), String>,
 }
 
 impl<'a> Ctx<'a> {
@@ -38,7 +42,7 @@ impl<'a> Ctx<'a> {
         env: &'a BTreeMap<String, String>,
         networks: &'a BTreeMap<String, Declared>,
         volumes: &'a BTreeMap<String, Declared>,
-        warnings: &'a mut Vec<String>,
+        warnings: &'a mut Vec<Warning>,
     ) -> Self {
         Ctx {
             stack,
@@ -47,6 +51,7 @@ impl<'a> Ctx<'a> {
             volumes,
             warnings,
             ports_left: MAX_PORTS,
+            published: BTreeMap::new(),
         }
     }
 }
@@ -66,6 +71,22 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// A service name as Docker takes it (a DNS label: letters, digits, `-` and `_`, starting and
+/// ending with a letter or digit); the desired state refuses others, but without a line.
+fn check_service_name(name: &str) -> Result<(), String> {
+    let b = name.as_bytes();
+    let alnum = |c: &u8| c.is_ascii_alphanumeric();
+    if b.is_empty() {
+        Err("must not be empty".into())
+    } else if !b.iter().all(|c| alnum(c) || *c == b'-' || *c == b'_') {
+        Err("use only letters, digits, '-' and '_' (the name becomes a DNS label)".into())
+    } else if !b.first().is_some_and(alnum) || !b.last().is_some_and(alnum) {
+        Err("must start and end with a letter or digit".into())
+    } else {
+        Ok(())
+    }
+}
+
 /// Converts `services.NAME` (at `path`).
 pub(crate) fn service(
     ctx: &mut Ctx<'_>,
@@ -73,7 +94,8 @@ pub(crate) fn service(
     name: &str,
     raw: RawService,
 ) -> Result<ServiceDef, Failure> {
-    check_name(name).map_err(|e| Failure::at(path, format!("invalid service name: {e}")))?;
+    check_service_name(name)
+        .map_err(|e| Failure::at(path, format!("invalid service name {name:?}: {e}")))?;
     let full = format!("{}_{name}", ctx.stack);
     // Service names become DNS labels on the nodes.
     if full.len() > 63 {
@@ -82,13 +104,10 @@ pub(crate) fn service(
             format!("service name {full:?} is longer than 63 characters"),
         ));
     }
-    let image = match raw.image.as_deref().map(str::trim) {
-        Some(image) if !image.is_empty() && !image.contains(char::is_whitespace) => image,
+    let image = match raw.image.as_deref() {
         Some(image) if !image.is_empty() => {
-            return Err(Failure::at(
-                &path.key("image"),
-                format!("invalid image reference {image:?}"),
-            ))
+            image::check(image).map_err(|e| Failure::at(&path.key("image"), e))?;
+            image
         }
         _ => {
             return Err(Failure::at(
@@ -110,7 +129,7 @@ pub(crate) fn service(
         spec.container_labels = labels_of(&path.key("labels"), labels)?;
     }
     if let Some(list) = raw.ports {
-        spec.ports = ports_of(ctx, &path.key("ports"), list)?;
+        spec.ports = ports_of(ctx, name, &path.key("ports"), list)?;
     }
     if let Some(h) = raw.healthcheck {
         spec.healthcheck = Some(healthcheck(&path.key("healthcheck"), h)?);
@@ -124,6 +143,7 @@ pub(crate) fn service(
             let mount = mounts::mount(ctx, &vpath.index(i), m)?;
             spec.mounts.push(mount);
         }
+        mounts::check_duplicates(&vpath, &spec.mounts)?;
     }
     let replicas = deploy::apply(
         &path.key("deploy"),
@@ -162,8 +182,9 @@ fn environment(
             None => match ctx.env.get(&key) {
                 Some(v) => v.clone(),
                 None => {
-                    ctx.warnings.push(format!(
-                        "{at}: {key} has no value and is not set in the environment, dropped"
+                    ctx.warnings.push(Warning::at(
+                        &at,
+                        format!("{key} has no value and is not set in the environment, dropped"),
                     ));
                     continue;
                 }
@@ -220,6 +241,7 @@ pub(crate) fn pairs(
 
 fn ports_of(
     ctx: &mut Ctx<'_>,
+    service: &str,
     path: &KeyPath,
     list: Vec<RawPort>,
 ) -> Result<Vec<PortSpec>, Failure> {
@@ -228,8 +250,14 @@ fn ports_of(
     for (i, raw) in list.into_iter().enumerate() {
         let at = path.index(i);
         let expanded = match raw {
-            RawPort::Short(s) => ports::parse_short(&s).map_err(|e| Failure::at(&at, e))?,
-            RawPort::Long(long) => vec![long_port(&at, long)?],
+            RawPort::Short(s) => {
+                let short = ports::parse_short(&s).map_err(|e| Failure::at(&at, e))?;
+                for note in short.notes {
+                    ctx.warnings.push(Warning::at(&at, note));
+                }
+                short.ports
+            }
+            RawPort::Long(long) => vec![long_port(ctx, &at, long)?],
         };
         ctx.ports_left = ctx
             .ports_left
@@ -237,11 +265,21 @@ fn ports_of(
             .ok_or_else(|| Failure::at(&at, format!("more than {MAX_PORTS} ports in the stack")))?;
         for p in &expanded {
             if let Some(n) = p.published {
-                if !published.insert((n, p.protocol)) {
-                    let proto = format!("{:?}", p.protocol).to_lowercase();
+                let proto = p.protocol;
+                if !published.insert((n, proto)) {
                     return Err(Failure::at(
                         &at,
                         format!("port {n}/{proto} is published twice"),
+                    ));
+                }
+                // The desired state refuses this too, but only here is the line known.
+                if let Some(other) = ctx.published.insert((proto, n), service.to_string()) {
+                    return Err(Failure::at(
+                        &at,
+                        format!(
+                            "port {n}/{proto} is already published by service {other:?} of this \
+                             stack; a published port belongs to one service"
+                        ),
                     ));
                 }
             }
@@ -251,11 +289,18 @@ fn ports_of(
     Ok(out)
 }
 
-fn long_port(path: &KeyPath, raw: RawPortLong) -> Result<PortSpec, Failure> {
-    if raw.host_ip.is_some() {
-        return Err(Failure::at(
-            &path.key("host_ip"),
-            "a host IP is not supported (ingress publishes on every interface)",
+fn long_port(ctx: &mut Ctx<'_>, path: &KeyPath, raw: RawPortLong) -> Result<PortSpec, Failure> {
+    if let Some(ip) = raw.host_ip {
+        let at = path.key("host_ip");
+        if ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(Failure::at(&at, format!("{ip:?} is not an IP address")));
+        }
+        ctx.warnings.push(Warning::at(
+            &at,
+            format!(
+                "host IP {ip} ignored, as Swarm ignores it: the ingress of every node publishes \
+                 the port on the address it listens on"
+            ),
         ));
     }
     let target = match raw.target {

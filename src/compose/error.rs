@@ -82,6 +82,29 @@ impl Failure {
     }
 }
 
+/// Something accepted but worth telling (an ignored key, an unset variable...), at a key path;
+/// `mod.rs` adds the file, line and column when it renders it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Warning {
+    /// Where in the document.
+    pub(crate) path: KeyPath,
+    /// What happened, without the path.
+    pub(crate) message: String,
+    /// Index of the file it came from, when known; otherwise every file is searched.
+    pub(crate) file: Option<usize>,
+}
+
+impl Warning {
+    /// A warning at `path` whose file is found by searching.
+    pub(crate) fn at(path: &KeyPath, message: impl Into<String>) -> Self {
+        Warning {
+            path: path.clone(),
+            message: message.into(),
+            file: None,
+        }
+    }
+}
+
 /// Where in which file something is. Line and column are 1-based; either may be unknown.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Location {

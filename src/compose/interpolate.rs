@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use yaml_serde::Value;
 
-use super::error::{Failure, KeyPath};
+use super::error::{Failure, KeyPath, Warning};
 
 /// `${A:-${B:-${C}}}` nests; past this depth the input is surely hostile.
 const MAX_NESTING: usize = 16;
@@ -39,7 +39,7 @@ impl<'a> Interpolator<'a> {
         &mut self,
         value: &mut Value,
         path: &KeyPath,
-        warnings: &mut Vec<String>,
+        warnings: &mut Vec<Warning>,
     ) -> Result<(), Failure> {
         match value {
             Value::String(s) if s.contains('$') => {
@@ -49,8 +49,9 @@ impl<'a> Interpolator<'a> {
                     .map_err(|e| Failure::at(path, e))?;
                 for name in unset {
                     if self.warned.insert(name.clone()) {
-                        warnings.push(format!(
-                            "{path}: variable {name} is not set, substituting an empty string"
+                        warnings.push(Warning::at(
+                            path,
+                            format!("variable {name} is not set, substituting an empty string"),
                         ));
                     }
                 }

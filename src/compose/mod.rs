@@ -8,21 +8,26 @@
 //!
 //! For each file, in order:
 //! 1. **Size check** before anything else: over [`MAX_FILE_BYTES`] is refused unparsed.
-//! 2. **Parse** into a YAML tree with a node budget, so alias bombs fail in milliseconds
-//!    (`load.rs`); nesting depth is capped at 128 by yaml_serde.
-//! 3. **Merge keys** (`<<: *defaults`) are applied; anchors are typically declared under `x-*`.
-//! 4. **Top level** is checked: `version`, `services`, `networks`, `volumes`, `configs`,
+//! 2. **Shape check** (`shape.rs`): one linear pass over the text that refuses nesting deeper
+//!    than 64 levels and more than 200,000 tokens, at the line where the limit is crossed, before
+//!    libyaml (whose cost grows with depth times tokens) sees the file.
+//! 3. **Parse** into a YAML tree with a node budget, so alias bombs fail in milliseconds
+//!    (`load.rs`).
+//! 4. **Merge keys** (`<<: *defaults`) are applied; anchors are typically declared under `x-*`.
+//! 5. **Top level** is checked: `version`, `services`, `networks`, `volumes`, `configs`,
 //!    `secrets` and `x-*` are allowed (`x-*` is dropped silently), anything else is an error.
-//! 5. **Interpolation** of `$VAR` forms in every string value (`interpolate.rs`).
-//! 6. **List forms** of `environment`, `labels`, `deploy.labels` and `networks` become mappings.
+//! 6. **Interpolation** of `$VAR` forms in every string value (`interpolate.rs`).
+//! 7. **List forms** of `environment`, `labels`, `deploy.labels` and `networks` become mappings.
 //!
 //! Then the files are merged: later files override keys of earlier ones, mappings merge key by
 //! key (so one variable or label can be overridden), and everything else, **including lists such
 //! as `ports`, `volumes`, `command` and `placement.constraints`, is replaced whole** (docker merges
 //! ports and volumes by target; shoal keeps the simpler rule). The merged tree is deserialized
 //! into `model.rs` (with `serde_path_to_error` for the key path of type errors and
-//! `serde_ignored` for keys shoal does not act on, which become one warning each) and converted
-//! (`convert.rs`, `deploy.rs`, `mounts.rs`).
+//! `serde_ignored` for keys it has no field for: a key compose defines becomes a warning with its
+//! line, any other key an error with a did-you-mean hint, `model::KEYS`) and converted
+//! (`convert.rs`, `deploy.rs`, `mounts.rs`, `image.rs`). Warnings get their file and line at the
+//! end, like errors.
 //!
 //! # Why interpolation happens after parsing
 //!
@@ -68,12 +73,14 @@ mod constraint;
 mod convert;
 mod deploy;
 mod error;
+mod image;
 mod interpolate;
 mod load;
 mod locate;
 mod model;
 mod mounts;
 mod ports;
+mod shape;
 mod units;
 mod words;
 
@@ -83,12 +90,35 @@ use yaml_serde::Value;
 
 pub use self::error::{ComposeError, Location};
 // The CLI's `service update` flags take the same values as stack files.
-use self::error::{Failure, KeyPath, Segment};
+use self::error::{Failure, KeyPath, Segment, Warning};
 use self::interpolate::Interpolator;
 use self::load::key_text;
-use self::model::{External, RawDeclaration, RawStack};
+use self::model::{External, Ignored, RawDeclaration, RawStack};
 pub(crate) use self::{constraint::parse_constraint, units::duration_ms, units::thousandths};
 pub use shoal_core::desired::spec::ServiceDef;
+
+/// A `service update --publish-add` value: the short port syntax of stack files
+/// (`8080:80`, `8080:80/udp`, ranges), published in ingress mode. The host-IP and empty-port
+/// forms that a stack file accepts with a warning are refused here, where nobody would see it.
+pub(crate) fn parse_publish(
+    text: &str,
+) -> Result<Vec<shoal_core::desired::spec::PortSpec>, String> {
+    let short = ports::parse_short(text)?;
+    if let Some(note) = short.notes.first() {
+        return Err(format!("{text}: {note}"));
+    }
+    if short.ports.iter().any(|p| p.published.is_none()) {
+        return Err(format!(
+            "{text}: give the published port, as PUBLISHED:TARGET"
+        ));
+    }
+    Ok(short.ports)
+}
+
+/// Checks an image reference by Docker's grammar (for `service update --image`).
+pub(crate) fn check_image(reference: &str) -> Result<String, String> {
+    image::check(reference).map(|()| reference.to_string())
+}
 
 /// Largest stack file accepted, checked before parsing.
 pub const MAX_FILE_BYTES: usize = 4 << 20;
@@ -163,23 +193,70 @@ pub fn parse_stack(
     let mut interpolator = Interpolator::new(env, MAX_INTERPOLATED_BYTES);
     let mut merged: Option<Value> = None;
     for (i, (name, text)) in files.iter().enumerate() {
+        shape::check(text).map_err(|e| ComposeError::Syntax {
+            at: Location {
+                file: name.clone(),
+                line: Some(e.line),
+                column: Some(e.column),
+            },
+            message: e.message,
+        })?;
         let doc = load::parse(text).map_err(|e| syntax_error(name, &e))?;
-        let doc = prepare(doc, &mut interpolator, &mut warnings)
+        let mut own = Vec::new();
+        let doc = prepare(doc, &mut interpolator, &mut own)
             .map_err(|f| located(files, Failure { file: Some(i), ..f }))?;
+        warnings.extend(own.into_iter().map(|w| Warning { file: Some(i), ..w }));
         match &mut merged {
             None => merged = Some(doc),
             Some(base) => load::merge_into(base, doc),
         }
     }
     let merged = merged.unwrap_or(Value::Null);
-    build(stack_name, merged, env, warnings).map_err(|f| located(files, f))
+    let (mut stack, warnings) =
+        build(stack_name, merged, env, warnings).map_err(|f| located(files, f))?;
+    stack.warnings = render_warnings(files, warnings);
+    Ok(stack)
+}
+
+/// Text the warnings may re-read in all to find their lines: every warning of a normal file gets
+/// its line, and a huge file with thousands of ignored keys cannot make that take seconds.
+const WARNING_LOOKUP_BUDGET: usize = 32 << 20;
+
+/// `file:line:col: path: message` for each warning, in order; a warning whose line is not found
+/// (or once the lookup budget is spent) names the file alone.
+fn render_warnings(files: &[(String, String)], warnings: Vec<Warning>) -> Vec<String> {
+    let mut budget = WARNING_LOOKUP_BUDGET;
+    let mut out: Vec<String> = Vec::with_capacity(warnings.len());
+    for w in warnings {
+        let candidates = candidate_files(files, w.file);
+        let cost: usize = candidates.iter().map(|&i| files[i].1.len()).sum();
+        let at = if cost <= budget {
+            budget -= cost;
+            position(files, &candidates, &w.path.0)
+        } else {
+            unlocated(files, &candidates)
+        };
+        let line = format!("{at}: {}{}", path_prefix(&w.path), w.message);
+        if !out.contains(&line) {
+            out.push(line);
+        }
+    }
+    out
+}
+
+fn path_prefix(path: &KeyPath) -> String {
+    if path.0.is_empty() {
+        String::new()
+    } else {
+        format!("{path}: ")
+    }
 }
 
 /// Steps 3 to 6 of the pipeline for one file.
 fn prepare(
     mut doc: Value,
     interpolator: &mut Interpolator<'_>,
-    warnings: &mut Vec<String>,
+    warnings: &mut Vec<Warning>,
 ) -> Result<Value, Failure> {
     let root = KeyPath::root();
     load::resolve_merges(&mut doc, &root)?;
@@ -206,13 +283,14 @@ fn prepare(
     Ok(doc)
 }
 
-/// Deserializes and converts the merged tree.
+/// Deserializes and converts the merged tree; the stack's `warnings` are left empty, the
+/// warnings returned beside it are still to be located.
 fn build(
     stack: &str,
     merged: Value,
     env: &BTreeMap<String, String>,
-    mut warnings: Vec<String>,
-) -> Result<StackFile, Failure> {
+    mut warnings: Vec<Warning>,
+) -> Result<(StackFile, Vec<Warning>), Failure> {
     let mut ignored: Vec<KeyPath> = Vec::new();
     let mut record = |p: serde_ignored::Path<'_>| ignored.push(ignored_path(&p));
     let raw: RawStack =
@@ -222,11 +300,15 @@ fn build(
                 message: e.into_inner().to_string(),
                 file: None,
             })?;
+    // Swarm refuses a file with a key compose does not define; a typo such as `enviroment`
+    // or `deploy.replica` must not deploy with defaults.
     for path in ignored {
-        if let Some(warning) = model::ignored_key_warning(&path) {
-            if !warnings.contains(&warning) {
-                warnings.push(warning);
+        match model::classify_ignored(&path) {
+            Ignored::Extension => {}
+            Ignored::Unsupported => {
+                warnings.push(Warning::at(&path, "not supported by shoal, ignored"));
             }
+            Ignored::Unknown(message) => return Err(Failure::at(&path, message)),
         }
     }
 
@@ -251,12 +333,13 @@ fn build(
         let path = services_path.key(&name);
         services.push(convert::service(&mut ctx, &path, &name, service)?);
     }
-    Ok(StackFile {
+    let stack = StackFile {
         services,
         networks,
         volumes,
-        warnings,
-    })
+        warnings: Vec::new(),
+    };
+    Ok((stack, warnings))
 }
 
 /// Top-level networks or volumes with their real names.
@@ -339,37 +422,49 @@ fn syntax_error(file: &str, e: &yaml_serde::Error) -> ComposeError {
 /// Ties a failure to a file and position: the full path if some file has it (the last such
 /// file, whose value won the merge), else the longest prefix that exists.
 fn located(files: &[(String, String)], f: Failure) -> ComposeError {
-    let candidates: Vec<usize> = match f.file {
+    let candidates = candidate_files(files, f.file);
+    let at = position(files, &candidates, &f.path.0);
+    ComposeError::Invalid {
+        at,
+        path: f.path.to_string(),
+        message: f.message,
+    }
+}
+
+/// The files to search for a path: the one it came from, or all, the last first (its value won
+/// the merge).
+fn candidate_files(files: &[(String, String)], file: Option<usize>) -> Vec<usize> {
+    match file {
         Some(i) => vec![i],
         None => (0..files.len()).rev().collect(),
-    };
-    let segments = &f.path.0;
+    }
+}
+
+/// Where `segments` (or its longest prefix found) is in the first candidate that has it.
+fn position(files: &[(String, String)], candidates: &[usize], segments: &[Segment]) -> Location {
     for len in (0..=segments.len()).rev() {
-        for &i in &candidates {
+        for &i in candidates {
             if let Some((line, column)) = locate::locate(&files[i].1, &segments[..len]) {
-                return ComposeError::Invalid {
-                    at: Location {
-                        file: files[i].0.clone(),
-                        line: Some(line),
-                        column: Some(column),
-                    },
-                    path: f.path.to_string(),
-                    message: f.message,
+                return Location {
+                    file: files[i].0.clone(),
+                    line: Some(line),
+                    column: Some(column),
                 };
             }
         }
     }
+    unlocated(files, candidates)
+}
+
+/// The first candidate file, without a line.
+fn unlocated(files: &[(String, String)], candidates: &[usize]) -> Location {
     let file = candidates
         .first()
         .and_then(|i| files.get(*i))
         .map_or_else(String::new, |(name, _)| name.clone());
-    ComposeError::Invalid {
-        at: Location {
-            file,
-            line: None,
-            column: None,
-        },
-        path: f.path.to_string(),
-        message: f.message,
+    Location {
+        file,
+        line: None,
+        column: None,
     }
 }

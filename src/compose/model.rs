@@ -11,38 +11,165 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Unexpected, Visitor};
 use serde::Deserialize;
 
-use super::error::KeyPath;
+use super::error::{KeyPath, Segment};
 use shoal_core::desired::spec::{
-    FailureAction, Mode, MountKind, Protocol, PublishMode, RestartCondition, UpdateOrder,
+    FailureAction, Mode, Protocol, PublishMode, RestartCondition, UpdateOrder,
 };
 
-/// Compose keys that are valid but that shoal does not act on; any other key missing from the
-/// structs below is reported as unknown (likely a typo) instead.
-const KNOWN_UNSUPPORTED: &str = "
-    build cap_add cap_drop cgroup_parent cgroupns_mode configs container_name cpu_count
-    cpu_percent cpu_shares cpu_period cpu_quota cpus cpuset credential_spec depends_on devices
-    device_cgroup_rules dns dns_opt dns_search domainname env_file expose external_links
-    extra_hosts group_add hostname init ipc isolation links logging mac_address mem_limit
-    mem_reservation mem_swappiness memswap_limit network_mode oom_kill_disable oom_score_adj pid
-    pids_limit platform privileged profiles pull_policy read_only restart runtime scale secrets
-    security_opt shm_size stdin_open stop_grace_period stop_signal storage_opt sysctls tmpfs tty
-    ulimits user userns_mode volumes_from working_dir endpoint_mode pids generic_resources
-    start_interval aliases ipv4_address ipv6_address link_local_ips priority driver driver_opts
-    attachable ipam internal enable_ipv6 labels name app_protocol bind volume consistency";
+/// Every key compose defines, by where it may appear (the parent's path with service, network
+/// and volume names as `*` and list items as `[]`). Keys that `Raw*` below lack are valid but not
+/// acted on (a warning); a key not listed at its level is a typo or from another tool (an error,
+/// with the nearest listed key as a hint), as `docker stack deploy` refuses it.
+const KEYS: &[(&str, &str)] = &[
+    ("", "version services networks volumes configs secrets"),
+    (
+        "services.*",
+        "annotations attach blkio_config build cap_add cap_drop cgroup cgroup_parent \
+         cgroupns_mode command configs container_name cpu_count cpu_percent cpu_period cpu_quota \
+         cpu_rt_period cpu_rt_runtime cpu_shares cpus cpuset credential_spec depends_on deploy \
+         develop device_cgroup_rules devices dns dns_opt dns_search domainname entrypoint \
+         env_file environment expose extends external_links extra_hosts gpus group_add \
+         healthcheck hostname image init ipc isolation label_file labels links logging \
+         mac_address mem_limit mem_reservation mem_swappiness memswap_limit network_mode \
+         networks oom_kill_disable oom_score_adj pid pids_limit platform ports post_start \
+         pre_stop privileged profiles pull_policy read_only restart runtime scale secrets \
+         security_opt shm_size stdin_open stop_grace_period stop_signal storage_opt sysctls \
+         tmpfs tty ulimits user userns_mode uts volumes volumes_from working_dir",
+    ),
+    (
+        "services.*.deploy",
+        "endpoint_mode labels mode placement replicas resources restart_policy rollback_config \
+         update_config",
+    ),
+    (
+        "services.*.deploy.update_config",
+        "delay failure_action max_failure_ratio monitor order parallelism",
+    ),
+    (
+        "services.*.deploy.rollback_config",
+        "delay failure_action max_failure_ratio monitor order parallelism",
+    ),
+    (
+        "services.*.deploy.restart_policy",
+        "condition delay max_attempts window",
+    ),
+    (
+        "services.*.deploy.placement",
+        "constraints max_replicas_per_node preferences",
+    ),
+    ("services.*.deploy.placement.preferences.[]", "spread"),
+    ("services.*.deploy.resources", "limits reservations"),
+    ("services.*.deploy.resources.limits", "cpus memory pids"),
+    (
+        "services.*.deploy.resources.reservations",
+        "cpus devices generic_resources memory",
+    ),
+    (
+        "services.*.healthcheck",
+        "disable interval retries start_interval start_period test timeout",
+    ),
+    (
+        "services.*.ports.[]",
+        "app_protocol host_ip mode name protocol published target",
+    ),
+    (
+        "services.*.volumes.[]",
+        "bind cluster consistency image read_only source target tmpfs type volume",
+    ),
+    (
+        "services.*.networks.*",
+        "aliases driver_opts gw_priority interface_name ipv4_address ipv6_address \
+         link_local_ips mac_address priority",
+    ),
+    (
+        "networks.*",
+        "attachable driver driver_opts enable_ipv4 enable_ipv6 external internal ipam labels name",
+    ),
+    ("networks.*.external", "name"),
+    ("volumes.*", "driver driver_opts external labels name"),
+    ("volumes.*.external", "name"),
+];
 
-/// The warning for a key that deserialization ignored, or `None` for `x-*` extensions, which
-/// compose allows anywhere and which are ignored silently.
-pub(crate) fn ignored_key_warning(path: &KeyPath) -> Option<String> {
+/// Parents whose keys are names chosen by the author (services, networks, volumes).
+const NAMED: [&str; 4] = ["services", "networks", "volumes", "services.*.networks"];
+
+/// What to do with a key that deserialization ignored.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Ignored {
+    /// `x-*`: compose allows extensions anywhere; ignored silently.
+    Extension,
+    /// Valid compose that shoal does not act on: a warning.
+    Unsupported,
+    /// Not compose: an error, with a hint when a known key is close.
+    Unknown(String),
+}
+
+/// Sorts out the key at the end of `path`, which deserialization ignored.
+pub(crate) fn classify_ignored(path: &KeyPath) -> Ignored {
     let key = path.last_key().unwrap_or_default();
     if key.starts_with("x-") {
-        return None;
+        return Ignored::Extension;
     }
-    let why = if KNOWN_UNSUPPORTED.split_whitespace().any(|k| k == key) {
-        "not supported by shoal, ignored"
-    } else {
-        "unknown key, ignored"
+    let parent = parent_shape(path);
+    let known = keys_at(&parent);
+    if known.contains(&key) {
+        return Ignored::Unsupported;
+    }
+    Ignored::Unknown(unknown_key_message(key, &parent, &known))
+}
+
+/// The path without its last segment, names as `*` and indices as `[]`.
+fn parent_shape(path: &KeyPath) -> String {
+    let segments = &path.0[..path.0.len().saturating_sub(1)];
+    let mut shape = String::new();
+    for segment in segments {
+        let part = match segment {
+            Segment::Index(_) => "[]",
+            Segment::Key(_) if NAMED.contains(&shape.as_str()) => "*",
+            Segment::Key(k) => k.as_str(),
+        };
+        if !shape.is_empty() {
+            shape.push('.');
+        }
+        shape.push_str(part);
+    }
+    shape
+}
+
+fn keys_at(shape: &str) -> Vec<&'static str> {
+    KEYS.iter()
+        .find(|(s, _)| *s == shape)
+        .map(|(_, keys)| keys.split_whitespace().collect())
+        .unwrap_or_default()
+}
+
+/// `unknown key`, plus the closest known key at the same level, or else one level down or up
+/// (`replicas` written beside `image` instead of under `deploy`, `image` under `deploy`).
+fn unknown_key_message(key: &str, parent: &str, known: &[&'static str]) -> String {
+    let lower = key.to_ascii_lowercase();
+    if let Some(k) = closest(&lower, known) {
+        return format!("unknown key; did you mean `{k}`?");
+    }
+    let misplaced = match parent {
+        "services.*" => closest(&lower, &keys_at("services.*.deploy"))
+            .map(|k| format!("unknown key here; did you mean `deploy.{k}`?")),
+        "services.*.deploy" => closest(&lower, &keys_at("services.*")).map(|k| {
+            format!("unknown key here; did you mean the service's `{k}` (not under `deploy`)?")
+        }),
+        _ => None,
     };
-    Some(format!("{path}: {why}"))
+    misplaced.unwrap_or_else(|| "unknown key".to_string())
+}
+
+/// The known key nearest to `key`, allowing about one typo per three letters (and at least one).
+fn closest(key: &str, known: &[&'static str]) -> Option<&'static str> {
+    let limit = (key.chars().count() / 3).clamp(1, 3);
+    known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(key, k), *k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
 }
 
 /// The whole file. `configs` and `secrets` are deliberately absent: they are reported as ignored.
@@ -121,8 +248,10 @@ pub(crate) enum RawMount {
 /// The long volume syntax.
 #[derive(Deserialize, Default)]
 pub(crate) struct RawMountLong {
+    /// `volume`, `bind`, `tmpfs`, `cluster` or `npipe`; read as text so that the kinds shoal
+    /// has no equivalent for get a message of their own.
     #[serde(rename = "type")]
-    pub kind: Option<MountKind>,
+    pub kind: Option<String>,
     pub source: Option<String>,
     pub target: Option<String>,
     pub read_only: Option<Lenient<bool>>,
@@ -441,5 +570,61 @@ impl<'de> Deserialize<'de> for External {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(keys: &[&str]) -> KeyPath {
+        let mut p = KeyPath::root();
+        for k in keys {
+            p = match k.parse::<usize>() {
+                Ok(i) => p.index(i),
+                Err(_) => p.key(k),
+            };
+        }
+        p
+    }
+
+    #[test]
+    fn ignored_keys_are_sorted_by_level() {
+        let c = |keys: &[&str]| classify_ignored(&path(keys));
+        assert_eq!(c(&["services", "web", "secrets"]), Ignored::Unsupported);
+        assert_eq!(c(&["services", "web", "x-anything"]), Ignored::Extension);
+        assert_eq!(c(&["x-top"]), Ignored::Extension);
+        assert_eq!(
+            c(&["services", "secrets", "networks", "front", "aliases"]),
+            Ignored::Unsupported,
+            "a service named like a key is still a name"
+        );
+        assert_eq!(
+            c(&["services", "web", "ports", "0", "app_protocol"]),
+            Ignored::Unsupported
+        );
+        // `secrets` is a service key, not a deploy key.
+        assert!(matches!(
+            c(&["services", "web", "deploy", "secrets"]),
+            Ignored::Unknown(m) if m.contains("the service's `secrets`")
+        ));
+        assert!(matches!(
+            c(&["services", "web", "enviroment"]),
+            Ignored::Unknown(m) if m.contains("`environment`")
+        ));
+        assert_eq!(
+            c(&["services", "web", "zzz"]),
+            Ignored::Unknown("unknown key".into())
+        );
+    }
+
+    #[test]
+    fn hints_allow_a_typo_per_three_letters() {
+        let known = ["replicas", "mode", "labels"];
+        assert_eq!(closest("replica", &known), Some("replicas"));
+        assert_eq!(closest("rpelicas", &known), Some("replicas"));
+        assert_eq!(closest("mod", &known), Some("mode"));
+        assert_eq!(closest("xyz", &known), None);
+        assert_eq!(closest("lbl", &known), None);
     }
 }

@@ -1,6 +1,6 @@
 //! Why an operation was refused, and the input rules it checks.
 
-use crate::desired::hlc::Hlc;
+use crate::desired::{hlc::Hlc, spec::Protocol};
 
 /// Largest replica count accepted: far above any real cluster's needs, low enough that a typo
 /// (`scale web=1000000`) cannot make every node plan a million slots.
@@ -70,6 +70,32 @@ pub enum DesiredError {
         service: String,
         /// The count asked for.
         replicas: u64,
+    },
+    /// A port that another live service already publishes (in either mode: see
+    /// `ops::port_holders` for why host mode is included). The state was not changed.
+    #[error(
+        "cannot publish port {port}/{protocol} for service {service}: service {holder} already \
+         publishes it (remove it there first, or pick another port)"
+    )]
+    PortTaken {
+        /// The service that asked for the port.
+        service: String,
+        /// The published port.
+        port: u16,
+        /// Its protocol.
+        protocol: Protocol,
+        /// The live service that holds it.
+        holder: String,
+    },
+    /// One service lists the same published port twice. The state was not changed.
+    #[error("service {service} publishes port {port}/{protocol} twice")]
+    PortTwice {
+        /// The service.
+        service: String,
+        /// The published port.
+        port: u16,
+        /// Its protocol.
+        protocol: Protocol,
     },
     /// An env var or label key or value that cannot be stored. The state was not changed.
     #[error("invalid {what} {key:?}: {reason}")]

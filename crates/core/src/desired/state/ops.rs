@@ -15,8 +15,8 @@ use crate::{
     desired::{
         hlc::Hlc,
         spec::{
-            Availability, Constraint, HealthcheckSpec, Mode, RestartPolicy, ServiceDef,
-            UpdateConfig,
+            Availability, Constraint, HealthcheckSpec, Mode, PortSpec, Protocol, RestartPolicy,
+            ServiceDef, UpdateConfig,
         },
     },
     identity::NodeId,
@@ -54,11 +54,62 @@ pub struct ServiceUpdate {
     pub rollback_config: Option<UpdateConfig>,
     /// Replaces the restart policy.
     pub restart_policy: Option<RestartPolicy>,
+    /// Replaces the ports (`--publish-add`/`--publish-rm`, applied by the caller to the current
+    /// list). Refused if it would publish a port another live service publishes.
+    pub ports: Option<Vec<PortSpec>>,
     /// `--force`: replace every replica even if nothing else changes.
     pub force: bool,
 }
 
 type Delta = Result<DesiredState, DesiredError>;
+
+/// A published port as the ingress keys it.
+type PortKey = (Protocol, u16);
+
+/// The published ports of `ports`.
+fn published(ports: &[PortSpec]) -> impl Iterator<Item = PortKey> + '_ {
+    ports
+        .iter()
+        .filter_map(|p| p.published.map(|n| (p.protocol, n)))
+}
+
+/// Records the published ports of `service` in `held`, or refuses one that another service holds
+/// or that `ports` lists twice. `own` are the ports the service publishes now: if a concurrent
+/// write elsewhere gave one of them to another service too (both sides of a partition may accept
+/// a port), keeping it does not make that worse, and the ingress already routes it to one agreed
+/// winner; refusing would only block every redeploy of the stack.
+fn claim_ports(
+    held: &mut BTreeMap<PortKey, String>,
+    service: &str,
+    ports: &[PortSpec],
+    own: &BTreeSet<PortKey>,
+) -> Result<(), DesiredError> {
+    let mut seen = BTreeSet::new();
+    for key @ (protocol, port) in published(ports) {
+        if !seen.insert(key) {
+            return Err(DesiredError::PortTwice {
+                service: service.to_string(),
+                port,
+                protocol,
+            });
+        }
+        match held.get(&key) {
+            Some(holder) if holder != service && !own.contains(&key) => {
+                return Err(DesiredError::PortTaken {
+                    service: service.to_string(),
+                    port,
+                    protocol,
+                    holder: holder.clone(),
+                })
+            }
+            Some(_) => {}
+            None => {
+                held.insert(key, service.to_string());
+            }
+        }
+    }
+    Ok(())
+}
 
 fn pairs(v: &[(String, String)]) -> impl Iterator<Item = (&str, Option<&str>)> {
     v.iter().map(|(k, v)| (k.as_str(), Some(v.as_str())))
@@ -100,6 +151,13 @@ impl DesiredState {
             if !names.insert(def.name.as_str()) {
                 return Err(DesiredError::DuplicateService(def.name.clone()));
             }
+        }
+        // Every live service of the stack is either in the file or removed by this deploy, so
+        // only other stacks' ports stay taken; the file's services then claim theirs in order.
+        let mut held = self.port_holders(|_, e| e.stack() != stack);
+        for def in &services {
+            let own = self.own_ports(&def.name);
+            claim_ports(&mut held, &def.name, &def.spec.ports, &own)?;
         }
         let mut delta = DesiredState::default();
         let absent = ServiceEntry::default();
@@ -206,6 +264,10 @@ impl DesiredState {
         )?;
         let (cl_add, cl_rm) = (&update.container_label_add, &update.container_label_rm);
         check_keys("container label", pairs(cl_add).chain(keys(cl_rm)))?;
+        if let Some(ports) = &update.ports {
+            let mut held = self.port_holders(|other, _| other != name);
+            claim_ports(&mut held, name, ports, &self.own_ports(name))?;
+        }
 
         let c = current;
         let mut d = ServiceEntry::default();
@@ -249,6 +311,9 @@ impl DesiredState {
         if let Some(r) = update.restart_policy {
             put(&mut d.restart_policy, &c.restart_policy, r, false, hlc);
         }
+        if let Some(p) = update.ports {
+            put(&mut d.ports, &c.ports, p, false, hlc);
+        }
         if update.force {
             let bumped = c.force().saturating_add(1);
             put(&mut d.force, &c.force, bumped, true, hlc);
@@ -286,6 +351,34 @@ impl DesiredState {
         Ok(self.apply(delta))
     }
 
+    /// Who publishes each port, among the live services that `counted` selects. Host-mode ports
+    /// are included: two host-mode services on one port would fail to start side by side on any
+    /// node placement put both on (placement does not know ports), and a host-mode port equal to
+    /// an ingress port collides with the ingress listener on every node. Where services publish
+    /// the same port already (concurrent writes), the first by name is named.
+    fn port_holders(
+        &self,
+        counted: impl Fn(&str, &ServiceEntry) -> bool,
+    ) -> BTreeMap<PortKey, String> {
+        let mut held = BTreeMap::new();
+        for (name, entry) in &self.services {
+            if entry.is_live() && counted(name, entry) {
+                for key in published(&entry.spec().ports) {
+                    held.entry(key).or_insert_with(|| name.clone());
+                }
+            }
+        }
+        held
+    }
+
+    /// The ports `name` publishes now, if it is live.
+    fn own_ports(&self, name: &str) -> BTreeSet<PortKey> {
+        match self.services.get(name) {
+            Some(e) if e.is_live() => published(&e.spec().ports).collect(),
+            _ => BTreeSet::new(),
+        }
+    }
+
     fn live(&self, name: &str) -> Result<&ServiceEntry, DesiredError> {
         match self.services.get(name) {
             Some(e) if e.is_live() => Ok(e),
@@ -296,5 +389,230 @@ impl DesiredState {
     fn apply(&mut self, delta: DesiredState) -> DesiredState {
         self.merge_delta(delta.clone());
         delta
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::spec::{PublishMode, ServiceSpec};
+
+    fn at(wall_ms: u64) -> Hlc {
+        Hlc {
+            wall_ms,
+            counter: 0,
+            node: NodeId(1),
+        }
+    }
+
+    fn port(published: Option<u16>, protocol: Protocol, mode: PublishMode) -> PortSpec {
+        PortSpec {
+            target: 80,
+            published,
+            protocol,
+            mode,
+        }
+    }
+
+    fn tcp(published: u16) -> PortSpec {
+        port(Some(published), Protocol::Tcp, PublishMode::Ingress)
+    }
+
+    fn def(stack: &str, svc: &str, ports: Vec<PortSpec>) -> ServiceDef {
+        ServiceDef {
+            name: format!("{stack}_{svc}"),
+            stack: stack.into(),
+            replicas: 1,
+            spec: ServiceSpec {
+                image: "demo:1".into(),
+                ports,
+                ..ServiceSpec::default()
+            },
+        }
+    }
+
+    /// Asserts that `op` fails with `expected` and leaves the state as it was.
+    #[track_caller]
+    fn refused(
+        state: &mut DesiredState,
+        op: impl FnOnce(&mut DesiredState) -> Delta,
+        expected: DesiredError,
+    ) {
+        let before = state.clone();
+        assert_eq!(op(state), Err(expected));
+        assert_eq!(*state, before, "a refused operation changed the state");
+    }
+
+    fn taken(service: &str, port: u16, protocol: Protocol, holder: &str) -> DesiredError {
+        DesiredError::PortTaken {
+            service: service.into(),
+            port,
+            protocol,
+            holder: holder.into(),
+        }
+    }
+
+    #[test]
+    fn another_stack_cannot_take_a_published_port() {
+        let mut s = DesiredState::default();
+        s.deploy_stack("shop", vec![def("shop", "web", vec![tcp(8080)])], at(1))
+            .unwrap();
+        refused(
+            &mut s,
+            |s| s.deploy_stack("blog", vec![def("blog", "web", vec![tcp(8080)])], at(2)),
+            taken("blog_web", 8080, Protocol::Tcp, "shop_web"),
+        );
+        let e = taken("blog_web", 8080, Protocol::Tcp, "shop_web").to_string();
+        assert!(e.contains("8080/tcp") && e.contains("shop_web"), "{e}");
+        // Another number, or the same number over UDP, is free.
+        s.deploy_stack("blog", vec![def("blog", "web", vec![tcp(8081)])], at(3))
+            .unwrap();
+        let udp = port(Some(8080), Protocol::Udp, PublishMode::Ingress);
+        s.deploy_stack("dns", vec![def("dns", "srv", vec![udp])], at(4))
+            .unwrap();
+    }
+
+    #[test]
+    fn two_services_of_one_deploy_cannot_share_a_port() {
+        let mut s = DesiredState::default();
+        let both = vec![
+            def("shop", "web", vec![tcp(80)]),
+            def("shop", "api", vec![tcp(81), tcp(80)]),
+        ];
+        refused(
+            &mut s,
+            |s| s.deploy_stack("shop", both, at(1)),
+            taken("shop_api", 80, Protocol::Tcp, "shop_web"),
+        );
+        let twice = vec![def("shop", "web", vec![tcp(80), tcp(80)])];
+        refused(
+            &mut s,
+            |s| s.deploy_stack("shop", twice, at(2)),
+            DesiredError::PortTwice {
+                service: "shop_web".into(),
+                port: 80,
+                protocol: Protocol::Tcp,
+            },
+        );
+    }
+
+    #[test]
+    fn a_stack_keeps_and_moves_its_own_ports() {
+        let mut s = DesiredState::default();
+        let first = vec![
+            def("shop", "web", vec![tcp(80)]),
+            def("shop", "api", vec![]),
+        ];
+        s.deploy_stack("shop", first.clone(), at(1)).unwrap();
+        s.deploy_stack("shop", first, at(2)).unwrap();
+        // The port moves from web to api in one deploy: web gives it up in the same write.
+        let moved = vec![
+            def("shop", "web", vec![]),
+            def("shop", "api", vec![tcp(80)]),
+        ];
+        s.deploy_stack("shop", moved, at(3)).unwrap();
+        // ...or web leaves the stack and the new service takes its port.
+        let renamed = vec![def("shop", "front", vec![tcp(80)])];
+        s.deploy_stack("shop", renamed, at(4)).unwrap();
+        assert_eq!(s.service("shop_front").unwrap().spec.ports, [tcp(80)]);
+        assert!(s.service("shop_api").is_none());
+    }
+
+    #[test]
+    fn removal_frees_the_port() {
+        let mut s = DesiredState::default();
+        s.deploy_stack("shop", vec![def("shop", "web", vec![tcp(80)])], at(1))
+            .unwrap();
+        s.remove_stack("shop", at(2)).unwrap();
+        s.deploy_stack("blog", vec![def("blog", "web", vec![tcp(80)])], at(3))
+            .unwrap();
+        s.remove_service("blog_web", at(4)).unwrap();
+        s.deploy_stack("wiki", vec![def("wiki", "web", vec![tcp(80)])], at(5))
+            .unwrap();
+    }
+
+    #[test]
+    fn host_mode_ports_conflict_too() {
+        let host = |n| port(Some(n), Protocol::Tcp, PublishMode::Host);
+        let mut s = DesiredState::default();
+        s.deploy_stack("shop", vec![def("shop", "web", vec![host(443)])], at(1))
+            .unwrap();
+        refused(
+            &mut s,
+            |s| s.deploy_stack("blog", vec![def("blog", "web", vec![tcp(443)])], at(2)),
+            taken("blog_web", 443, Protocol::Tcp, "shop_web"),
+        );
+        refused(
+            &mut s,
+            |s| s.deploy_stack("blog", vec![def("blog", "web", vec![host(443)])], at(3)),
+            taken("blog_web", 443, Protocol::Tcp, "shop_web"),
+        );
+    }
+
+    #[test]
+    fn unpublished_ports_never_conflict() {
+        let exposed = || port(None, Protocol::Tcp, PublishMode::Ingress);
+        let mut s = DesiredState::default();
+        let two = vec![
+            def("shop", "web", vec![exposed()]),
+            def("shop", "api", vec![exposed(), exposed()]),
+        ];
+        s.deploy_stack("shop", two, at(1)).unwrap();
+    }
+
+    #[test]
+    fn update_cannot_take_a_port() {
+        let mut s = DesiredState::default();
+        s.deploy_stack("shop", vec![def("shop", "web", vec![tcp(80)])], at(1))
+            .unwrap();
+        s.deploy_stack("blog", vec![def("blog", "web", vec![tcp(81)])], at(2))
+            .unwrap();
+        let publish = |ports| ServiceUpdate {
+            ports: Some(ports),
+            image: Some("demo:2".into()),
+            ..ServiceUpdate::default()
+        };
+        refused(
+            &mut s,
+            |s| s.update_service("blog_web", publish(vec![tcp(81), tcp(80)]), at(3)),
+            taken("blog_web", 80, Protocol::Tcp, "shop_web"),
+        );
+        let delta = s
+            .update_service("blog_web", publish(vec![tcp(81), tcp(82)]), at(4))
+            .unwrap();
+        assert!(!delta.is_empty());
+        assert_eq!(
+            s.service("blog_web").unwrap().spec.ports,
+            [tcp(81), tcp(82)]
+        );
+        // Its own ports again: nothing to refuse.
+        s.update_service("blog_web", publish(vec![tcp(82)]), at(5))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_port_both_sides_of_a_partition_took_stays_with_both_but_no_third() {
+        let mut a = DesiredState::default();
+        let mut b = DesiredState::default();
+        a.deploy_stack("shop", vec![def("shop", "web", vec![tcp(80)])], at(1))
+            .unwrap();
+        b.deploy_stack("blog", vec![def("blog", "web", vec![tcp(80)])], at(2))
+            .unwrap();
+        a.merge_delta(b.clone());
+        // Either stack can still be redeployed with its port (the ingress routes it to one
+        // agreed winner); the conflict is not made worse, and nobody else may join it.
+        a.deploy_stack(
+            "shop",
+            vec![def("shop", "web", vec![tcp(80), tcp(81)])],
+            at(3),
+        )
+        .unwrap();
+        a.deploy_stack("blog", vec![def("blog", "web", vec![tcp(80)])], at(4))
+            .unwrap();
+        refused(
+            &mut a,
+            |s| s.deploy_stack("wiki", vec![def("wiki", "web", vec![tcp(80)])], at(5)),
+            taken("wiki_web", 80, Protocol::Tcp, "blog_web"),
+        );
     }
 }
