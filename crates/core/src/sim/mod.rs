@@ -325,6 +325,11 @@ impl Sim {
         }
     }
 
+    /// Changes the probability that a datagram (or a leg of a call) is lost, from now on.
+    pub fn set_loss(&mut self, loss: f64) {
+        self.config.loss = loss;
+    }
+
     /// Ends every partition.
     pub fn heal(&mut self) {
         self.groups.iter_mut().for_each(|g| *g = 0);
