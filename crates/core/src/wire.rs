@@ -80,6 +80,8 @@ pub enum PacketKind {
     Swim = 1,
     /// A node saying goodbye: lets peers show it `left` instead of `down`.
     Leave = 2,
+    /// "You are suspected", sent straight to the suspect so it refutes at once.
+    Suspect = 3,
 }
 
 /// Frames `body` as a datagram of `kind`. The envelope is where authenticated encryption slots in
@@ -107,6 +109,7 @@ pub fn open(packet: &[u8]) -> Result<(PacketKind, &[u8]), WireError> {
     let kind = match packet[3] {
         1 => PacketKind::Swim,
         2 => PacketKind::Leave,
+        3 => PacketKind::Suspect,
         other => return Err(WireError::Kind(other)),
     };
     Ok((kind, &packet[4..]))

@@ -419,6 +419,12 @@ impl Node {
         &self.workload.observed
     }
 
+    /// The failure detector's local-health score (0 is healthy; see
+    /// [`crate::membership::lifeguard`]).
+    pub fn local_health(&self) -> u32 {
+        self.membership.local_health()
+    }
+
     /// What the node refused so far.
     pub fn counters(&self) -> &Counters {
         &self.counters

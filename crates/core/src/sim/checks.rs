@@ -70,6 +70,11 @@ impl Sim {
             })
     }
 
+    /// Node `i`'s failure-detector local health (0 when it is not running).
+    pub fn local_health(&self, i: usize) -> u32 {
+        self.nodes[i].node.as_ref().map_or(0, |n| n.local_health())
+    }
+
     /// Inputs the running nodes refused (malformed or stale datagrams, bad gossip items).
     pub fn rejected(&self) -> u64 {
         self.nodes

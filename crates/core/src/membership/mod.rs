@@ -1,5 +1,6 @@
 //! SWIM membership as a pure state machine: foca plus the bookkeeping shoal needs on top of it
-//! (the `left` status, members foca has forgotten, settings that follow the cluster size).
+//! (the `left` status, members foca has forgotten, settings that follow the cluster size) and
+//! Lifeguard's local health and suspicion notices ([`lifeguard`]).
 //!
 //! Nothing here reads a clock or touches a socket. Callers feed in datagrams, fired timers and the
 //! current time, and carry out the [`Effects`] that come back; the agent does so with tokio, the
@@ -12,19 +13,28 @@ use std::{
     time::Duration,
 };
 
-use foca::{AccumulatingRuntime, Foca, Member, OwnedNotification, State};
+pub mod lifeguard;
+
+use foca::{AccumulatingRuntime, Foca, Member, Message, OwnedNotification, State};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
-use super::{
+use crate::{
     broadcast::{Broadcasts, Inbox, MAX_BROADCAST_BYTES},
     codec::SwimCodec,
     identity::{NodeId, NodeIdentity},
     wire::{self, PacketKind, WireError},
 };
+use lifeguard::{Lifeguard, SuspectNotice, NOTICE_INTERVAL};
 
-/// A foca timer, handed to the caller to fire later.
-pub type Timer = foca::Timer<NodeIdentity>;
+/// A timer, handed to the caller to fire later.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Timer {
+    /// One of foca's.
+    Swim(foca::Timer<NodeIdentity>),
+    /// Tell a suspect again that it is suspected.
+    Remind(NodeId),
+}
 
 /// How a node looks to the member that is asked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -122,7 +132,9 @@ pub struct Settings {
     pub probe_period: Duration,
     /// How long a direct probe waits for its ack before asking others to probe indirectly.
     pub probe_rtt: Duration,
-    /// Suspicion lasts `max(1, log10(n)) * multiplier * probe_period`.
+    /// Suspicion lasts `max(1, log10(n)) * multiplier * probe_period`, stretched by up to five
+    /// times on a node whose own network looks unhealthy (see [`lifeguard`]). Short, because a
+    /// live suspect is told directly and refutes at once.
     pub suspicion_multiplier: f64,
     /// How often to piggyback pending updates on a gossip message to a few members.
     pub gossip_period: Duration,
@@ -137,11 +149,11 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            probe_period: Duration::from_millis(1000),
-            probe_rtt: Duration::from_millis(500),
-            suspicion_multiplier: 4.0,
+            probe_period: Duration::from_millis(500),
+            probe_rtt: Duration::from_millis(200),
+            suspicion_multiplier: 3.0,
             gossip_period: Duration::from_millis(200),
-            announce_to_down_period: Duration::from_secs(10),
+            announce_to_down_period: Duration::from_secs(2),
             sync_period: Duration::from_secs(5),
         }
     }
@@ -211,6 +223,7 @@ pub struct Membership<R: RngExt> {
     left: BTreeSet<(NodeId, u64)>,
     /// New broadcast payloads from peers, filled by foca's handler.
     inbox: Inbox,
+    lifeguard: Lifeguard,
     leaving: bool,
     effects: Effects,
 }
@@ -234,6 +247,7 @@ impl<R: RngExt> Membership<R> {
             bucket,
             records: BTreeMap::new(),
             inbox,
+            lifeguard: Lifeguard::default(),
             left: BTreeSet::new(),
             leaving: false,
             effects: Effects::default(),
@@ -279,6 +293,7 @@ impl<R: RngExt> Membership<R> {
                 .handle_data(body, &mut self.runtime)
                 .map_err(MembershipError::from),
             PacketKind::Leave => self.handle_leave(body, now_ms),
+            PacketKind::Suspect => self.handle_notice(body),
         };
         self.collect(now_ms);
         result
@@ -319,11 +334,86 @@ impl<R: RngExt> Membership<R> {
         Ok(())
     }
 
+    /// A member suspects us: refute now (foca bumps our incarnation), and answer the notifier
+    /// directly so that it does not wait for the refutation to spread.
+    fn handle_notice(&mut self, body: &[u8]) -> Result<(), MembershipError> {
+        let notice: SuspectNotice = wire::decode(body)?;
+        if notice.suspect != *self.identity() || self.leaving {
+            // About a previous life of ours, or someone else: nothing to refute.
+            return Ok(());
+        }
+        self.lifeguard.was_suspected();
+        let me = self.identity().clone();
+        self.foca.apply_many(
+            std::iter::once(Member::new(me, notice.incarnation, State::Suspect)),
+            true,
+            &mut self.runtime,
+        )?;
+        // Any message carries our new incarnation; an announce is one foca sends on request.
+        self.foca.announce(notice.from, &mut self.runtime)?;
+        Ok(())
+    }
+
     /// Fires a timer that an earlier [`Effects`] asked for.
     pub fn handle_timer(&mut self, timer: Timer, now_ms: u64) -> Result<(), MembershipError> {
-        let result = self.foca.handle_timer(timer, &mut self.runtime);
+        let result = match timer {
+            Timer::Swim(foca::Timer::ChangeSuspectToDown {
+                member_id,
+                incarnation,
+                token,
+            }) => {
+                let base = self.settings.suspicion_timeout(self.bucket);
+                match self.lifeguard.wait_more(member_id.id, base, now_ms) {
+                    // Not yet: this node's own health says it may be the one cut off.
+                    Some(more) => {
+                        let timer = foca::Timer::ChangeSuspectToDown {
+                            member_id,
+                            incarnation,
+                            token,
+                        };
+                        self.effects.timers.push((more, Timer::Swim(timer)));
+                        Ok(())
+                    }
+                    None => self.foca.handle_timer(
+                        foca::Timer::ChangeSuspectToDown {
+                            member_id,
+                            incarnation,
+                            token,
+                        },
+                        &mut self.runtime,
+                    ),
+                }
+            }
+            Timer::Swim(timer) => self.foca.handle_timer(timer, &mut self.runtime),
+            Timer::Remind(id) => {
+                if let Some((suspect, incarnation)) = self.lifeguard.remind(id) {
+                    self.send_notice(suspect, incarnation);
+                }
+                Ok(())
+            }
+        };
         self.collect(now_ms);
         result.map_err(MembershipError::from)
+    }
+
+    fn send_notice(&mut self, suspect: NodeIdentity, incarnation: u16) {
+        let notice = SuspectNotice {
+            from: self.identity().clone(),
+            suspect: suspect.clone(),
+            incarnation,
+        };
+        if let Ok(body) = wire::encode(&notice) {
+            let packet = wire::seal(PacketKind::Suspect, &body);
+            self.effects.packets.push((suspect.addr, packet));
+            self.effects
+                .timers
+                .push((NOTICE_INTERVAL, Timer::Remind(suspect.id)));
+        }
+    }
+
+    /// This node's local-health score (0 is healthy).
+    pub fn local_health(&self) -> u32 {
+        self.lifeguard.health()
     }
 
     /// Merges a full membership state received from a peer (anti-entropy).
@@ -459,10 +549,30 @@ impl<R: RngExt> Membership<R> {
                 .push((to.addr, wire::seal(PacketKind::Swim, &data)));
         }
         while let Some((after, timer)) = self.runtime.to_schedule() {
-            self.effects.timers.push((after, timer));
+            if let foca::Timer::ChangeSuspectToDown {
+                member_id,
+                incarnation,
+                ..
+            } = &timer
+            {
+                if self.lifeguard.suspect(member_id, *incarnation, now_ms) {
+                    self.send_notice(member_id.clone(), *incarnation);
+                }
+            }
+            self.effects.timers.push((after, Timer::Swim(timer)));
         }
         while let Some(notification) = self.runtime.to_notify() {
             self.on_notification(notification, now_ms);
+        }
+        if self.lifeguard.is_suspecting() {
+            let suspects: BTreeSet<(NodeId, u16)> = self
+                .foca
+                .iter_membership_state()
+                .filter(|m| m.state() == State::Suspect)
+                .map(|m| (m.id().id, m.incarnation()))
+                .collect();
+            self.lifeguard
+                .retain(|id, incarnation| suspects.contains(&(id.id, incarnation)));
         }
         self.effects.broadcasts.extend(self.inbox.take());
         let bucket = size_bucket(self.foca.num_members() + 1);
@@ -508,6 +618,18 @@ impl<R: RngExt> Membership<R> {
                 self.effects.events.push(MemberEvent::Renewed(identity))
             }
             OwnedNotification::Defunct => {}
+            // A failed probe says as much about the target as about us; being suspected (see
+            // `handle_notice`) says it about us.
+            OwnedNotification::ProbeFailed(..) => {}
+            OwnedNotification::DataReceived(header) => {
+                if matches!(
+                    header.message,
+                    Message::Ack(_) | Message::ForwardedAck { .. }
+                ) {
+                    self.lifeguard.probe_answered();
+                }
+            }
+            OwnedNotification::DataSent(_) => {}
         }
     }
 
