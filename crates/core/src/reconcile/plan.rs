@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use super::{
     memo::PlacementMemo,
     pacing,
-    placement::{self, place, NodeFacts, Placement},
+    placement::{place, NodeFacts, Placement},
 };
 use crate::{
     desired::{
@@ -123,31 +123,50 @@ fn task_id(me: NodeId, service: &str, slot: &SlotKey, now_ms: u64, salt: u64) ->
     hex::encode(&h.finalize()[..6])
 }
 
-/// Slots that stay where they run, per the nodes' reports: those on `pause`d nodes, and for a
-/// service that opts out of rebalancing (`shoal.rebalance=false`), those on active nodes too.
+/// Where each slot of `service` runs now, per the live nodes' reports: the node whose report
+/// has a task for it that it means to keep (`desired_running`: running, starting, preparing or
+/// waiting for a restart; not one it is handing off or stopping). Placement keeps slots there
+/// while it can ([`place`]'s `keep`), so it moves only what it must.
+///
+/// A slot claimed by two nodes (both sides of a healed partition ran it) counts for the one
+/// whose container is older, then the lower node id: a rule over the reports alone, so every
+/// node that holds the same reports picks the same one, and the newer duplicate is handed off.
 pub fn kept_slots(
     service: &ServiceView,
     nodes: &[NodeFacts],
     observed: &ObservedState,
 ) -> BTreeMap<SlotKey, NodeId> {
-    let stays = !placement::rebalances(&service.spec);
-    let mut keep = BTreeMap::new();
-    for node in nodes.iter().filter(|n| match n.availability {
-        Availability::Pause => true,
-        Availability::Active => stays,
-        Availability::Drain => false,
-    }) {
-        if let Some(report) = observed.get(node.id) {
-            for t in report
-                .tasks
-                .iter()
-                .filter(|t| t.service == service.name && t.desired_running)
-            {
-                keep.insert(t.slot, node.id);
-            }
+    running_where(nodes, observed.tasks_of(&service.name))
+}
+
+/// [`kept_slots`] over one service's tasks, as [`ObservedState::by_service`] groups them.
+fn running_where<'a>(
+    nodes: &[NodeFacts],
+    tasks: impl IntoIterator<Item = (NodeId, &'a TaskReport)>,
+) -> BTreeMap<SlotKey, NodeId> {
+    let usable: BTreeSet<NodeId> = nodes
+        .iter()
+        .filter(|n| n.availability != Availability::Drain)
+        .map(|n| n.id)
+        .collect();
+    let mut best: BTreeMap<SlotKey, (bool, u64, NodeId)> = BTreeMap::new();
+    for (node, t) in tasks {
+        if !t.desired_running || !usable.contains(&node) {
+            continue;
         }
+        // A task without a container (preparing, waiting) has a `since` that moves.
+        let rank = if t.container_id.is_some() {
+            (false, t.since_ms, node)
+        } else {
+            (true, 0, node)
+        };
+        best.entry(t.slot)
+            .and_modify(|b| *b = (*b).min(rank))
+            .or_insert(rank);
     }
-    keep
+    best.into_iter()
+        .map(|(slot, (_, _, node))| (slot, node))
+        .collect()
 }
 
 /// Placement of `service` as every node computes it.
@@ -251,7 +270,7 @@ impl Reconciler {
         let live: BTreeSet<NodeId> = inputs.nodes.iter().map(|n| n.id).collect();
         let reported = inputs.observed.by_service();
         for service in inputs.services {
-            let keep = kept_slots(service, inputs.nodes, inputs.observed);
+            let keep = running_where(inputs.nodes, reported.of(&service.name).iter().copied());
             let placement = placements.get(service, keep);
             let gate = pacing::gate(
                 service,

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::desired::{hlc::Hlc, spec::RestartPolicy};
+use crate::reconcile::placement;
 
 fn service(replicas: u64, restart: RestartPolicy) -> ServiceView {
     ServiceView {
