@@ -185,6 +185,8 @@ mod tests {
             version: NEW,
             force: 0,
             updated: NEW,
+            update_status: None,
+            can_roll_back: false,
         }
     }
 
@@ -203,6 +205,7 @@ mod tests {
             error: None,
             endpoints: vec![],
             since_ms,
+            started_ms: None,
         }
     }
 

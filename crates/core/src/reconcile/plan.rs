@@ -599,6 +599,7 @@ fn pending(
         error,
         endpoints: vec![],
         since_ms: now,
+        started_ms: None,
     }
 }
 
@@ -633,6 +634,7 @@ pub fn task_of(c: &LocalContainer, desired_running: bool, error: Option<String>)
         error,
         endpoints: c.endpoints.clone(),
         since_ms: c.created_ms,
+        started_ms: None,
     }
 }
 

@@ -17,6 +17,8 @@ fn service(replicas: u64, restart: RestartPolicy) -> ServiceView {
         version: Hlc::ZERO,
         force: 0,
         updated: Hlc::ZERO,
+        update_status: None,
+        can_roll_back: false,
     }
 }
 
