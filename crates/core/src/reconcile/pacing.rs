@@ -441,6 +441,33 @@ mod tests {
     }
 
     #[test]
+    fn a_tolerated_failure_leaves_the_window() {
+        // Slot 1's new replica failed and waits for a restart (stop-first: below ready). Held,
+        // it fills the window; tolerated (`continue`, or under the failure ratio), it does not.
+        let (owners, observed) = world(vec![
+            (1, task(2, OLD, Health::Healthy, 0)),
+            (2, task(3, OLD, Health::Healthy, 0)),
+            (2, task(4, OLD, Health::Healthy, 0)),
+        ]);
+        let reported = observed.by_service();
+        let live = live();
+        let serving = Serving {
+            me: NodeId(9),
+            local: &[],
+            reported: reported.of("s_web"),
+            live: &live,
+        };
+        let held = gate_with(&service(1, 0), &owners, &serving, &Progress::default(), 100);
+        assert_eq!(held.open, slots(&[1]));
+        let progress = Progress {
+            released: slots(&[1]),
+            ..Progress::default()
+        };
+        let tolerated = gate_with(&service(1, 0), &owners, &serving, &progress, 100);
+        assert_eq!(tolerated.open, slots(&[1, 2]), "slot 1 still heals");
+    }
+
+    #[test]
     fn a_paused_rollout_starts_nothing_but_heals() {
         use crate::desired::state::{UpdateState, UpdateStatus};
         let mut svc = service(2, 0);
