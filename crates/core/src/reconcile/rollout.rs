@@ -40,8 +40,9 @@
 //! and returns the writes in `Plan::auto_writes`; the node applies each with
 //! `DesiredState::apply_auto` (through `Replica::apply_auto`, which also spreads the delta when
 //! it is not empty). A write is repeated every round until the state holds it, and applying it
-//! again is a no-op. `service inspect` can call [`assess`] over the same inputs to show the failed
-//! slots.
+//! again is a no-op. `service inspect` can call [`assess_observed`] with the placement
+//! (`plan::placement_of`) to show the failed slots; the status itself is
+//! `ServiceView::update_status`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -51,7 +52,7 @@ use crate::{
         state::{AutoOutcome, AutoWrite, ServiceView, UpdateState},
     },
     identity::NodeId,
-    observed::{Health, SlotKey, TaskReport, TaskState},
+    observed::{Health, ObservedState, SlotKey, TaskReport, TaskState},
 };
 
 /// Docker's healthcheck interval when none is given.
@@ -261,6 +262,24 @@ pub fn assess(
         out.write = Some(write(outcome));
     }
     out
+}
+
+/// [`assess`] over a whole observed state, for a caller that looks at one service (`service
+/// inspect`); a reconcile round groups the reports once for every service instead.
+pub fn assess_observed(
+    service: &ServiceView,
+    owners: &BTreeMap<SlotKey, NodeId>,
+    observed: &ObservedState,
+    live: &BTreeSet<NodeId>,
+    now_ms: u64,
+) -> Assessment {
+    let by_service = observed.by_service();
+    let reports = Reports {
+        tasks: by_service.of(&service.name),
+        history: by_service.history_of(&service.name),
+        live,
+    };
+    assess(service, owners, &reports, now_ms)
 }
 
 /// When the rollout completed, if it has: every slot served only by its owner's ready replica
