@@ -12,6 +12,7 @@ use crate::{
         spec::{HealthcheckSpec, ServiceSpec, UpdateConfig, UpdateOrder},
         state::{UpdateState, UpdateStatus},
     },
+    desired::{spec::ServiceDef, state::DesiredState},
     observed::{NodeReport, ObservedState},
     reconcile::{
         placement::NodeFacts,
@@ -297,6 +298,9 @@ struct Cluster {
     nodes: Vec<Node>,
     facts: Vec<NodeFacts>,
     service: ServiceView,
+    /// Each node's desired state, when the test runs one (the service comes from it, and the
+    /// rounds' automatic writes go into it and reach every other node at once).
+    desired: Option<Vec<DesiredState>>,
     now: u64,
     next_id: u64,
 }
@@ -318,12 +322,16 @@ impl Cluster {
             nodes: (0..n).map(|_| Node::default()).collect(),
             facts: (1..=n as u128).map(NodeFacts::plain).collect(),
             service,
+            desired: None,
             now: 10_000,
             next_id: 0,
         }
     }
 
     fn round(&mut self, i: usize) {
+        if let Some(desired) = &self.desired {
+            self.service = desired[i].services().remove(0);
+        }
         let node = &mut self.nodes[i];
         let plan = node.reconciler.plan(&Inputs {
             me: self.facts[i].id,
@@ -333,6 +341,14 @@ impl Cluster {
             observed: &node.view,
             local: &node.containers,
         });
+        if let Some(desired) = &mut self.desired {
+            for write in &plan.auto_writes {
+                let delta = desired[i].apply_auto(write).expect("a live service");
+                for other in desired.iter_mut() {
+                    other.merge_delta(delta.clone());
+                }
+            }
+        }
         for action in plan.actions {
             match action {
                 Action::Create(task) => node.creating.push(*task),
@@ -365,6 +381,16 @@ impl Cluster {
         }
         let task = self.nodes[i].creating.remove(0);
         self.next_id += 1;
+        // An image that never runs: its containers exit at once.
+        let status = if task.spec.image == "bad" {
+            ContainerStatus::Exited {
+                code: 1,
+                finished_ms: self.now,
+                error: None,
+            }
+        } else {
+            ContainerStatus::Running
+        };
         self.nodes[i].containers.push(LocalContainer {
             id: format!("c{}", self.next_id),
             service: task.service,
@@ -373,7 +399,7 @@ impl Cluster {
             version: task.version,
             force: task.force,
             image: task.spec.image,
-            status: ContainerStatus::Running,
+            status,
             health: Health::Starting,
             created_ms: self.now,
             endpoints: vec![],
@@ -407,7 +433,13 @@ impl Cluster {
 
     /// Everything settles: every event happens, every report reaches every node.
     fn settle(&mut self) {
-        for _ in 0..(4 * self.service.replicas + 8) {
+        self.run(4 * self.service.replicas + 8, |_| {});
+    }
+
+    /// `rounds` rounds 100 ms apart in which every event happens and every report reaches every
+    /// node, `check` after each node's round.
+    fn run(&mut self, rounds: u64, check: impl Fn(&Cluster)) {
+        for _ in 0..rounds {
             self.now += 100;
             for i in 0..self.nodes.len() {
                 while !self.nodes[i].creating.is_empty() {
@@ -424,8 +456,19 @@ impl Cluster {
                 for to in 0..self.nodes.len() {
                     self.deliver(i, to);
                 }
+                check(self);
             }
         }
+    }
+
+    /// Slots running a ready replica of `image`.
+    fn ready_on(&self, image: &str) -> usize {
+        self.nodes
+            .iter()
+            .flat_map(|n| &n.containers)
+            .filter(|c| c.image == image && c.health.is_ready())
+            .filter(|c| c.status == ContainerStatus::Running)
+            .count()
     }
 
     /// Every slot runs exactly one ready replica of `version`.
@@ -500,5 +543,69 @@ proptest! {
         }
         cluster.settle();
         prop_assert!(cluster.runs_only(V2));
+    }
+}
+
+/// The whole chain on three nodes: a stop-first update (parallelism 1) to an image whose
+/// containers exit at once. Every node assesses the rollout and writes into its desired state;
+/// the writes spread. With `pause` the update stops at its first slot, the three others keep
+/// serving, the status says why; with `rollback` every slot returns to the old image.
+#[test]
+fn an_update_to_a_failing_image_pauses_or_rolls_back() {
+    for action in [FailureAction::Pause, FailureAction::Rollback] {
+        let mut cluster = Cluster::new(3, 4, 1, UpdateOrder::StopFirst);
+        let mut state = DesiredState::default();
+        let def = ServiceDef {
+            name: "s_web".into(),
+            stack: "s".into(),
+            replicas: 4,
+            spec: ServiceSpec {
+                image: "img:1".into(),
+                update_config: config(action, 0),
+                ..ServiceSpec::default()
+            },
+        };
+        state.deploy_stack("s", vec![def], V1).unwrap();
+        cluster.desired = Some(vec![state.clone(); 3]);
+        cluster.settle();
+        assert_eq!(cluster.ready_on("img:1"), 4);
+
+        let update = crate::desired::state::ServiceUpdate {
+            image: Some("bad".into()),
+            ..Default::default()
+        };
+        let at = Hlc {
+            wall_ms: cluster.now,
+            counter: 0,
+            node: NodeId(1),
+        };
+        for s in cluster.desired.as_mut().unwrap() {
+            s.update_service("s_web", update.clone(), at).unwrap();
+        }
+        cluster.run(300, |c| {
+            assert!(
+                c.below_ready() <= 1,
+                "{} slots below ready",
+                c.below_ready()
+            );
+        });
+        let states = cluster.desired.as_ref().unwrap();
+        assert!(states.iter().all(|s| s.digest() == states[0].digest()));
+        let view = states[0].service("s_web").unwrap();
+        let status = view.rollout().expect("a status for the current version");
+        match action {
+            FailureAction::Pause => {
+                assert_eq!(status.state, UpdateState::Paused, "{status:?}");
+                assert!(status
+                    .message
+                    .starts_with("update paused due to failure or early termination of task"));
+                assert_eq!(cluster.ready_on("img:1"), 3, "the other slots keep serving");
+            }
+            _ => {
+                assert_eq!(status.state, UpdateState::RollbackCompleted, "{status:?}");
+                assert_eq!(view.spec.image, "img:1");
+                assert!(cluster.runs_only(view.version));
+            }
+        }
     }
 }
