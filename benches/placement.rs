@@ -124,6 +124,8 @@ fn reconcile_round(cluster: &[NodeFacts], services: usize, replicas: u64) {
             version: Hlc::ZERO,
             force: 0,
             updated: Hlc::ZERO,
+            update_status: None,
+            can_roll_back: false,
         })
         .collect();
     let keep = BTreeMap::new();

@@ -236,3 +236,18 @@ const GOLDEN: [(u64, u128); 7] = [
     (6, 0x2222),
     (7, 0x1111),
 ];
+
+/// The case measured on a real cluster (issue P5): 6 replicas on 3 nodes scaled to 8 moved 3
+/// running replicas; with the current owners kept it moves none, and the two new slots go to
+/// two different nodes.
+#[test]
+fn six_to_eight_on_three_nodes_moves_nothing() {
+    let spec = ServiceSpec::default();
+    let nodes = three();
+    let six = place(SVC, &spec, 6, &nodes, &BTreeMap::new());
+    let eight = place(SVC, &spec, 8, &nodes, &six.owners);
+    assert_eq!(moved(&six, &eight), 0);
+    let mut counts: Vec<u64> = eight.per_node().into_values().collect();
+    counts.sort();
+    assert_eq!(counts, [2, 3, 3]);
+}

@@ -162,3 +162,173 @@ proptest! {
         prop_assert!(replicas < bigger.len() as u64 || count(&rebalanced, NodeId(newcomer)) > 0);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Churn: with the current owners as `keep`, placement moves only what it must.
+
+/// A spec for the churn properties: constraints, `max_replicas_per_node` and spread preferences,
+/// replicated (a global service's slots are its nodes: nothing to move).
+fn arb_churn_spec() -> impl Strategy<Value = ServiceSpec> {
+    (arb_spec(), any::<bool>()).prop_map(|(mut spec, spread)| {
+        spec.mode = Mode::Replicated;
+        if spread {
+            spec.placement.spread = vec!["zone".into()];
+        }
+        spec
+    })
+}
+
+/// Where the slots run before the change: a placement reached through history (computed while
+/// one node was away, then that node came back), so not the one a fresh placement gives.
+fn lived_in(
+    spec: &ServiceSpec,
+    replicas: u64,
+    nodes: &[NodeFacts],
+    away: prop::sample::Index,
+) -> BTreeMap<SlotKey, NodeId> {
+    let gone = away.index(nodes.len());
+    let mut fewer = nodes.to_vec();
+    fewer.remove(gone);
+    let before = place(SVC, spec, replicas, &fewer, &BTreeMap::new());
+    place(SVC, spec, replicas, nodes, &before.owners).owners
+}
+
+/// The invariants of `check`, for a spread service too (whose per-node counts follow its groups,
+/// checked by `spread_preferences_even_out_groups`).
+fn check_any(
+    spec: &ServiceSpec,
+    replicas: u64,
+    nodes: &[NodeFacts],
+    keep: &BTreeMap<SlotKey, NodeId>,
+    p: &Placement,
+) {
+    if spec.placement.spread.is_empty() {
+        check(spec, replicas, nodes, keep, p);
+    } else {
+        let mut plain = spec.clone();
+        plain.placement.spread.clear();
+        let by_id: BTreeMap<NodeId, &NodeFacts> = nodes.iter().map(|n| (n.id, n)).collect();
+        for (slot, owner) in &p.owners {
+            let n = by_id[owner];
+            assert_eq!(eligible(spec, n), Ok(()), "{slot} on an ineligible node");
+            assert!(
+                n.availability != Availability::Drain,
+                "{slot} on a drained node"
+            );
+        }
+        for c in p.per_node().values() {
+            assert!(*c <= limit(spec));
+        }
+    }
+}
+
+/// Slots that run on one node before and on another after.
+fn moves(before: &BTreeMap<SlotKey, NodeId>, after: &Placement) -> Vec<(SlotKey, NodeId, NodeId)> {
+    before
+        .iter()
+        .filter_map(|(slot, from)| {
+            let to = after.owners.get(slot)?;
+            (to != from).then_some((*slot, *from, *to))
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Scaling up moves no running replica: every slot stays where it runs.
+    #[test]
+    fn scaling_up_moves_no_running_replica(
+        nodes in arb_nodes(arb_availability().boxed()),
+        spec in arb_churn_spec(),
+        replicas in 0u64..=150,
+        more in 1u64..=50,
+        away in any::<prop::sample::Index>(),
+    ) {
+        let running = lived_in(&spec, replicas, &nodes, away);
+        let scaled = place(SVC, &spec, replicas + more, &nodes, &running);
+        check_any(&spec, replicas + more, &nodes, &running, &scaled);
+        prop_assert_eq!(moves(&running, &scaled), vec![]);
+    }
+
+    /// Scaling down stops the removed slots and moves others only to restore the spread: no
+    /// node both gives up a remaining slot and takes one. Undoing a scale-up moves nothing.
+    #[test]
+    fn scaling_down_stops_only_what_it_must(
+        nodes in arb_nodes(arb_availability().boxed()),
+        spec in arb_churn_spec(),
+        replicas in 1u64..=150,
+        fewer in any::<prop::sample::Index>(),
+        away in any::<prop::sample::Index>(),
+    ) {
+        let running = lived_in(&spec, replicas, &nodes, away);
+        let target = fewer.index(replicas as usize) as u64;
+        let down = place(SVC, &spec, target, &nodes, &running);
+        check_any(&spec, target, &nodes, &running, &down);
+        let moved = moves(&running, &down);
+        let gave: BTreeSet<NodeId> = moved.iter().map(|m| m.1).collect();
+        let took: BTreeSet<NodeId> = moved.iter().map(|m| m.2).collect();
+        prop_assert!(gave.is_disjoint(&took), "moves {moved:?}");
+
+        let up = place(SVC, &spec, replicas + 7, &nodes, &running);
+        let back = place(SVC, &spec, replicas, &nodes, &up.owners);
+        prop_assert_eq!(moves(&running, &back), vec![]);
+    }
+
+    /// A node that leaves (or is drained) moves its own slots and no other, and stops none.
+    #[test]
+    fn a_node_loss_moves_only_its_slots(
+        nodes in arb_nodes(arb_availability().boxed()),
+        spec in arb_churn_spec(),
+        replicas in 0u64..=150,
+        lost in any::<prop::sample::Index>(),
+        away in any::<prop::sample::Index>(),
+        drain in any::<bool>(),
+    ) {
+        let running = lived_in(&spec, replicas, &nodes, away);
+        let gone = nodes[lost.index(nodes.len())].id;
+        let mut after_nodes = nodes.clone();
+        if drain {
+            after_nodes.iter_mut().find(|n| n.id == gone).unwrap().availability = Availability::Drain;
+        } else {
+            after_nodes.retain(|n| n.id != gone);
+        }
+        let after = place(SVC, &spec, replicas, &after_nodes, &running);
+        let present: BTreeMap<SlotKey, NodeId> =
+            running.iter().filter(|(_, o)| **o != gone || drain).map(|(s, o)| (*s, *o)).collect();
+        check_any(&spec, replicas, &after_nodes, &present, &after);
+        let others: Vec<_> = moves(&running, &after).into_iter().filter(|m| m.1 != gone).collect();
+        prop_assert_eq!(others, vec![]);
+        // Nor does a slot that runs elsewhere give way to one of the lost node's (when room is
+        // short, the running slots are the ones that stay).
+        let stopped: Vec<_> = present
+            .keys()
+            .filter(|s| running[*s] != gone && !after.owners.contains_key(*s))
+            .collect();
+        prop_assert!(stopped.is_empty(), "stopped {stopped:?}");
+    }
+
+    /// A node that joins takes at most its fair share, and every slot that moves goes to it.
+    #[test]
+    fn a_join_moves_only_the_newcomers_share(
+        nodes in arb_nodes(arb_availability().boxed()),
+        spec in arb_churn_spec(),
+        replicas in 0u64..=150,
+        newcomer in any::<u128>(),
+        zone in proptest::option::of(prop::sample::select(vec!["a", "b", "d"])),
+        away in any::<prop::sample::Index>(),
+    ) {
+        prop_assume!(nodes.iter().all(|n| n.id != NodeId(newcomer)));
+        let running = lived_in(&spec, replicas, &nodes, away);
+        let mut bigger = nodes.clone();
+        bigger.push(node(99, newcomer, zone, Some("ssd"), Availability::Active));
+        let after = place(SVC, &spec, replicas, &bigger, &running);
+        check_any(&spec, replicas, &bigger, &running, &after);
+        let moved = moves(&running, &after);
+        prop_assert!(moved.iter().all(|m| m.2 == NodeId(newcomer)), "moves {moved:?}");
+        if spec.placement.spread.is_empty() {
+            let share = replicas.div_ceil(active_eligible(&spec, &bigger).count().max(1) as u64);
+            prop_assert!(moved.len() as u64 <= share, "{} moved, share {share}", moved.len());
+        }
+    }
+}

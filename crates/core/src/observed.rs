@@ -52,6 +52,9 @@ pub enum TaskState {
     Shutdown,
     /// Could not be created (no such image, bad command).
     Rejected,
+    /// Its node has asked the engine for the container, which is not listed yet: the slot is
+    /// being (re)filled, so other nodes count it as in progress rather than unserved.
+    Preparing,
 }
 
 impl TaskState {
@@ -65,6 +68,7 @@ impl TaskState {
             TaskState::Failed => "failed",
             TaskState::Shutdown => "shutdown",
             TaskState::Rejected => "rejected",
+            TaskState::Preparing => "preparing",
         }
     }
 }
@@ -140,6 +144,10 @@ pub struct TaskReport {
     pub endpoints: Vec<Endpoint>,
     /// When (ms since the epoch) it entered `state`.
     pub since_ms: u64,
+    /// When its node first saw its container running (ms since the epoch, the node's clock);
+    /// `None` before that, or if it never ran. A rollout's `monitor` counts from here, and a
+    /// finished task in the history keeps it, so a failure can be told from a late one.
+    pub started_ms: Option<u64>,
 }
 
 impl TaskReport {
@@ -228,14 +236,21 @@ impl ObservedState {
     /// [`ObservedState::tasks_of`] per service would scan every report once per service.
     pub fn by_service(&self) -> TasksByService<'_> {
         let mut map: BTreeMap<&str, Vec<(NodeId, &TaskReport)>> = BTreeMap::new();
+        let mut history: BTreeMap<&str, Vec<(NodeId, &TaskReport)>> = BTreeMap::new();
         for report in self.nodes.values() {
             for task in &report.tasks {
                 map.entry(task.service.as_str())
                     .or_default()
                     .push((report.node, task));
             }
+            for task in &report.history {
+                history
+                    .entry(task.service.as_str())
+                    .or_default()
+                    .push((report.node, task));
+            }
         }
-        TasksByService { map }
+        TasksByService { map, history }
     }
 
     /// Every current task of `service` on any node.
@@ -255,12 +270,18 @@ impl ObservedState {
 /// Current tasks grouped by service (see [`ObservedState::by_service`]).
 pub struct TasksByService<'a> {
     map: BTreeMap<&'a str, Vec<(NodeId, &'a TaskReport)>>,
+    history: BTreeMap<&'a str, Vec<(NodeId, &'a TaskReport)>>,
 }
 
 impl<'a> TasksByService<'a> {
     /// The tasks of `service`, with their nodes, in node order.
     pub fn of(&self, service: &str) -> &[(NodeId, &'a TaskReport)] {
         self.map.get(service).map_or(&[], Vec::as_slice)
+    }
+
+    /// The finished tasks of `service` in every node's history, with their nodes, in node order.
+    pub fn history_of(&self, service: &str) -> &[(NodeId, &'a TaskReport)] {
+        self.history.get(service).map_or(&[], Vec::as_slice)
     }
 }
 

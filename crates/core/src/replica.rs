@@ -18,7 +18,7 @@ use super::{
     broadcast::MAX_BROADCAST_BYTES,
     desired::{
         hlc::{Clock, Hlc},
-        state::{DesiredError, DesiredState, ServiceView},
+        state::{AutoWrite, DesiredError, DesiredState, ServiceView},
     },
     identity::NodeId,
     wire::{self, WireError},
@@ -95,6 +95,28 @@ impl Replica {
         Ok(Outgoing { delta, gossip })
     }
 
+    /// Applies an automatic rollout write (`Plan::auto_writes`, see
+    /// `DesiredState::apply_auto`): it carries its own stamp, derived from the version it is
+    /// about, so the clock does not tick; it only observes the stamp, so that later commands on
+    /// this node order after it. `None` when there is nothing to spread (the write was already
+    /// held, or is about a version no longer current).
+    pub fn apply_auto(
+        &mut self,
+        write: &AutoWrite,
+        now_ms: u64,
+    ) -> Result<Option<Outgoing>, DesiredError> {
+        let delta = self.state.apply_auto(write)?;
+        if delta.is_empty() {
+            return Ok(None);
+        }
+        self.derived = Derived::default();
+        if let Some(max) = delta.max_hlc() {
+            self.clock.observe(&max, now_ms);
+        }
+        let gossip = encode_gossip(&delta).filter(|bytes| bytes.len() <= MAX_BROADCAST_BYTES);
+        Ok(Some(Outgoing { delta, gossip }))
+    }
+
     /// Merges state from a peer; true if anything changed.
     pub fn merge(&mut self, other: DesiredState, now_ms: u64) -> bool {
         if let Some(max) = other.max_hlc() {
@@ -136,4 +158,71 @@ fn encode_gossip(delta: &DesiredState) -> Option<Vec<u8>> {
     out.push(GOSSIP_VERSION);
     out.extend_from_slice(&body);
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::{
+        spec::{ServiceDef, ServiceSpec},
+        state::{AutoOutcome, ServiceUpdate, UpdateState},
+    };
+
+    #[test]
+    fn an_automatic_write_spreads_once_and_later_commands_order_after_it() {
+        let def = ServiceDef {
+            name: "web_api".into(),
+            stack: "web".into(),
+            replicas: 2,
+            spec: ServiceSpec {
+                image: "api:1".into(),
+                ..ServiceSpec::default()
+            },
+        };
+        let mut a = Replica::new(NodeId(1), DesiredState::default(), 1_000);
+        let out = a
+            .change(1_000, |s, hlc| s.deploy_stack("web", vec![def], hlc))
+            .unwrap();
+        let update = ServiceUpdate {
+            image: Some("api:2".into()),
+            ..ServiceUpdate::default()
+        };
+        let out2 = a
+            .change(2_000, |s, hlc| s.update_service("web_api", update, hlc))
+            .unwrap();
+        let mut b = Replica::new(NodeId(2), DesiredState::default(), 2_000);
+        b.merge(out.delta, 2_000);
+        b.merge(out2.delta, 2_000);
+        let version = a.services()[0].version;
+        let pause = AutoWrite {
+            service: "web_api".into(),
+            version,
+            outcome: AutoOutcome::Paused {
+                message: "update paused".into(),
+            },
+        };
+        let from_a = a.apply_auto(&pause, 2_000).unwrap().expect("a change");
+        assert!(from_a.gossip.is_some(), "small enough to gossip");
+        b.apply_auto(&pause, 2_000)
+            .unwrap()
+            .expect("a change here too");
+        assert!(!b.merge(from_a.delta, 2_000), "identical writes");
+        assert_eq!(a.digest(), b.digest());
+        assert!(a.apply_auto(&pause, 2_000).unwrap().is_none());
+        assert_eq!(
+            a.services()[0].rollout().unwrap().state,
+            UpdateState::Paused
+        );
+        // A command on the same node, its wall clock unchanged, comes after the pause.
+        let force = ServiceUpdate {
+            force: true,
+            ..ServiceUpdate::default()
+        };
+        a.change(2_000, |s, hlc| s.update_service("web_api", force, hlc))
+            .unwrap();
+        assert_eq!(
+            a.services()[0].rollout().unwrap().state,
+            UpdateState::Updating
+        );
+    }
 }

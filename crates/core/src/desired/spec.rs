@@ -234,7 +234,9 @@ pub enum RestartCondition {
 pub struct RestartPolicy {
     /// When to replace an exited container.
     pub condition: RestartCondition,
-    /// Wait before replacing.
+    /// Wait before replacing, after every failure. 0 (the default, when the stack file does not
+    /// set it): the first replacement after a failure is immediate, and only replicas that keep
+    /// failing soon after they start back off (0.5 s, doubling up to 60 s).
     pub delay_ms: u64,
     /// Give up after this many attempts within `window_ms` (None: never give up).
     pub max_attempts: Option<u64>,
@@ -244,9 +246,11 @@ pub struct RestartPolicy {
 
 impl Default for RestartPolicy {
     fn default() -> Self {
+        // Swarm's default delay is 5 s, spent on every restart, the first included; shoal
+        // replaces at once and backs off only on a crash loop (see `delay_ms`).
         RestartPolicy {
             condition: RestartCondition::Any,
-            delay_ms: 5_000,
+            delay_ms: 0,
             max_attempts: None,
             window_ms: 0,
         }

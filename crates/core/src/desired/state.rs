@@ -62,6 +62,7 @@ mod entry;
 mod error;
 mod ops;
 mod reg;
+mod status;
 mod view;
 
 use std::collections::BTreeMap;
@@ -74,6 +75,7 @@ use self::entry::{NodeEntry, ServiceEntry};
 pub use self::{
     error::{DesiredError, MergeConflict, MAX_REPLICAS},
     ops::ServiceUpdate,
+    status::{auto_stamp, AutoOutcome, AutoWrite, PreviousSpec, UpdateState, UpdateStatus},
     view::{NodeSettings, ServiceView, StackView},
 };
 use super::hlc::Hlc;

@@ -103,6 +103,8 @@ mod tests {
             version: Hlc::ZERO,
             force: 0,
             updated: Hlc::ZERO,
+            update_status: None,
+            can_roll_back: false,
         }
     }
 

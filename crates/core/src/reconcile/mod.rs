@@ -6,3 +6,4 @@ mod memo;
 pub mod pacing;
 pub mod placement;
 pub mod plan;
+pub mod rollout;

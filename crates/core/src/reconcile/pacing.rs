@@ -1,24 +1,55 @@
 //! Pacing: how many slots of a service change at once, with no coordinator.
 //!
 //! A slot **changes** when it must go from the replica that serves it now to a replica of the
-//! current spec at its owner: a rolling update (a new spec version or `--force`), or a move
-//! (rebalance onto a node that joined, a drain). Every node sees the same observed state, so every
-//! node computes the same set of changing slots and lets the same ones proceed:
+//! current spec at its owner: a rolling update (a new spec version, `--force`, a rollback), or a
+//! move (rebalance onto a node that joined, a drain). Every node sees the same observed state, so
+//! every node computes the same gate and lets the same slots proceed.
 //!
-//! - a slot is **changing** while some live node serves it (a running, ready replica) but not
-//!   only its owner at the current version: the owner's new replica is not ready yet, or the old
-//!   one (an older version, or on the previous owner) has not stopped yet. A slot that nobody
-//!   serves is being healed, not changed: it is never held back;
-//! - changing slots proceed in slot order, at most `update_config.parallelism` at a time (0: all):
-//!   a sliding window, as Swarm's updater works through its tasks with that many workers;
-//! - after a slot finishes, no further slot starts until `update_config.delay` has passed since
-//!   the finished slot's new replica started (its report's `since`: the time its container was
-//!   created, which is what reports carry; Swarm counts from when the task runs, a healthcheck's
-//!   start period earlier at most).
+//! # What is promised
 //!
-//! A slot held back keeps its old replica running. A new version that never becomes ready holds
-//! the window where it is, so the update goes no further than `parallelism` slots (Swarm's
-//! `failure_action: pause`, without the written state).
+//! Stated for one service whose rollout paces with `parallelism` = P (`update_config`, or
+//! `rollback_config` during a rollback; P = 0 means all at once), so that a user can check each
+//! against `service ps`:
+//!
+//! 1. **An update takes at most P slots out of service.** At any moment, at most P slots of the
+//!    service are *below ready* (no live node runs a ready replica of them, of any version)
+//!    because of the update, for `stop-first` and `start-first` alike; with `start-first` the
+//!    update itself never takes a slot below ready. This holds although every node decides on
+//!    its own from reports that may be out of date (proof sketch below).
+//! 2. **A slot in progress keeps its place in the window** until it is *done* (its owner runs a
+//!    ready replica of the current version and no other replica serves it): its old replica
+//!    stopped by `stop-first` and its new one not ready yet, a new replica starting, failing and
+//!    waiting for a restart, a create still queued at the engine (the owner reports it as
+//!    `preparing`). A failed slot the rollout tolerates (`failure_action: continue`, or under
+//!    `max_failure_ratio`, see `rollout`) leaves the window.
+//! 3. **Missing slots are healed at once, and count.** A slot below ready for a reason other
+//!    than the update (its node died, its container crashed, a scale-up) is never held back:
+//!    its owner starts a replica right away. While it is below ready it occupies a place in the
+//!    window, so the update starts nothing new while P or more slots are missing.
+//! 4. **Slot order.** Slots waiting their turn start in slot order, as a sliding window: slot
+//!    `s` may start when the slots in progress or below ready, plus the waiting slots before
+//!    `s`, number fewer than P.
+//! 5. **Delay.** After a slot finishes, no waiting slot starts until `delay` has passed since
+//!    the finished slot's new replica was created (reports carry creation times; Swarm counts
+//!    from when the task runs, a healthcheck's start period earlier at most).
+//! 6. **Pause.** While the rollout is `paused` (`rollback_paused`), no waiting slot starts and
+//!    no slot in progress starts a new replica: a `start-first` slot whose new replica failed
+//!    keeps its old one; a slot below ready is still healed (rule 3), so a `stop-first` slot whose
+//!    new replica failed restarts it as the restart policy says.
+//! 7. A slot waiting its turn keeps its old replica running, reported and taking traffic.
+//!
+//! # Why stale reports do not break promise 1
+//!
+//! For a slot under a plain update (no crash, no node loss), its true state only moves forward:
+//! waiting, then in progress, then done. A node's view of another node's slot is that node's
+//! last report it holds, i.e. the slot's true state at some earlier time, never ahead of it; a
+//! node's own slots it sees from its own listing. A node starts its waiting slot `s` only if the
+//! slots before `s` that are not done in its view number fewer than P (rule 4). Slots done in the
+//! view are done in truth, so fewer than P slots before `s` are not done in truth either: `s` is
+//! among the first P slots that are not done. That stays true as slots finish, so every slot in
+//! progress is always among the first P not done, and at most P are in progress. The property
+//! test in `rollout::tests` checks it over random interleavings of rounds, report deliveries and
+//! container events on several nodes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -32,10 +63,13 @@ use crate::{
 /// Which changing slots of one service may proceed this round.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Gate {
-    /// Slots changing now, in slot order.
+    /// Slots not done yet (waiting, in progress, below ready), in slot order.
     pub changing: Vec<SlotKey>,
-    /// Those of them that may proceed.
+    /// Those of them that may proceed: in progress (unless paused), below ready, tolerated
+    /// failures, and the waiting slots whose turn has come.
     pub open: BTreeSet<SlotKey>,
+    /// Slots below ready now (no live ready replica of any version).
+    pub below_ready: BTreeSet<SlotKey>,
     /// When the delay after the last finished slot ends, if a slot waits for it.
     pub wake_at_ms: Option<u64>,
 }
@@ -61,6 +95,29 @@ pub struct Serving<'a> {
     pub live: &'a BTreeSet<NodeId>,
 }
 
+/// What the gate cannot read from the reports alone.
+#[derive(Clone, Debug, Default)]
+pub struct Progress {
+    /// Failed slots the rollout tolerates (`rollout::Assessment::tolerated`): out of the window.
+    pub released: BTreeSet<SlotKey>,
+    /// This node's slots whose owner (this node) is working on the current version without a
+    /// container to show for it: a create in flight, a restart delay after a failure.
+    pub started_here: BTreeSet<SlotKey>,
+}
+
+/// What the gate knows of one slot.
+#[derive(Default)]
+struct SlotFacts {
+    /// Some live node runs a ready replica of it (any version).
+    ready: bool,
+    /// Its owner runs a ready replica of the current version, created then.
+    owner_current: Option<u64>,
+    /// A ready replica other than the owner's current one serves it.
+    extra: bool,
+    /// Its owner is working on the current version for it.
+    started: bool,
+}
+
 /// The gate of `service`, whose slots `owners` own, given who serves what.
 pub fn gate(
     service: &ServiceView,
@@ -68,81 +125,107 @@ pub fn gate(
     serving: &Serving<'_>,
     now_ms: u64,
 ) -> Gate {
-    let mut served: BTreeSet<SlotKey> = BTreeSet::new();
-    let mut done: BTreeSet<SlotKey> = BTreeSet::new();
-    let mut last_done_ms = 0u64;
+    gate_with(service, owners, serving, &Progress::default(), now_ms)
+}
+
+/// [`gate`], knowing what only the reconciler and the rollout assessment know.
+pub fn gate_with(
+    service: &ServiceView,
+    owners: &BTreeMap<SlotKey, NodeId>,
+    serving: &Serving<'_>,
+    progress: &Progress,
+    now_ms: u64,
+) -> Gate {
     let current = |version, force| version == service.version && force == service.force;
-    let others = serving
-        .reported
-        .iter()
-        .copied()
-        .filter(|(node, t)| {
-            *node != serving.me
-                && serving.live.contains(node)
-                && t.state == TaskState::Running
-                && t.health.is_ready()
-        })
-        .map(|(node, t)| {
-            (
-                node,
-                t.slot,
-                current(t.version, t.force) && t.desired_running,
-                t.since_ms,
-            )
-        });
-    let mine = serving
-        .local
-        .iter()
-        .filter(|c| {
-            c.service == service.name && c.status == ContainerStatus::Running && c.health.is_ready()
-        })
-        .map(|c| {
-            (
-                serving.me,
-                c.slot,
-                current(c.version, c.force),
-                c.created_ms,
-            )
-        });
-    // A slot is done when its owner serves it at the current version and nothing else does: a
-    // moved slot's old replica counts until its node stops it, so the window moves on only once
-    // the extra container is gone.
-    let mut extra: BTreeSet<SlotKey> = BTreeSet::new();
-    let mut done_since: BTreeMap<SlotKey, u64> = BTreeMap::new();
-    for (node, slot, is_current, since_ms) in others.chain(mine) {
-        served.insert(slot);
-        if is_current && owners.get(&slot) == Some(&node) {
-            done_since.insert(slot, since_ms);
+    let mut facts: BTreeMap<SlotKey, SlotFacts> = BTreeMap::new();
+    let mut see =
+        |node: NodeId, slot: SlotKey, is_current: bool, ready: bool, since: u64, working| {
+            let owned = owners.get(&slot) == Some(&node);
+            let f = facts.entry(slot).or_default();
+            if ready {
+                f.ready = true;
+                if is_current && owned {
+                    f.owner_current = Some(since);
+                } else {
+                    f.extra = true;
+                }
+            }
+            f.started |= is_current && owned && working;
+        };
+    for (node, t) in serving.reported.iter().copied() {
+        if node == serving.me || !serving.live.contains(&node) {
+            continue;
+        }
+        let ready = t.state == TaskState::Running && t.health.is_ready();
+        let alive = matches!(
+            t.state,
+            TaskState::Preparing | TaskState::Starting | TaskState::Running | TaskState::Pending
+        );
+        let is_current = current(t.version, t.force) && t.desired_running;
+        see(node, t.slot, is_current, ready, t.since_ms, alive);
+    }
+    for c in serving.local.iter().filter(|c| c.service == service.name) {
+        let ready = c.status == ContainerStatus::Running && c.health.is_ready();
+        let alive = !matches!(c.status, ContainerStatus::Exited { .. });
+        let is_current = current(c.version, c.force);
+        see(serving.me, c.slot, is_current, ready, c.created_ms, alive);
+    }
+    for slot in &progress.started_here {
+        if owners.get(slot) == Some(&serving.me) {
+            facts.entry(*slot).or_default().started = true;
+        }
+    }
+
+    let mut changing = Vec::new();
+    let mut open = BTreeSet::new();
+    let mut below_ready = BTreeSet::new();
+    let mut waiting = Vec::new();
+    let mut busy = 0usize;
+    let mut last_done_ms = 0u64;
+    let paused = service.is_paused();
+    let empty = SlotFacts::default();
+    for slot in owners.keys() {
+        let f = facts.get(slot).unwrap_or(&empty);
+        if let (Some(since), false) = (f.owner_current, f.extra) {
+            last_done_ms = last_done_ms.max(since);
+            continue;
+        }
+        changing.push(*slot);
+        if progress.released.contains(slot) {
+            open.insert(*slot);
+        } else if !f.ready {
+            below_ready.insert(*slot);
+            open.insert(*slot);
+            busy += 1;
+        } else if f.started {
+            if !paused {
+                open.insert(*slot);
+            }
+            busy += 1;
         } else {
-            extra.insert(slot);
+            waiting.push(*slot);
         }
     }
-    for (slot, since_ms) in done_since {
-        if !extra.contains(&slot) {
-            done.insert(slot);
-            last_done_ms = last_done_ms.max(since_ms);
-        }
-    }
-    let changing: Vec<SlotKey> = owners
-        .keys()
-        .filter(|slot| served.contains(slot) && !done.contains(slot))
-        .copied()
-        .collect();
-    let config = &service.spec.update_config;
-    let window = match config.parallelism {
-        0 => changing.len(),
-        p => usize::try_from(p).unwrap_or(usize::MAX).min(changing.len()),
-    };
+
+    let config = service.pacing_config();
     // Another node's clock may run ahead: never wait longer than the delay from now.
     let resume_ms = last_done_ms.min(now_ms).saturating_add(config.delay_ms);
-    let (open, wake_at_ms) = if config.delay_ms > 0 && now_ms < resume_ms && !changing.is_empty() {
-        (BTreeSet::new(), Some(resume_ms))
+    let mut wake_at_ms = None;
+    if paused || waiting.is_empty() {
+    } else if config.delay_ms > 0 && now_ms < resume_ms {
+        wake_at_ms = Some(resume_ms);
     } else {
-        (changing[..window].iter().copied().collect(), None)
-    };
+        let room = match usize::try_from(config.parallelism) {
+            Ok(0) => usize::MAX,
+            Ok(p) => p.saturating_sub(busy),
+            Err(_) => usize::MAX,
+        };
+        open.extend(waiting.iter().take(room).copied());
+    }
     Gate {
         changing,
         open,
+        below_ready,
         wake_at_ms,
     }
 }
@@ -185,6 +268,8 @@ mod tests {
             version: NEW,
             force: 0,
             updated: NEW,
+            update_status: None,
+            can_roll_back: false,
         }
     }
 
@@ -203,6 +288,7 @@ mod tests {
             error: None,
             endpoints: vec![],
             since_ms,
+            started_ms: None,
         }
     }
 
@@ -300,19 +386,111 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_nobody_serves_is_healed_not_held() {
-        // Slot 1's replica exited, slot 3's node is gone: both unserved, both free to start.
+    fn a_slot_nobody_serves_is_healed_and_holds_the_window() {
+        // Slot 1's replica exited, slot 3's node is gone, slot 4 is unhealthy: all three below
+        // ready, all free to start at once; while they are missing, slot 2 waits.
         let (owners, observed) = world(vec![
             (1, task(2, OLD, Health::Healthy, 0)),
             (3, task(3, OLD, Health::Healthy, 0)),
             (2, task(4, OLD, Health::Unhealthy, 0)),
         ]);
         let live: BTreeSet<NodeId> = [NodeId(1), NodeId(2)].into();
-        let g = gate_of(&service(1, 0), &owners, &observed, &live, 100);
-        assert_eq!(g.changing, vec![SlotKey::Replica(2)]);
+        let g = gate_of(&service(3, 0), &owners, &observed, &live, 100);
+        assert_eq!(g.below_ready, slots(&[1, 3, 4]));
         for free in [1, 3, 4] {
             assert!(g.allows(&SlotKey::Replica(free)), "slot {free}");
         }
+        assert!(
+            !g.allows(&SlotKey::Replica(2)),
+            "3 missing fill a window of 3"
+        );
+        let g = gate_of(&service(4, 0), &owners, &observed, &live, 100);
+        assert!(g.allows(&SlotKey::Replica(2)), "a window of 4 has room");
+    }
+
+    #[test]
+    fn a_slot_in_progress_keeps_its_place_until_done() {
+        // Slot 1: stop-first stopped its old replica, the new one is preparing (a create queued
+        // at the engine): below ready. Slot 2 waits, at parallelism 1.
+        let mut preparing = task(1, NEW, Health::None, 50);
+        preparing.state = TaskState::Preparing;
+        preparing.container_id = None;
+        let (owners, observed) = world(vec![
+            (1, preparing),
+            (1, task(2, OLD, Health::Healthy, 0)),
+            (2, task(3, OLD, Health::Healthy, 0)),
+            (2, task(4, OLD, Health::Healthy, 0)),
+        ]);
+        let g = gate_of(&service(1, 0), &owners, &observed, &live(), 100);
+        assert_eq!(g.open, slots(&[1]));
+        // Start-first: the old replica still serves slot 1, the new one failed and waits for a
+        // restart (a pending task of the new version): still in progress.
+        let mut waiting = task(1, NEW, Health::None, 60);
+        waiting.state = TaskState::Pending;
+        waiting.container_id = None;
+        let (owners, observed) = world(vec![
+            (1, task(1, OLD, Health::Healthy, 0)),
+            (1, waiting),
+            (1, task(2, OLD, Health::Healthy, 0)),
+            (2, task(3, OLD, Health::Healthy, 0)),
+            (2, task(4, OLD, Health::Healthy, 0)),
+        ]);
+        let g = gate_of(&service(1, 0), &owners, &observed, &live(), 100);
+        assert_eq!(g.open, slots(&[1]));
+        assert!(g.below_ready.is_empty());
+    }
+
+    #[test]
+    fn a_tolerated_failure_leaves_the_window() {
+        // Slot 1's new replica failed and waits for a restart (stop-first: below ready). Held,
+        // it fills the window; tolerated (`continue`, or under the failure ratio), it does not.
+        let (owners, observed) = world(vec![
+            (1, task(2, OLD, Health::Healthy, 0)),
+            (2, task(3, OLD, Health::Healthy, 0)),
+            (2, task(4, OLD, Health::Healthy, 0)),
+        ]);
+        let reported = observed.by_service();
+        let live = live();
+        let serving = Serving {
+            me: NodeId(9),
+            local: &[],
+            reported: reported.of("s_web"),
+            live: &live,
+        };
+        let held = gate_with(&service(1, 0), &owners, &serving, &Progress::default(), 100);
+        assert_eq!(held.open, slots(&[1]));
+        let progress = Progress {
+            released: slots(&[1]),
+            ..Progress::default()
+        };
+        let tolerated = gate_with(&service(1, 0), &owners, &serving, &progress, 100);
+        assert_eq!(tolerated.open, slots(&[1, 2]), "slot 1 still heals");
+    }
+
+    #[test]
+    fn a_paused_rollout_starts_nothing_but_heals() {
+        use crate::desired::state::{UpdateState, UpdateStatus};
+        let mut svc = service(2, 0);
+        svc.update_status = Some(UpdateStatus {
+            state: UpdateState::Paused,
+            version: NEW,
+            started_ms: 2,
+            completed_ms: None,
+            message: "update paused".into(),
+        });
+        // Slot 1: start-first, old still serving, new one failed; slot 2 waits; slot 4 crashed.
+        let (owners, observed) = world(vec![
+            (1, task(1, OLD, Health::Healthy, 0)),
+            (1, task(2, OLD, Health::Healthy, 0)),
+            (2, task(3, OLD, Health::Healthy, 0)),
+        ]);
+        let live = live();
+        let g = gate_of(&svc, &owners, &observed, &live, 100);
+        assert!(!g.allows(&SlotKey::Replica(2)) && !g.allows(&SlotKey::Replica(3)));
+        assert!(g.allows(&SlotKey::Replica(4)));
+        svc.update_status.as_mut().unwrap().state = UpdateState::Updating;
+        let g = gate_of(&svc, &owners, &observed, &live, 100);
+        assert!(g.allows(&SlotKey::Replica(1)), "resumed");
     }
 
     #[test]
@@ -346,13 +524,13 @@ mod tests {
             reported: reported.of("s_web"),
             live: &live,
         };
-        let g = gate(&service(1, 0), &owners, &serving, 100);
+        let g = gate(&service(2, 0), &owners, &serving, 100);
         assert_eq!(
-            g.changing.len(),
-            3,
+            g.below_ready,
+            slots(&[2]),
             "slot 2 on node 1 is not in the listing: unserved"
         );
-        assert_eq!(g.open, slots(&[1]));
+        assert_eq!(g.open, slots(&[1, 2]));
     }
 
     #[test]

@@ -7,43 +7,54 @@
 //! # Algorithm (replicated services)
 //!
 //! 1. **Filter.** A node may own new slots if it satisfies the constraints ([`eligible`]) and is
-//!    `active`. A `pause`d node keeps the slots it runs (the caller passes them in `keep`) if they
-//!    still satisfy the constraints and `max_replicas_per_node`; a `drain`ed node owns nothing.
+//!    `active`. A `pause`d node keeps the slots it runs (the caller passes where slots run in
+//!    `keep`) if they still satisfy the constraints and `max_replicas_per_node`; a `drain`ed
+//!    node owns nothing.
 //! 2. **Quotas.** How many slots each active node takes is decided by water-filling
 //!    (`fill.rs`): through the spread preferences level by level (groups of nodes sharing a label
 //!    value, nodes lacking it forming one more group), then over the nodes of each group, capped
-//!    by `max_replicas_per_node`. So counts per node differ by at most one by construction.
-//! 3. **Matching.** Slots go to nodes by a greedy over rendezvous scores `hash(service, slot,
-//!    node)` under those quotas (`assign.rs`): pairs best-first, taken while the slot is free
-//!    and the node has quota left.
+//!    by `max_replicas_per_node`. So counts per node differ by at most one by construction. The
+//!    few "one extra" units go first to the groups and nodes that run more of the slots than
+//!    their even share, so that no unit has to move a running slot.
+//! 3. **Sticky slots.** Each active node keeps the slots it runs now (`keep`), up to its quota,
+//!    those it ranks highest first.
+//! 4. **Matching.** The other slots go to nodes by a greedy over rendezvous scores
+//!    `hash(service, slot, node)` under the quotas left (`assign.rs`): pairs best-first, taken
+//!    while the slot is free and the node has quota left.
 //!
-//! # What moves, and the trade-offs behind it
+//! # What moves: only what must
 //!
-//! When a node joins or leaves, the newcomer takes the slots it ranks highest, exactly as with
-//! rendezvous hashing. Exact balance then forces a few other nodes' quotas down (or up) by one,
-//! and each such change displaces slots along a chain until it reaches a node whose quota
-//! changed. Measured over 200,000 random services (2–60 nodes, 0–200 replicas): 1.8 times the
-//! unavoidable minimum (the newcomer's or leaver's own share) on average, never more than
-//! 3⌈R/N⌉ + 10; the tests assert 3⌈R/N⌉ + 16 per case and under 2× on average. The worst regime
-//! is R a multiple of N, about 3× the minimum. No canonical balanced scheme can always be optimal
-//! here: the nodes that give up a slot when a node joins must be the ones it takes from, yet the
-//! placement of the smaller set cannot know which node will join.
+//! With `keep` saying where the slots run (the reconciler builds it from the reports), a slot
+//! moves only when its node must give it up for the spread:
 //!
-//! Scaling from R to R+1 adds one quota unit, given to the node the new slot ranks highest among
-//! those that may take one more, so usually nothing else moves (54% of the random services above;
-//! 1.3 slots on average, at most 10 seen, 16 asserted). It cannot be zero in general: a
-//! placement that is balanced for every R and never moves a slot when R grows must hand out slots
-//! in rounds of one per node (after kN slots every node has exactly k); round boundaries shift
-//! with the node count, so most slots would move whenever a node joins. Balance and small
-//! join/leave movement (design §2) win; the handoff (design §3) absorbs the few moves a scale
-//! change causes. Scaling down removes the highest-numbered slots, as Swarm does, and undoes
-//! exactly the moves of the matching scale-up.
+//! - **Scaling up moves no running replica**: every node's quota stays at least what it runs.
+//! - **Scaling down stops the removed (highest) slots**, and moves others only when the removed
+//!   slots leave the spread uneven; no node both gives up and takes a slot, and undoing a
+//!   scale-up moves nothing.
+//! - **A node that leaves (or is drained, or no longer satisfies the constraints) moves only its
+//!   own slots**; when room is short (`max_replicas_per_node`), the slots that run elsewhere stay
+//!   and the lost node's wait.
+//! - **A node that joins takes at most its fair share** (⌈R/N⌉ of R slots on N nodes), and every
+//!   slot that moves goes to it.
+//!
+//! `tests/placement/props.rs` checks each over random clusters (constraints, `max_replicas_per_node`,
+//! spread preferences, paused nodes) starting from a placement reached through history. The slots
+//! a node keeps are its best-ranked ones, so where slots run drifts from the fresh placement only
+//! as far as history made it; without `keep`, placement is the fresh one: rendezvous hashing under
+//! balanced quotas, where a join moves 1.8 times the newcomer's share on average and scaling up by
+//! one moves 1.3 slots on average (`cases::movement_on_average`, the bench). Why not always
+//! fresh: the reconciler never runs without knowing where slots run, and a move, even start-first,
+//! costs a container start and a warm-up; the measured case (6 → 8 replicas on 3 nodes) moved 3
+//! running replicas and now moves none.
+//!
+//! Every node must agree on `keep`, so it comes from the reports alone: a slot runs on the node
+//! whose report has a task for it that it means to keep (`plan::kept_slots`). Nodes holding
+//! different reports may briefly disagree on an owner, as they may on membership; the handoff
+//! (design §3) absorbs it.
 //!
 //! Spread preferences: a node joining a small group takes that group's share, which can be far
-//! more than R/N (a lone node in one of two zones holds R/2); that is the point of spreading, and
-//! the bound above does not hold for such services. Relative to the newcomer's own share the
-//! extra movement is the same (1.9× on average). Inside a group the leftover units are not tied
-//! to slots, so scaling up moves a few slots more often (2.5 on average).
+//! more than R/N (a lone node in one of two zones holds R/2); that is the point of spreading.
+//! Every slot that moves still goes to the newcomer.
 //!
 //! # Global services
 //!
@@ -138,12 +149,14 @@ impl Placement {
 ///   global one.
 /// - `nodes`: the live members (the caller leaves out down and departed ones), in any order; a
 ///   duplicated id counts once.
-/// - `keep`: slots of this service running now (from the observed state) that stay where they are
-///   while the node still satisfies the constraints, the slot still exists and
-///   `max_replicas_per_node` allows (lowest slots first): those on `pause`d nodes, and for a
-///   service that opts out of rebalancing ([`rebalances`]) those on active nodes too. Other
-///   entries are ignored. An opted-out service's slots thus stay put when nodes join; only new
-///   and orphaned slots are placed, onto the least loaded nodes.
+/// - `keep`: where the slots of this service run now (from the observed state). A slot stays
+///   where it runs while the node still satisfies the constraints and the slot still exists:
+///   on a `pause`d node while `max_replicas_per_node` allows (lowest slots first), on an active
+///   node while its balanced quota allows (sticky, see the module docs), and for a service that
+///   opts out of rebalancing ([`rebalances`]) on an active node while `max_replicas_per_node`
+///   allows, balance or not. Entries on drained or unknown nodes are ignored. An opted-out
+///   service's slots thus stay put when nodes join; only new and orphaned slots are placed,
+///   onto the least loaded nodes.
 ///
 /// Never panics; `replicas == 0` gives an empty placement.
 pub fn place(
@@ -290,15 +303,36 @@ fn place_replicated(
         .fold(0u64, |sum, (_, &kept)| {
             sum.saturating_add(max.saturating_sub(kept))
         });
-    // When room is short, the lowest slots run and the highest wait, as after a scale-down.
+    // Sticky slots: free slots that run now on an active node that may take them.
+    let runs_on = |number: u64| -> Option<usize> {
+        let owner = keep.get(&SlotKey::Replica(number))?;
+        let i = nodes.binary_search_by_key(owner, |n| n.id).ok()?;
+        (!stays && active[i]).then_some(i)
+    };
+    // When room is short, the slots that run stay, then the lowest slots run and the highest
+    // wait, as after a scale-down.
     let placed = free.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+    let chosen: Vec<u64> = if placed < free.len() {
+        let (running, idle): (Vec<u64>, Vec<u64>) =
+            free.iter().partition(|&&s| runs_on(s).is_some());
+        let mut chosen: Vec<u64> = running.into_iter().chain(idle).take(placed).collect();
+        chosen.sort_unstable();
+        chosen
+    } else {
+        free.clone()
+    };
 
     let seed = hash::service_seed(service);
-    let slot_keys: Vec<u64> = free[..placed]
-        .iter()
-        .map(|&s| hash::slot_key(seed, s))
-        .collect();
+    let slot_keys: Vec<u64> = chosen.iter().map(|&s| hash::slot_key(seed, s)).collect();
     let node_keys: Vec<u64> = nodes.iter().map(|n| hash::node_key(n.id)).collect();
+    // By position in `chosen`, per node.
+    let mut held: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+    for (k, &number) in chosen.iter().enumerate() {
+        if let Some(i) = runs_on(number) {
+            held[i].push(k);
+        }
+    }
+
     let shape = fill::Shape {
         spread: &spec.placement.spread,
         labels: nodes.iter().map(|n| &n.node_labels).collect(),
@@ -314,32 +348,59 @@ fn place_replicated(
             })
             .collect(),
         pinned,
+        held: held.iter().map(|h| h.len() as u64).collect(),
         node_keys: node_keys.clone(),
         tie: &slot_keys,
     };
     let members: Vec<usize> = (0..nodes.len())
         .filter(|&i| fits[i].is_ok() && nodes[i].availability != Availability::Drain)
         .collect();
-    let quotas = fill::quotas(&shape, &members, placed as u64);
+    let mut quotas = fill::quotas(&shape, &members, placed as u64);
+
+    // Each node keeps what it runs up to its quota, the slots it ranks highest first (those a
+    // fresh placement would most likely give it); only the rest is matched.
+    let mut taken: Vec<Option<usize>> = vec![None; placed];
+    for (i, slots) in held.iter_mut().enumerate() {
+        slots.sort_by_key(|&k| {
+            (
+                std::cmp::Reverse(hash::score(slot_keys[k], node_keys[i])),
+                k,
+            )
+        });
+        for &k in slots.iter() {
+            if quotas[i] == 0 {
+                break;
+            }
+            quotas[i] -= 1;
+            taken[k] = Some(i);
+        }
+    }
+    let rest: Vec<usize> = (0..placed).filter(|&k| taken[k].is_none()).collect();
+    let rest_keys: Vec<u64> = rest.iter().map(|&k| slot_keys[k]).collect();
 
     // Only nodes that take something enter the matching (with 1,000 nodes and 10 slots, that is
     // 10 of them, not 1,000).
     let takers: Vec<usize> = (0..nodes.len()).filter(|&i| quotas[i] > 0).collect();
     let taker_keys: Vec<u64> = takers.iter().map(|&i| node_keys[i]).collect();
     let taker_quotas: Vec<u64> = takers.iter().map(|&i| quotas[i]).collect();
-    let matched = assign::assign(&slot_keys, &taker_keys, &taker_quotas);
+    for (k, pos) in rest
+        .iter()
+        .zip(assign::assign(&rest_keys, &taker_keys, &taker_quotas))
+    {
+        taken[*k] = pos.map(|pos| takers[pos]);
+    }
 
+    for (&slot, owner) in chosen.iter().zip(&taken) {
+        if let Some(i) = owner {
+            owners.insert(SlotKey::Replica(slot), nodes[*i].id);
+        }
+    }
     let mut pending = Vec::new();
     let mut reason = None;
-    for (k, &slot) in free.iter().enumerate() {
-        match matched.get(k).copied().flatten() {
-            Some(pos) => {
-                owners.insert(SlotKey::Replica(slot), nodes[takers[pos]].id);
-            }
-            None => {
-                let why = reason.get_or_insert_with(|| shortfall(spec, nodes, fits, max));
-                pending.push((SlotKey::Replica(slot), why.clone()));
-            }
+    for &slot in &free {
+        if !owners.contains_key(&SlotKey::Replica(slot)) {
+            let why = reason.get_or_insert_with(|| shortfall(spec, nodes, fits, max));
+            pending.push((SlotKey::Replica(slot), why.clone()));
         }
     }
     if replicas > MAX_SLOTS {

@@ -25,12 +25,13 @@ use sha2::{Digest, Sha256};
 use super::{
     memo::PlacementMemo,
     pacing,
-    placement::{self, place, NodeFacts, Placement},
+    placement::{place, NodeFacts, Placement},
+    rollout,
 };
 use crate::{
     desired::{
         spec::{Availability, RestartCondition, ServiceSpec, UpdateOrder},
-        state::ServiceView,
+        state::{AutoWrite, ServiceView},
     },
     identity::NodeId,
     observed::{
@@ -60,7 +61,8 @@ struct SlotLife {
     version: Option<(crate::desired::hlc::Hlc, u64)>,
 }
 
-/// A container still only created after this long is treated as failed.
+/// A container still only created after this long is treated as failed (its creator died
+/// between the engine's create and start); it never ran, so it counts as a quick failure.
 const NEVER_STARTED_MS: u64 = 15_000;
 /// Longest crash-loop backoff.
 const MAX_BACKOFF_MS: u64 = 60_000;
@@ -79,6 +81,9 @@ pub struct Reconciler {
     slots: BTreeMap<(String, SlotKey), SlotLife>,
     /// Containers listed last round, to notice the ones that vanish without exiting.
     last_seen: BTreeMap<String, LocalContainer>,
+    /// When each container was first listed running: what reports give as `started_ms`, from
+    /// which a rollout's monitor counts. A restarted agent starts afresh (later, never earlier).
+    running_since: BTreeMap<String, u64>,
     history: BTreeMap<(String, SlotKey), VecDeque<TaskReport>>,
     placements: PlacementMemo,
 }
@@ -94,6 +99,9 @@ pub struct Plan {
     pub history: Vec<TaskReport>,
     /// Earliest time something will be due (a restart delay ending), to wake up for.
     pub wake_at_ms: Option<u64>,
+    /// Rollout outcomes to write into the desired state (`DesiredState::apply_auto`): the
+    /// node applies each and spreads the delta if it is not empty (see `rollout`).
+    pub auto_writes: Vec<AutoWrite>,
 }
 
 /// Everything a round looks at.
@@ -123,31 +131,50 @@ fn task_id(me: NodeId, service: &str, slot: &SlotKey, now_ms: u64, salt: u64) ->
     hex::encode(&h.finalize()[..6])
 }
 
-/// Slots that stay where they run, per the nodes' reports: those on `pause`d nodes, and for a
-/// service that opts out of rebalancing (`shoal.rebalance=false`), those on active nodes too.
+/// Where each slot of `service` runs now, per the live nodes' reports: the node whose report
+/// has a task for it that it means to keep (`desired_running`: running, starting, preparing or
+/// waiting for a restart; not one it is handing off or stopping). Placement keeps slots there
+/// while it can ([`place`]'s `keep`), so it moves only what it must.
+///
+/// A slot claimed by two nodes (both sides of a healed partition ran it) counts for the one
+/// whose container is older, then the lower node id: a rule over the reports alone, so every
+/// node that holds the same reports picks the same one, and the newer duplicate is handed off.
 pub fn kept_slots(
     service: &ServiceView,
     nodes: &[NodeFacts],
     observed: &ObservedState,
 ) -> BTreeMap<SlotKey, NodeId> {
-    let stays = !placement::rebalances(&service.spec);
-    let mut keep = BTreeMap::new();
-    for node in nodes.iter().filter(|n| match n.availability {
-        Availability::Pause => true,
-        Availability::Active => stays,
-        Availability::Drain => false,
-    }) {
-        if let Some(report) = observed.get(node.id) {
-            for t in report
-                .tasks
-                .iter()
-                .filter(|t| t.service == service.name && t.desired_running)
-            {
-                keep.insert(t.slot, node.id);
-            }
+    running_where(nodes, observed.tasks_of(&service.name))
+}
+
+/// [`kept_slots`] over one service's tasks, as [`ObservedState::by_service`] groups them.
+fn running_where<'a>(
+    nodes: &[NodeFacts],
+    tasks: impl IntoIterator<Item = (NodeId, &'a TaskReport)>,
+) -> BTreeMap<SlotKey, NodeId> {
+    let usable: BTreeSet<NodeId> = nodes
+        .iter()
+        .filter(|n| n.availability != Availability::Drain)
+        .map(|n| n.id)
+        .collect();
+    let mut best: BTreeMap<SlotKey, (bool, u64, NodeId)> = BTreeMap::new();
+    for (node, t) in tasks {
+        if !t.desired_running || !usable.contains(&node) {
+            continue;
         }
+        // A task without a container (preparing, waiting) has a `since` that moves.
+        let rank = if t.container_id.is_some() {
+            (false, t.since_ms, node)
+        } else {
+            (true, 0, node)
+        };
+        best.entry(t.slot)
+            .and_modify(|b| *b = (*b).min(rank))
+            .or_insert(rank);
     }
-    keep
+    best.into_iter()
+        .map(|(slot, (_, _, node))| (slot, node))
+        .collect()
 }
 
 /// Placement of `service` as every node computes it.
@@ -171,11 +198,41 @@ impl Reconciler {
         spec: &ServiceSpec,
     ) {
         let life = self.slots.entry((service.to_string(), *slot)).or_default();
-        life.in_flight = None;
-        life.last_error = Some(error);
+        let task = life.in_flight.take();
+        life.last_error = Some(error.clone());
         Self::count_failure(life, now_ms, spec, now_ms);
+        // Shown by `service ps`, and a failure of the rollout if it is one of its new replicas.
+        if let (Some((task_id, _)), Some((version, force))) = (task, life.version) {
+            let report = TaskReport {
+                service: service.to_string(),
+                slot: *slot,
+                task_id,
+                version,
+                image: spec.image.clone(),
+                force,
+                container_id: None,
+                state: TaskState::Rejected,
+                health: Health::None,
+                desired_running: false,
+                error: Some(error),
+                endpoints: vec![],
+                since_ms: now_ms,
+                started_ms: None,
+            };
+            let tasks = self
+                .history
+                .entry((service.to_string(), *slot))
+                .or_default();
+            tasks.push_front(report);
+            tasks.truncate(HISTORY_PER_SLOT);
+        }
     }
 
+    /// Books a failure at `now_ms` of a replica that ran from `ran_since_ms`: the next one may
+    /// start at once the first time (the replica ran for a while, or this slot has not failed
+    /// lately), after `restart_policy.delay` if it is set, and after an exponential backoff when
+    /// replicas keep failing within [`STABLE_AFTER_MS`] of starting. The same for a container that
+    /// exited, one found unhealthy, one removed behind shoal's back and a create that failed.
     fn count_failure(life: &mut SlotLife, now_ms: u64, spec: &ServiceSpec, ran_since_ms: u64) {
         let policy = &spec.restart_policy;
         if now_ms.saturating_sub(ran_since_ms) >= STABLE_AFTER_MS {
@@ -187,7 +244,7 @@ impl Reconciler {
             while life
                 .failures
                 .front()
-                .is_some_and(|t| now_ms - t > policy.window_ms)
+                .is_some_and(|t| now_ms.saturating_sub(*t) > policy.window_ms)
             {
                 life.failures.pop_front();
             }
@@ -227,14 +284,19 @@ impl Reconciler {
                 .get(&(c.service.clone(), c.slot))
                 .is_some_and(|h| h.iter().any(|t| t.task_id == c.task_id));
             if !known {
-                self.record(
-                    c,
-                    TaskState::Failed,
-                    Some("container removed outside shoal".into()),
-                    now,
-                );
+                let error = "container removed outside shoal".to_string();
+                self.record(c, TaskState::Failed, Some(error.clone()), now);
+                self.vanished(c, error, now, inputs.services);
             }
         }
+        // Containers seen running, for `started_ms`, and the ones gone forgotten.
+        for c in inputs.local {
+            if c.status == ContainerStatus::Running {
+                self.running_since.entry(c.id.clone()).or_insert(now);
+            }
+        }
+        self.running_since
+            .retain(|id, _| listed.contains(id.as_str()));
         self.last_seen = inputs
             .local
             .iter()
@@ -251,9 +313,24 @@ impl Reconciler {
         let live: BTreeSet<NodeId> = inputs.nodes.iter().map(|n| n.id).collect();
         let reported = inputs.observed.by_service();
         for service in inputs.services {
-            let keep = kept_slots(service, inputs.nodes, inputs.observed);
+            let keep = running_where(inputs.nodes, reported.of(&service.name).iter().copied());
             let placement = placements.get(service, keep);
-            let gate = pacing::gate(
+            let assessment = rollout::assess(
+                service,
+                &placement.owners,
+                &rollout::Reports {
+                    tasks: reported.of(&service.name),
+                    history: reported.history_of(&service.name),
+                    live: &live,
+                },
+                now,
+            );
+            plan.auto_writes.extend(assessment.write);
+            let progress = pacing::Progress {
+                released: assessment.tolerated,
+                started_here: self.started_here(service),
+            };
+            let gate = pacing::gate_with(
                 service,
                 &placement.owners,
                 &pacing::Serving {
@@ -262,6 +339,7 @@ impl Reconciler {
                     reported: reported.of(&service.name),
                     live: &live,
                 },
+                &progress,
                 now,
             );
             if let Some(at) = gate.wake_at_ms {
@@ -309,6 +387,45 @@ impl Reconciler {
         plan
     }
 
+    /// A container of this node vanished without shoal removing it (`docker rm -f`): if it was
+    /// the current replica of a slot this node runs, that is a failure like an exit, under the
+    /// same restart policy (delay, backoff, condition as for a non-zero exit).
+    fn vanished(&mut self, c: &LocalContainer, error: String, now: u64, services: &[ServiceView]) {
+        let Some(service) = services.iter().find(|s| s.name == c.service) else {
+            return;
+        };
+        let Some(life) = self.slots.get_mut(&(c.service.clone(), c.slot)) else {
+            return;
+        };
+        if life.version != Some((c.version, c.force)) || !life.counted.insert(c.id.clone()) {
+            return;
+        }
+        life.last_error = Some(error);
+        if service.spec.restart_policy.condition == RestartCondition::None {
+            life.given_up = true;
+        } else {
+            let ran_since = self.running_since.get(&c.id).copied().unwrap_or(now);
+            Self::count_failure(life, now, &service.spec, ran_since);
+        }
+    }
+
+    /// Slots of `service` whose current version this node is working on without a container to
+    /// show for it (see [`pacing::Progress::started_here`]).
+    fn started_here(&self, service: &ServiceView) -> BTreeSet<SlotKey> {
+        let version = Some((service.version, service.force));
+        self.slots
+            .range((service.name.clone(), SlotKey::Replica(0))..)
+            .take_while(|((name, _), _)| *name == service.name)
+            .filter(|(_, life)| {
+                life.version == version
+                    && (life.in_flight.is_some()
+                        || life.last_error.is_some()
+                        || !life.counted.is_empty())
+            })
+            .map(|((_, slot), _)| *slot)
+            .collect()
+    }
+
     /// Runs slot `slot`, which this node owns. `turn`: whether the slot may change now (see
     /// [`pacing`]); while it may not, an old replica serving it stays as it is and no new one
     /// starts in its place.
@@ -352,25 +469,40 @@ impl Reconciler {
         // Failures of current containers: count once, remove, maybe schedule a replacement.
         let mut alive: Vec<&LocalContainer> = Vec::new();
         for c in &current {
+            let ran_since = self.running_since.get(&c.id).copied();
             let failed = match &c.status {
+                // An exit time the engine did not give (0) or from a clock ahead of ours:
+                // the failure is booked now, so the restart delay counts from now at the latest.
                 ContainerStatus::Exited {
                     code,
                     finished_ms,
                     error,
-                } => Some((*code, *finished_ms, error.clone())),
+                } => Some((
+                    *code,
+                    if *finished_ms == 0 {
+                        now
+                    } else {
+                        (*finished_ms).min(now)
+                    },
+                    ran_since.unwrap_or(c.created_ms),
+                    error.clone(),
+                )),
                 // Created but never started: its creator died mid-way (an agent stopped during
                 // the create); it will not start by itself.
                 ContainerStatus::Created if now.saturating_sub(c.created_ms) > NEVER_STARTED_MS => {
-                    Some((-1, now, Some("created but never started".to_string())))
+                    Some((-1, now, now, Some("created but never started".to_string())))
                 }
-                _ if c.health == Health::Unhealthy => {
-                    Some((-1, now, Some("unhealthy".to_string())))
-                }
+                _ if c.health == Health::Unhealthy => Some((
+                    -1,
+                    now,
+                    ran_since.unwrap_or(c.created_ms),
+                    Some("unhealthy".to_string()),
+                )),
                 _ => None,
             };
             match failed {
                 None => alive.push(c),
-                Some((code, at, error)) => {
+                Some((code, at, ran_since, error)) => {
                     let life = self.slots.entry(key.clone()).or_default();
                     if life.counted.insert(c.id.clone()) {
                         let restart = match spec.restart_policy.condition {
@@ -382,7 +514,7 @@ impl Reconciler {
                             (code != 0).then(|| format!("task: non-zero exit ({code})"))
                         });
                         if restart {
-                            Self::count_failure(life, at, spec, c.created_ms);
+                            Self::count_failure(life, at, spec, ran_since);
                         } else {
                             life.given_up = true;
                         }
@@ -437,7 +569,7 @@ impl Reconciler {
         // Older versions: replaced as the update order says, when the slot's turn has come.
         let new_ready =
             keeper.is_some_and(|k| k.status == ContainerStatus::Running && k.health.is_ready());
-        let stop_first = spec.update_config.order == UpdateOrder::StopFirst;
+        let stop_first = service.pacing_config().order == UpdateOrder::StopFirst;
         for c in &old {
             let exited = matches!(c.status, ContainerStatus::Exited { .. });
             if new_ready || exited || (stop_first && turn) {
@@ -452,15 +584,27 @@ impl Reconciler {
             } else {
                 // Serving until its turn (still desired), or until its start-first successor is
                 // ready (on its way out).
-                plan.tasks.push(task_of(c, !turn && keeper.is_none(), None));
+                let desired = !turn && keeper.is_none();
+                plan.tasks
+                    .push(with_start(&self.running_since, task_of(c, desired, None)));
             }
         }
 
         // The task this slot shows, and whether a new container is due.
         let life = self.slots.entry(key.clone()).or_default();
         match keeper {
-            Some(c) => plan.tasks.push(task_of(c, true, None)),
-            None if life.in_flight.is_some() => {}
+            Some(c) => plan
+                .tasks
+                .push(with_start(&self.running_since, task_of(c, true, None))),
+            // The create is queued at the engine: say so, so that other nodes count the slot as
+            // in progress (pacing) and as this node's (placement).
+            None if life.in_flight.is_some() => {
+                let (task_id, at) = life.in_flight.clone().unwrap_or_default();
+                let mut task = pending(service, slot, true, life.last_error.clone(), at);
+                task.task_id = task_id;
+                task.state = TaskState::Preparing;
+                plan.tasks.push(task);
+            }
             // Not its turn: the replica serving the slot (an old version here, or the previous
             // owner's) goes on; nothing new starts yet.
             None if !turn => {}
@@ -489,6 +633,10 @@ impl Reconciler {
                     spec: spec.clone(),
                 };
                 life.in_flight = Some((task.task_id.clone(), now));
+                let mut preparing = pending(service, slot, true, life.last_error.clone(), now);
+                preparing.task_id = task.task_id.clone();
+                preparing.state = TaskState::Preparing;
+                plan.tasks.push(preparing);
                 plan.actions.push(Action::Create(Box::new(task)));
             }
         }
@@ -517,13 +665,14 @@ impl Reconciler {
                 self.record(c, TaskState::Shutdown, None, now);
             } else {
                 // Still serving until the new owner's replica is ready.
-                plan.tasks.push(task_of(c, false, None));
+                plan.tasks
+                    .push(with_start(&self.running_since, task_of(c, false, None)));
             }
         }
     }
 
     fn record(&mut self, c: &LocalContainer, state: TaskState, error: Option<String>, now: u64) {
-        let mut report = task_of(c, false, error);
+        let mut report = with_start(&self.running_since, task_of(c, false, error));
         report.state = state;
         report.since_ms = now;
         let tasks = self.history.entry((c.service.clone(), c.slot)).or_default();
@@ -580,6 +729,7 @@ fn pending(
         error,
         endpoints: vec![],
         since_ms: now,
+        started_ms: None,
     }
 }
 
@@ -614,7 +764,18 @@ pub fn task_of(c: &LocalContainer, desired_running: bool, error: Option<String>)
         error,
         endpoints: c.endpoints.clone(),
         since_ms: c.created_ms,
+        // Without the reconciler's memory of when it was first seen running (`with_start`), a
+        // running container is taken to run since its creation.
+        started_ms: (c.status == ContainerStatus::Running).then_some(c.created_ms),
     }
+}
+
+/// `t` with the time its node first saw its container running, when it did.
+fn with_start(running_since: &BTreeMap<String, u64>, mut t: TaskReport) -> TaskReport {
+    if let Some(at) = t.container_id.as_ref().and_then(|id| running_since.get(id)) {
+        t.started_ms = Some(*at);
+    }
+    t
 }
 
 /// The live members as placement sees them: ready or suspect (a suspect still runs its replicas

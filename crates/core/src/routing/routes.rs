@@ -195,6 +195,8 @@ mod tests {
             version: Hlc::ZERO,
             force: 0,
             updated: Hlc::ZERO,
+            update_status: None,
+            can_roll_back: false,
         }
     }
 
@@ -217,6 +219,7 @@ mod tests {
                 addr: SocketAddr::from(([10, 0, 0, slot as u8], 30000 + port)),
             }],
             since_ms: 0,
+            started_ms: None,
         }
     }
 

@@ -9,6 +9,7 @@ use super::{
         check_map, check_reg, map_marker, map_value, marker, merge_map, merge_reg, put, put_map,
         value, Reg, RegMap,
     },
+    status::{PreviousSpec, UpdateStatus},
     MergeConflict,
 };
 use crate::desired::{hlc::Hlc, spec::*};
@@ -37,6 +38,10 @@ pub(super) struct ServiceEntry {
     pub mounts: Option<Reg<Vec<MountSpec>>>,
     pub force: Option<Reg<u64>>,
     pub deleted: Option<Reg<bool>>,
+    /// The rollout's status (`super::status`).
+    pub update_status: Option<Reg<Option<UpdateStatus>>>,
+    /// What a rollback returns to (`super::status`).
+    pub previous: Option<Reg<Option<PreviousSpec>>>,
 }
 
 /// Applies `$m!(field)` to every single-register field of [`ServiceEntry`], so merge, validation
@@ -60,6 +65,8 @@ macro_rules! scalar_fields {
         $m!(mounts);
         $m!(force);
         $m!(deleted);
+        $m!(update_status);
+        $m!(previous);
     };
 }
 
@@ -235,7 +242,75 @@ impl ServiceEntry {
         put(&mut d.networks, &self.networks, s.networks.clone(), all, at);
         put(&mut d.mounts, &self.mounts, s.mounts.clone(), all, at);
         put(&mut d.deleted, &self.deleted, false, true, at);
+        if all {
+            // A fresh service has no rollout and nothing to roll back to.
+            put(&mut d.update_status, &self.update_status, None, true, at);
+            put(&mut d.previous, &self.previous, None, true, at);
+        } else {
+            self.record_rollout(&mut d, at);
+        }
         d
+    }
+
+    /// The registers that set every field of `spec` (not the stack, replica count, force counter
+    /// or `deleted`), written whatever they hold now: a rollback.
+    pub fn write_spec(&self, s: &ServiceSpec, at: Hlc) -> ServiceEntry {
+        let mut d = ServiceEntry::default();
+        put(&mut d.image, &self.image, s.image.clone(), true, at);
+        put(&mut d.command, &self.command, s.command.clone(), true, at);
+        let ep = s.entrypoint.clone();
+        put(&mut d.entrypoint, &self.entrypoint, ep, true, at);
+        put_map(&mut d.env, &self.env, &s.env, true, at);
+        let cl = &s.container_labels;
+        put_map(
+            &mut d.container_labels,
+            &self.container_labels,
+            cl,
+            true,
+            at,
+        );
+        put_map(&mut d.labels, &self.labels, &s.labels, true, at);
+        put(&mut d.mode, &self.mode, s.mode, true, at);
+        put(&mut d.ports, &self.ports, s.ports.clone(), true, at);
+        let hc = s.healthcheck.clone();
+        put(&mut d.healthcheck, &self.healthcheck, hc, true, at);
+        let pl = s.placement.clone();
+        put(&mut d.placement, &self.placement, pl, true, at);
+        let uc = s.update_config.clone();
+        put(&mut d.update_config, &self.update_config, uc, true, at);
+        let rc = s.rollback_config.clone();
+        put(&mut d.rollback_config, &self.rollback_config, rc, true, at);
+        let rp = s.restart_policy.clone();
+        put(&mut d.restart_policy, &self.restart_policy, rp, true, at);
+        let res = s.resources.clone();
+        put(&mut d.resources, &self.resources, res, true, at);
+        put(
+            &mut d.networks,
+            &self.networks,
+            s.networks.clone(),
+            true,
+            at,
+        );
+        put(&mut d.mounts, &self.mounts, s.mounts.clone(), true, at);
+        d
+    }
+
+    /// Gives every register of this delta the stamp `at`, for writes that must be the same on
+    /// every node that makes them.
+    pub fn restamp(&mut self, at: Hlc) {
+        macro_rules! stamp {
+            ($f:ident) => {
+                if let Some(r) = self.$f.as_mut() {
+                    r.marker = at;
+                }
+            };
+        }
+        scalar_fields!(stamp);
+        for map in [&mut self.env, &mut self.container_labels, &mut self.labels] {
+            for r in map.values_mut() {
+                r.marker = at;
+            }
+        }
     }
 
     /// The delta that removes this service.

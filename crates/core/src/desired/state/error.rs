@@ -60,6 +60,10 @@ pub enum DesiredError {
     /// A service without an image. The state was not changed.
     #[error("service {0} has no image")]
     EmptyImage(String),
+    /// A rollback of a service that has no previous spec (it was never updated since it was
+    /// created). The state was not changed.
+    #[error("service {0} has no previous spec to roll back to")]
+    NothingToRollBack(String),
     /// A replica count for a global service. The state was not changed.
     #[error("service {0} is global: its replica count cannot be set")]
     NotReplicated(String),

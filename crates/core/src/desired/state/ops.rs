@@ -318,6 +318,7 @@ impl DesiredState {
             let bumped = c.force().saturating_add(1);
             put(&mut d.force, &c.force, bumped, true, hlc);
         }
+        c.record_rollout(&mut d, hlc);
         let mut delta = DesiredState::default();
         if !d.is_empty() {
             delta.services.insert(name.to_string(), d);

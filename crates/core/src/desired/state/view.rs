@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{entry::ServiceEntry, DesiredState};
+use super::{entry::ServiceEntry, status::UpdateStatus, DesiredState};
 use crate::{
     desired::{
         hlc::Hlc,
-        spec::{Availability, ServiceSpec},
+        spec::{Availability, ServiceSpec, UpdateConfig},
     },
     identity::NodeId,
 };
@@ -32,6 +32,10 @@ pub struct ServiceView {
     pub force: u64,
     /// The latest write to any field of the service.
     pub updated: Hlc,
+    /// The rollout's status as the register holds it (see [`ServiceView::rollout`]).
+    pub update_status: Option<UpdateStatus>,
+    /// Whether there is a previous spec to roll back to.
+    pub can_roll_back: bool,
 }
 
 impl ServiceView {
@@ -45,6 +49,31 @@ impl ServiceView {
             version,
             force: entry.force(),
             updated: entry.updated().unwrap_or(version),
+            update_status: entry.update_status(),
+            can_roll_back: entry.previous().is_some(),
+        }
+    }
+
+    /// The status of the rollout to the current version; `None` for a service never updated
+    /// since its creation, or whose status is about another version (a stale one).
+    pub fn rollout(&self) -> Option<&UpdateStatus> {
+        self.update_status
+            .as_ref()
+            .filter(|s| s.version == self.version)
+    }
+
+    /// Whether the rollout to the current version is held by a failure (`paused`,
+    /// `rollback_paused`): no further slot starts changing.
+    pub fn is_paused(&self) -> bool {
+        self.rollout().is_some_and(|s| s.state.is_paused())
+    }
+
+    /// The config that paces the current rollout: `rollback_config` while it is a rollback,
+    /// `update_config` otherwise (rebalancing included).
+    pub fn pacing_config(&self) -> &UpdateConfig {
+        match self.rollout() {
+            Some(s) if s.state.is_rollback() => &self.spec.rollback_config,
+            _ => &self.spec.update_config,
         }
     }
 }

@@ -16,6 +16,8 @@ pub(super) struct Bucket {
     pub load: u64,
     /// How many new slots it can take at most.
     pub cap: u64,
+    /// How many of the slots being placed it runs now (sticky slots, see `Shape::held`).
+    pub held: u64,
     /// Its key in the rendezvous ranking that breaks ties.
     pub key: u64,
 }
@@ -85,8 +87,14 @@ pub(super) enum Tie<'a> {
     Salt(u64),
 }
 
-/// Hands the leftover units of `level` out one by one: unit `j` to the remaining candidate that
-/// ranks highest for its key (see [`Tie`]); returns every bucket's share.
+/// Hands the leftover units of `level` out one by one: unit `j` to a remaining candidate that
+/// runs more of the slots than its base share (so that the unit saves a move), else to the one
+/// that ranks highest for its key (see [`Tie`]); returns every bucket's share.
+///
+/// Giving the units to the buckets that hold the slots already is what makes placement move only
+/// what it must: on a scale-up or a node loss every bucket's share stays at least what it runs
+/// (the leftover grows by at least as many units as there are buckets above the base), and on a
+/// join only the buckets above the new level give slots up.
 pub(super) fn pick(level: Level, buckets: &[Bucket], tie: Tie) -> Vec<u64> {
     let Level {
         mut base,
@@ -101,11 +109,13 @@ pub(super) fn pick(level: Level, buckets: &[Bucket], tie: Tie) -> Vec<u64> {
                 .map_or(mix(j), |at| keys[at]),
             Tie::Salt(salt) => mix(salt ^ mix(j)),
         };
-        let Some((pos, _)) = candidates
-            .iter()
-            .enumerate()
-            .max_by_key(|&(pos, &i)| (score(key, buckets[i].key), std::cmp::Reverse(pos)))
-        else {
+        let Some((pos, _)) = candidates.iter().enumerate().max_by_key(|&(pos, &i)| {
+            (
+                buckets[i].held > base[i],
+                score(key, buckets[i].key),
+                std::cmp::Reverse(pos),
+            )
+        }) else {
             break; // unreachable: there are more candidates than leftover units
         };
         base[candidates.remove(pos)] += 1;
@@ -124,6 +134,9 @@ pub(super) struct Shape<'a> {
     /// Slots each node keeps from before (paused nodes; active ones too for a service that opts
     /// out of rebalancing).
     pub pinned: Vec<u64>,
+    /// How many of the slots being placed each node runs now: it keeps them while its share
+    /// allows, so shares lean towards them.
+    pub held: Vec<u64>,
     /// Each node's rendezvous key.
     pub node_keys: Vec<u64>,
     /// Keys of the slots being placed, in slot order.
@@ -153,6 +166,7 @@ fn descend(shape: &Shape, depth: usize, salt: u64, members: &[usize], add: u64, 
             .map(|&i| Bucket {
                 load: shape.pinned[i],
                 cap: shape.cap[i],
+                held: shape.held[i],
                 key: shape.node_keys[i],
             })
             .collect();
@@ -176,6 +190,7 @@ fn descend(shape: &Shape, depth: usize, salt: u64, members: &[usize], add: u64, 
                 .iter()
                 .map(|&i| shape.cap[i])
                 .fold(0u64, u64::saturating_add),
+            held: nodes.iter().map(|&i| shape.held[i]).sum(),
             key: group_key(depth, *value) ^ salt,
         })
         .collect();
@@ -200,7 +215,12 @@ mod tests {
     use super::*;
 
     fn b(load: u64, cap: u64, key: u64) -> Bucket {
-        Bucket { load, cap, key }
+        Bucket {
+            load,
+            cap,
+            held: 0,
+            key,
+        }
     }
 
     fn fill(buckets: &[Bucket], add: u64) -> Vec<u64> {

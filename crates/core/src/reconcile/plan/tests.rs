@@ -1,7 +1,12 @@
 //! Unit tests of the reconciler's rules, one node and one service at a time.
 
 use super::*;
-use crate::desired::{hlc::Hlc, spec::RestartPolicy};
+use crate::desired::{
+    hlc::Hlc,
+    spec::RestartPolicy,
+    state::{AutoOutcome, UpdateState, UpdateStatus},
+};
+use crate::reconcile::placement;
 
 fn service(replicas: u64, restart: RestartPolicy) -> ServiceView {
     ServiceView {
@@ -16,6 +21,8 @@ fn service(replicas: u64, restart: RestartPolicy) -> ServiceView {
         version: Hlc::ZERO,
         force: 0,
         updated: Hlc::ZERO,
+        update_status: None,
+        can_roll_back: false,
     }
 }
 
@@ -390,4 +397,224 @@ fn an_opted_out_service_is_not_rebalanced_onto_a_new_node() {
     run_on_node_1(&mut world);
     let plan = world.round(1_000, &[]);
     assert!(creates(&plan).is_empty(), "{:?}", plan.actions);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restart timing
+
+fn removes(plan: &Plan) -> Vec<String> {
+    plan.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Remove { container, .. } => Some(container.clone()),
+            Action::Create(_) => None,
+        })
+        .collect()
+}
+
+/// Rounds every 100 ms from `from` until one creates a container; returns its time and task.
+fn next_create(world: &mut World, from: u64, local: &[LocalContainer]) -> (u64, TaskSpec) {
+    let mut now = from;
+    loop {
+        if let Some(task) = creates(&world.round(now, local)).pop() {
+            return (now, task);
+        }
+        now += 100;
+        assert!(now < from + 120_000, "no create within two minutes");
+    }
+}
+
+/// The first replacement after a replica that ran for a while is immediate; replicas that keep
+/// failing soon after they start back off: 0.5 s, 1 s, 2 s after the exit.
+#[test]
+fn the_first_restart_is_immediate_and_a_crash_loop_backs_off() {
+    let mut world = World::one_node(service(1, RestartPolicy::default()));
+    let first = creates(&world.round(1_000, &[])).remove(0);
+    let mut c = container(&first, ContainerStatus::Running, Health::None);
+    world.round(1_100, std::slice::from_ref(&c));
+    // It ran for a minute, then exited.
+    c.status = exited(1, 61_000);
+    let (at, mut task) = next_create(&mut world, 61_000, std::slice::from_ref(&c));
+    assert_eq!(at, 61_000, "the first restart is immediate");
+    // Each replacement dies 50 ms after it was created.
+    let mut gaps = Vec::new();
+    let mut created = at;
+    for _ in 0..3 {
+        let mut c = container(&task, exited(1, created + 50), Health::None);
+        c.created_ms = created;
+        let (at, next) = next_create(&mut world, created + 50, std::slice::from_ref(&c));
+        gaps.push(at - (created + 50));
+        created = at;
+        task = next;
+    }
+    assert_eq!(gaps, [500, 1_000, 2_000]);
+}
+
+/// `restart_policy.delay`, when set, is waited before every replacement: after a container
+/// that exited and after one removed behind shoal's back (`docker rm -f`) alike.
+#[test]
+fn a_set_delay_is_honoured_for_an_exit_and_a_removal_alike() {
+    let delayed = RestartPolicy {
+        delay_ms: 3_000,
+        ..RestartPolicy::default()
+    };
+    for removed in [false, true] {
+        let mut world = World::one_node(service(1, delayed.clone()));
+        let task = creates(&world.round(1_000, &[])).remove(0);
+        let mut c = container(&task, ContainerStatus::Running, Health::None);
+        world.round(1_100, std::slice::from_ref(&c));
+        // At 30 s it exits (or disappears); the node sees it at once.
+        let local = if removed {
+            vec![]
+        } else {
+            c.status = exited(137, 30_000);
+            vec![c.clone()]
+        };
+        let (at, _) = next_create(&mut world, 30_000, &local);
+        assert_eq!(at, 33_000, "removed: {removed}");
+        let history = world.round(33_100, &[]).history;
+        let failed = history.iter().find(|t| t.task_id == task.task_id).unwrap();
+        assert_eq!(failed.state, TaskState::Failed, "removed: {removed}");
+    }
+}
+
+/// A container removed behind shoal's back is a failure like an exit: replaced at once the
+/// first time, backing off when it keeps happening soon after each start.
+#[test]
+fn a_removed_container_counts_as_a_failure() {
+    let mut world = World::one_node(service(1, RestartPolicy::default()));
+    let mut now = 1_000;
+    let mut task = creates(&world.round(now, &[])).remove(0);
+    let mut gaps = Vec::new();
+    for _ in 0..3 {
+        let c = container(&task, ContainerStatus::Running, Health::None);
+        now += 100;
+        world.round(now, std::slice::from_ref(&c));
+        // Removed 100 ms later.
+        now += 100;
+        let (at, next) = next_create(&mut world, now, &[]);
+        gaps.push(at - now);
+        now = at;
+        task = next;
+    }
+    assert_eq!(gaps, [0, 500, 1_000]);
+}
+
+/// A create queued at the engine is reported as `preparing` in the same round, so other nodes
+/// see the slot in progress and this node's.
+#[test]
+fn a_create_in_flight_is_reported_as_preparing() {
+    let mut world = World::one_node(service(2, RestartPolicy::default()));
+    let plan = world.round(1_000, &[]);
+    let made = creates(&plan);
+    assert_eq!(made.len(), 2);
+    for task in &made {
+        let shown = plan
+            .tasks
+            .iter()
+            .find(|t| t.task_id == task.task_id)
+            .unwrap();
+        assert_eq!(shown.state, TaskState::Preparing);
+        assert!(shown.desired_running && shown.container_id.is_none());
+    }
+    // Still so on the next round, while it is not listed.
+    let plan = world.round(1_100, &[]);
+    assert!(creates(&plan).is_empty());
+    assert!(plan.tasks.iter().all(|t| t.state == TaskState::Preparing));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rollouts
+
+const V2: Hlc = Hlc {
+    wall_ms: 5_000,
+    counter: 0,
+    node: NodeId(1),
+};
+
+fn status(state: UpdateState) -> Option<UpdateStatus> {
+    Some(UpdateStatus {
+        state,
+        version: V2,
+        started_ms: V2.wall_ms,
+        completed_ms: None,
+        message: String::new(),
+    })
+}
+
+/// A start-first update whose new replica fails: the rollout's assessment asks for a pause;
+/// while paused the slot keeps its old replica and starts no new one; resumed, it retries.
+#[test]
+fn a_paused_start_first_slot_keeps_its_old_replica() {
+    let mut svc = service(1, RestartPolicy::default());
+    svc.spec.update_config.order = UpdateOrder::StartFirst;
+    let mut world = World::one_node(svc);
+    let old = healthy(&creates(&world.round(1_000, &[])));
+    let plan = world.round(1_100, &old);
+    world.publish(&plan, 1);
+
+    world.services[0].version = V2;
+    world.services[0].update_status = status(UpdateState::Updating);
+    let new = creates(&world.round(6_000, &old)).remove(0);
+    let mut local = old.clone();
+    local.push(container(&new, exited(1, 6_200), Health::None));
+    // Seen failed: removed, and retried at once (the rollout is not paused yet).
+    let plan = world.round(6_300, &local);
+    assert_eq!(removes(&plan), [format!("c-{}", new.task_id)]);
+    let retry = creates(&plan).remove(0);
+    world.observed.merge(NodeReport {
+        node: NodeId(1),
+        generation: 1,
+        seq: 2,
+        tasks: plan.tasks.clone(),
+        history: plan.history.clone(),
+    });
+    // The assessment asks for a pause, naming the first failure.
+    let mut local = old.clone();
+    local.push(container(&retry, exited(1, 6_350), Health::None));
+    let plan = world.round(6_400, &local);
+    let write = plan.auto_writes.first().expect("the failure is assessed");
+    assert!(
+        matches!(&write.outcome, AutoOutcome::Paused { message } if message.ends_with(&new.task_id)),
+        "{write:?}"
+    );
+
+    world.services[0].update_status = status(UpdateState::Paused);
+    for now in [6_500, 10_000, 60_000] {
+        let plan = world.round(now, &old);
+        assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+        assert!(plan
+            .tasks
+            .iter()
+            .any(|t| t.desired_running && t.version == Hlc::ZERO));
+    }
+    // A command resumes it (here: the status back to updating).
+    world.services[0].update_status = status(UpdateState::Updating);
+    assert_eq!(creates(&world.round(61_000, &old)).len(), 1);
+}
+
+/// While a rollback runs, `rollback_config` paces it, not `update_config`.
+#[test]
+fn a_rollback_paces_with_rollback_config() {
+    let mut svc = service(3, RestartPolicy::default());
+    svc.spec.rollback_config.parallelism = 0;
+    let mut world = World::one_node(svc);
+    let old = healthy(&creates(&world.round(1_000, &[])));
+    let plan = world.round(1_100, &old);
+    world.publish(&plan, 1);
+    world.services[0].version = V2;
+    for (state, stopped) in [
+        (UpdateState::Updating, 1),
+        (UpdateState::RollbackStarted, 3),
+    ] {
+        world.services[0].update_status = status(state);
+        let mut fresh = World::one_node(world.services[0].clone());
+        fresh.observed = world.observed.clone();
+        fresh.round(1_100, &old);
+        assert_eq!(
+            removes(&fresh.round(6_000, &old)).len(),
+            stopped,
+            "{state:?}"
+        );
+    }
 }
