@@ -33,5 +33,6 @@ pub mod reconcile;
 pub mod replica;
 pub mod routing;
 pub mod runtime;
+pub mod seal;
 pub mod sim;
 pub mod wire;
