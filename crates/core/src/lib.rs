@@ -17,6 +17,9 @@
 //!   replicas a published port leads to, sticky cookies), [`runtime`] (the vocabulary of
 //!   containers and the trait an engine implements).
 //! - [`api`]: the messages between the CLI and agents and between agents.
+//! - Trust: [`seal`] (authenticated encryption and replay protection of gossip datagrams),
+//!   [`trust`] (join tokens, the joiner's proof and the join messages), [`format`] (the
+//!   versioned envelope of every persisted file).
 //! - [`sim`]: the deterministic discrete-event simulator.
 
 #![forbid(unsafe_code)]
@@ -25,6 +28,7 @@ pub mod api;
 pub mod broadcast;
 pub mod codec;
 pub mod desired;
+pub mod format;
 pub mod identity;
 pub mod join;
 pub mod membership;
@@ -35,4 +39,5 @@ pub mod routing;
 pub mod runtime;
 pub mod seal;
 pub mod sim;
+pub mod trust;
 pub mod wire;

@@ -83,9 +83,18 @@ pub const REPLAY_WINDOW: u64 = 1_024 - 64;
 /// Default bound on the senders a [`ReplayGuard`] tracks: well above any cluster shoal targets.
 pub const DEFAULT_MAX_SENDERS: usize = 4_096;
 
-/// A 256-bit gossip key. Wiped from memory when dropped; never printed.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+/// A 256-bit gossip key. Wiped from memory when dropped; never printed; compared in constant
+/// time.
+#[derive(Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 pub struct GossipKey(pub [u8; 32]);
+
+impl PartialEq for GossipKey {
+    fn eq(&self, other: &Self) -> bool {
+        subtle::ConstantTimeEq::ct_eq(&self.0[..], &other.0[..]).into()
+    }
+}
+
+impl Eq for GossipKey {}
 
 impl std::fmt::Debug for GossipKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -119,7 +128,7 @@ pub enum KeyringError {
 /// sealed with the old one, which everyone has), [`promote`](Self::promote) it once every live
 /// node holds it (nodes that have not switched yet still open the new key), then
 /// [`retire`](Self::retire) the old key once every node has promoted.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "KeyringFile", into = "KeyringFile")]
 pub struct Keyring {
     primary: u32,
