@@ -18,11 +18,36 @@
 
 pub mod token;
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::{identity::NodeId, seal::Keyring};
 use token::{verify_join_proof, CaDigest, JoinProof, JoinSecret};
+
+/// Revoked node ids and certificate serials. Grow-only, so merging two sets is their union and
+/// every node converges on the same set whatever order revocations arrive in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationSet {
+    /// Nodes removed from the cluster: all their certificates, present and future.
+    pub nodes: BTreeSet<NodeId>,
+    /// Single certificates (client bundles, or one certificate of a node), by DER serial.
+    pub serials: BTreeSet<Vec<u8>>,
+}
+
+impl RevocationSet {
+    /// Adds everything `other` revokes.
+    pub fn merge(&mut self, other: &RevocationSet) {
+        self.nodes.extend(other.nodes.iter().copied());
+        self.serials.extend(other.serials.iter().cloned());
+    }
+
+    /// What [`check_join`] should be told about `id`, as far as revocation goes.
+    pub fn is_node_revoked(&self, id: NodeId) -> bool {
+        self.nodes.contains(&id)
+    }
+}
 
 /// Largest certificate signing request accepted: a P-256 CSR is about 250 bytes; the bound keeps
 /// an unauthenticated joiner from making a member hash megabytes.
@@ -210,6 +235,24 @@ mod tests {
             check_join(&zero, &token.ca, &secrets, free),
             Err(JoinRefusal::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn revocations_merge_as_a_union() {
+        let mut a = RevocationSet::default();
+        a.nodes.insert(NodeId(1));
+        let mut b = RevocationSet::default();
+        b.nodes.insert(NodeId(2));
+        b.serials.insert(vec![9]);
+        let mut ab = a.clone();
+        ab.merge(&b);
+        let mut ba = b.clone();
+        ba.merge(&a);
+        assert_eq!(ab, ba);
+        assert!(ab.is_node_revoked(NodeId(1)) && ab.is_node_revoked(NodeId(2)));
+        let before = ab.clone();
+        ab.merge(&a);
+        assert_eq!(ab, before);
     }
 
     #[test]
