@@ -161,6 +161,13 @@ pub fn check_join(
     }
 }
 
+/// The joiner's check of a grant before it stores anything: the CA it was given must be the
+/// one its token names (the TLS handshake pinned the same digest; this keeps a confused or
+/// compromised member from handing over another CA).
+pub fn grant_matches_token(grant: &JoinGrant, token: &token::JoinToken) -> bool {
+    CaDigest::of_certificate(&grant.ca_cert_der) == token.ca
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,6 +276,12 @@ mod tests {
         }));
         let bytes = crate::wire::encode(&grant).unwrap();
         assert_eq!(crate::wire::decode::<JoinResponse>(&bytes).unwrap(), grant);
+        let JoinResponse::Granted(g) = &grant else {
+            unreachable!()
+        };
+        assert!(!grant_matches_token(g, &token), "CA [3] is not the token's");
+        let ours = JoinToken::new(CaDigest::of_certificate(&[3]), [4; 16]);
+        assert!(grant_matches_token(g, &ours));
         let shown = format!("{grant:?}");
         assert!(!shown.contains("66"), "Debug prints key bytes: {shown}");
     }
