@@ -19,6 +19,9 @@
 //! - [`node`]: the whole node as one state machine, `handle(input, now) -> effects`, over all
 //!   of the above; the agent and the simulator both drive it.
 //! - [`api`]: the messages between the CLI and agents and between agents.
+//! - Trust: [`seal`] (authenticated encryption and replay protection of gossip datagrams),
+//!   [`trust`] (join tokens, the joiner's proof and the join messages), [`format`] (the
+//!   versioned envelope of every persisted file).
 //! - [`sim`]: the deterministic discrete-event simulator.
 
 #![forbid(unsafe_code)]
@@ -27,6 +30,7 @@ pub mod api;
 pub mod broadcast;
 pub mod codec;
 pub mod desired;
+pub mod format;
 pub mod identity;
 pub mod join;
 pub mod membership;
@@ -36,5 +40,7 @@ pub mod reconcile;
 pub mod replica;
 pub mod routing;
 pub mod runtime;
+pub mod seal;
 pub mod sim;
+pub mod trust;
 pub mod wire;

@@ -1,9 +1,15 @@
-//! TLS for node-to-node QUIC: each node has a self-signed certificate whose SHA-256 travels in its
-//! gossip identity, and both ends of a connection pin the other's certificate by that fingerprint
-//! (mutual TLS without a CA yet).
+//! TLS for node-to-node QUIC and the remote CLI.
 //!
-//! This is the interim trust model; the cluster CA and join tokens of design §7 replace the
-//! fingerprint sets here without changing the transport.
+//! Two trust models live here while the node is moved from one to the other:
+//!
+//! - The interim one, still used by the node loop (the functions in this file): each node has a
+//!   self-signed certificate whose SHA-256 travels in its gossip identity, and both ends of a
+//!   connection pin the other's certificate by that fingerprint.
+//! - The cluster CA of design §7: [`ca`] creates the CA and issues node certificates (from a
+//!   joiner's signing request) and CLI client bundles; [`cluster`] builds the rustls
+//!   configurations (mutual TLS under the CA with runtime revocation, the join-time client that
+//!   pins the CA by the token's digest, the CLI client) and decides what each accepted
+//!   connection may do. docs/security.md describes the whole scheme.
 
 use std::{
     collections::HashSet,
@@ -19,6 +25,11 @@ use rustls::{
     DigitallySignedStruct, DistinguishedName, SignatureScheme,
 };
 use sha2::{Digest, Sha256};
+
+pub mod ca;
+pub mod cluster;
+#[cfg(test)]
+mod tests;
 
 /// The name every node's certificate carries and every client asks for; identity is the pinned
 /// fingerprint, not the name.
@@ -58,6 +69,9 @@ pub enum TlsError {
     /// rustls rejected the configuration.
     #[error("tls configuration: {0}")]
     Config(#[from] rustls::Error),
+    /// A certificate, signing request or bundle is unusable.
+    #[error("certificate: {0}")]
+    Certificate(String),
 }
 
 impl NodeCert {
@@ -99,7 +113,7 @@ impl NodeCert {
 /// Fingerprints of the certificates this node accepts from clients: those of its known members.
 pub type TrustedSet = Arc<RwLock<HashSet<[u8; 32]>>>;
 
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
