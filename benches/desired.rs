@@ -29,9 +29,12 @@ fn service(stack: &str, name: &str, replicas: u64) -> ServiceDef {
         "traefik.backend.loadbalancer.stickiness".into(),
         "true".into(),
     );
+    // Every service publishes a port of its own: two services may not share one.
+    static NEXT_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(10_000);
+    let published = NEXT_PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     spec.ports.push(PortSpec {
         target: 8080,
-        published: Some(8080),
+        published: Some(published),
         protocol: Default::default(),
         mode: Default::default(),
     });

@@ -5,7 +5,7 @@ mod common;
 
 use std::{path::Path, time::Duration};
 
-use common::{free_ports, wait_for, Agent};
+use common::{free_port_pair, free_ports, wait_for, Agent};
 
 const STACK: &str = r#"
 version: "3.8"
@@ -228,5 +228,33 @@ fn bad_input_is_refused_and_changes_nothing() {
         agent.services().unwrap(),
         before,
         "bad input changed the state"
+    );
+}
+
+#[test]
+fn a_data_dir_of_the_previous_release_keeps_its_services() {
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port_pair(&["127.0.0.1"]);
+    let mut agent = Agent::new(
+        root.path(),
+        "old",
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        &[],
+    );
+    // desired.bin as the release before the versioned envelope wrote it.
+    std::fs::create_dir_all(&agent.data_dir).unwrap();
+    let legacy = std::fs::read("tests/fixtures/wire/legacy_desired_v0.bin").unwrap();
+    std::fs::write(agent.data_dir.join("desired.bin"), &legacy).unwrap();
+    agent.start();
+    let services = wait_for(Duration::from_secs(10), || agent.services().is_some())
+        .and_then(|_| agent.services())
+        .expect("the agent answers");
+    let names: Vec<&str> = services.iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(names, ["demo_api", "demo_web"]);
+    assert_eq!(agent.replicas_of("demo_web"), Some(3));
+    let migrated = std::fs::read(agent.data_dir.join("desired.bin")).unwrap();
+    assert!(
+        migrated.starts_with(b"SHLF"),
+        "rewritten in the versioned format"
     );
 }

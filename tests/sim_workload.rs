@@ -277,3 +277,33 @@ fn rebalancing_onto_a_new_node_is_paced() {
     settle(&mut sim, "rebalance");
     assert!(sim.containers_on(3) >= 2, "the new node took no share");
 }
+
+#[test]
+fn an_agent_restart_readopts_its_replicas() {
+    for seed in 0..20 {
+        let mut sim = cluster(3, seed);
+        sim.change(0, |s, hlc| {
+            s.deploy_stack("app", vec![service("app", "web", 2)], hlc)
+        })
+        .unwrap();
+        settle(&mut sim, "deploy");
+        let ids = |sim: &Sim| -> Vec<String> {
+            let mut ids: Vec<String> = (0..3)
+                .flat_map(|i| sim.runtime(i).containers())
+                .map(|c| c.id)
+                .collect();
+            ids.sort();
+            ids
+        };
+        let before = ids(&sim);
+        let owner = (0..3).find(|&i| sim.containers_on(i) > 0).unwrap();
+        sim.crash_agent(owner);
+        sim.start(owner, &[]);
+        sim.run_for(10_000);
+        assert_eq!(
+            ids(&sim),
+            before,
+            "seed {seed}: the restart recreated replicas"
+        );
+    }
+}

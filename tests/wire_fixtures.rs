@@ -100,6 +100,7 @@ fn task() -> TaskReport {
             addr: "10.0.0.1:30001".parse().unwrap(),
         }],
         since_ms: 1_700_000_000_500,
+        started_ms: Some(1_700_000_000_700),
     }
 }
 
@@ -350,14 +351,26 @@ fn committed_fixtures_still_decode() {
         format::decode_desired(&read("file_desired")),
     );
     assert!(!file.legacy);
-    // The raw desired-state fixture is what pre-envelope agents wrote: it migrates.
-    assert!(
-        must(
-            "desired_state",
-            format::decode_desired(&read("desired_state"))
-        )
-        .legacy
+    // A desired.bin written by the release before the envelope (an agent of commit 45a1901
+    // with one stack deployed): it migrates, its services intact.
+    let legacy = must(
+        "legacy_desired_v0",
+        format::decode_desired(&read("legacy_desired_v0")),
     );
+    assert!(legacy.legacy);
+    let names: Vec<String> = legacy
+        .value
+        .services()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["demo_api", "demo_web"]);
+    let web = legacy.value.service("demo_web").unwrap();
+    assert_eq!(
+        (web.replicas, web.spec.image.as_str()),
+        (3, "shoal-demo:v1")
+    );
+    assert!(web.update_status.is_none());
     must(
         "file_keyring",
         format::decode_file::<Keyring>(FileKind::Keyring, &read("file_keyring")),

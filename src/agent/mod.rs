@@ -28,6 +28,7 @@ use tracing::{info, info_span, warn, Instrument};
 
 use shoal_core::{
     desired::state::DesiredState,
+    format,
     identity::{NodeId, NodeIdentity, NodeMeta},
     join::JoinPlan,
     membership::Settings,
@@ -336,15 +337,22 @@ pub async fn run(
     .await
 }
 
-/// Loads the desired state from the data dir, or starts empty.
+/// Loads the desired state from the data dir, or starts empty. A file of the release before the
+/// versioned envelope is migrated and written back in the current format.
 fn load_desired(path: &std::path::Path) -> Result<DesiredState, String> {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            wire::decode::<DesiredState>(&bytes).map_err(|e| format!("{}: {e}", path.display()))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DesiredState::default()),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(DesiredState::default()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let file = format::decode_desired(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    if file.legacy {
+        let bytes = format::encode_desired(&file.value).map_err(|e| e.to_string())?;
+        datadir::write_atomic(path, &bytes, true)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        info!(path = %path.display(), "desired state migrated to the versioned format");
     }
+    Ok(file.value)
 }
 
 /// Moves datagrams from the socket to the node loop; oversized ones are dropped here.

@@ -245,7 +245,7 @@ pub fn decode_desired(bytes: &[u8]) -> Result<Decoded<DesiredState>, FormatError
         FileKind::DesiredState,
         bytes,
         wire::decode::<DesiredState>,
-        wire::decode::<DesiredState>,
+        DesiredState::decode_legacy,
     )
 }
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     desired::{
         spec::{Availability, Mode, PortSpec, Protocol, ServiceDef, ServiceSpec},
-        state::{NodeSettings, ServiceUpdate},
+        state::{NodeSettings, ServiceUpdate, UpdateStatus},
     },
     identity::NodeIdentity,
     membership::{NodeStatus, NodeView},
@@ -61,6 +61,11 @@ pub enum Request {
     ServiceScale {
         /// Service name and replicas, applied together.
         scales: Vec<(String, u64)>,
+    },
+    /// Return a service to its previous spec (`service rollback`, `service update --rollback`).
+    ServiceRollback {
+        /// Service name.
+        name: String,
     },
     /// Remove services.
     ServiceRemove {
@@ -137,8 +142,14 @@ pub struct ServiceInfo {
     pub mode: Mode,
     /// Desired replicas (for global: eligible nodes).
     pub replicas: u64,
-    /// Replicas observed running (and healthy where a healthcheck exists).
+    /// Slots served by a ready replica (running, and healthy where a healthcheck exists), of
+    /// any version: what the service delivers now, as docker counts it.
     pub running: u64,
+    /// Replicas of the current version that are ready.
+    pub updated: u64,
+    /// The rollout's state (`updating`, `paused`, `rollback_started`, ...) while one is not
+    /// completed; None when the service is at rest.
+    pub update_state: Option<String>,
     /// Image reference.
     pub image: String,
     /// Published ports, like `*:8080->80/tcp`.
@@ -204,6 +215,10 @@ pub struct ServiceDetail {
     pub force: u64,
     /// The whole spec.
     pub spec: ServiceSpec,
+    /// Where the last rollout is (Swarm's `UpdateStatus`); None for a service never updated.
+    pub update_status: Option<UpdateStatus>,
+    /// What `service rollback` would return to (Swarm's `PreviousSpec`).
+    pub previous_spec: Option<Box<ServiceSpec>>,
 }
 
 /// How `service ls` prints a published port.

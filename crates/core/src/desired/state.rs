@@ -60,6 +60,7 @@
 
 mod entry;
 mod error;
+mod legacy;
 mod ops;
 mod reg;
 mod status;

@@ -16,7 +16,7 @@ use crate::{
         hlc::Hlc,
         state::{DesiredError, DesiredState, ServiceView},
     },
-    replica::PUSH_FANOUT,
+    replica::{Outgoing, PUSH_FANOUT},
 };
 
 /// What became of a change applied with [`Node::change`].
@@ -93,6 +93,32 @@ impl Node {
             }
             return ChangeOutcome::Unchanged;
         }
+        self.changes.next += 1;
+        let change = self.changes.next;
+        let (persist_seq, pushed) = self.spread(outgoing, Some(change), now_ms);
+        self.changes.waiting.insert(
+            change,
+            Waiting {
+                reply,
+                persist_seq,
+                durable: None,
+                outstanding: pushed,
+                acked: 0,
+                receipt,
+            },
+        );
+        ChangeOutcome::Changed
+    }
+
+    /// Spreads a change this node wrote: persists the state, gossips the delta when it is small
+    /// and pushes it to a few live peers (their answers count for `change`, if any). Returns the
+    /// snapshot's sequence number and how many peers were pushed to.
+    pub(super) fn spread(
+        &mut self,
+        outgoing: Outgoing,
+        change: Option<u64>,
+        now_ms: u64,
+    ) -> (u64, usize) {
         self.reconcile_due = true;
         // This snapshot supersedes any dirty one.
         self.desired_dirty = false;
@@ -100,25 +126,15 @@ impl Node {
         if let Some(gossip) = &outgoing.gossip {
             self.membership.broadcast(gossip, now_ms);
         }
+        let live = self.live_peers();
         let targets: Vec<_> = live.sample(&mut self.rng, PUSH_FANOUT).cloned().collect();
-        self.changes.next += 1;
-        let change = self.changes.next;
-        self.changes.waiting.insert(
-            change,
-            Waiting {
-                reply,
-                persist_seq,
-                durable: None,
-                outstanding: targets.len(),
-                acked: 0,
-                receipt,
-            },
-        );
+        let pushed = targets.len();
         for to in targets {
             let request = PeerRequest::Desired(Box::new(outgoing.delta.clone()));
-            self.call(to, request, Pending::Change(change));
+            let pending = change.map_or(Pending::Fire, Pending::Change);
+            self.call(to, request, pending);
         }
-        ChangeOutcome::Changed
+        (persist_seq, pushed)
     }
 
     /// A push of change `change` was answered (`acked`) or failed.

@@ -677,7 +677,7 @@ impl Node {
     }
 
     fn persist_desired(&mut self) -> u64 {
-        match crate::wire::encode(self.replica.state()) {
+        match crate::format::encode_desired(self.replica.state()) {
             Ok(bytes) => {
                 self.persist_seq += 1;
                 self.effects.persist = Some(Persist {

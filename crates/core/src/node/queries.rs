@@ -54,6 +54,8 @@ impl Node {
                     version: view.version.to_string(),
                     force: view.force,
                     spec: view.spec.clone(),
+                    update_status: view.update_status.clone(),
+                    previous_spec: state.previous_spec(&name).map(Box::new),
                 })),
                 None => Response::Error(DesiredError::UnknownService(name).to_string()),
             },
@@ -136,6 +138,16 @@ impl Node {
                 );
                 return;
             }
+            Request::ServiceRollback { name } => {
+                let action = format!("Rolling back service {name}");
+                self.apply_change(
+                    Some(id),
+                    now_ms,
+                    move |s, hlc| s.rollback_service(&name, hlc),
+                    move |_, _| vec![action],
+                );
+                return;
+            }
             Request::ServiceRemove { names } => {
                 self.apply_change(
                     Some(id),
@@ -167,7 +179,12 @@ impl Node {
                 Mode::Replicated => view.replicas,
                 Mode::Global => self.live_peers().len() as u64 + 1,
             },
-            running: self.running_replicas(view),
+            running: self.served_slots(view, false),
+            updated: self.served_slots(view, true),
+            update_state: view
+                .rollout()
+                .filter(|s| s.completed_ms.is_none())
+                .map(|s| s.state.as_str().to_string()),
             image: view.spec.image.clone(),
             ports: view.spec.ports.iter().map(port_text).collect(),
         }
@@ -196,8 +213,8 @@ impl Node {
         }
     }
 
-    /// Replicas of the current version that run, ready, on live nodes.
-    fn running_replicas(&self, view: &ServiceView) -> u64 {
+    /// Slots served by a ready replica on a live node: of any version, or of the current one.
+    fn served_slots(&self, view: &ServiceView, current_only: bool) -> u64 {
         let live: std::collections::BTreeSet<NodeId> = self
             .membership
             .nodes()
@@ -209,7 +226,14 @@ impl Node {
             .workload
             .observed
             .tasks_of(&view.name)
-            .filter(|(node, t)| live.contains(node) && t.is_ready_at(view.version, view.force))
+            .filter(|(node, t)| {
+                let ready = if current_only {
+                    t.is_ready_at(view.version, view.force)
+                } else {
+                    t.state == TaskState::Running && t.health.is_ready()
+                };
+                live.contains(node) && ready
+            })
             .map(|(_, t)| t.slot)
             .collect();
         slots.len() as u64

@@ -9,6 +9,7 @@ use tracing::{debug, info, warn};
 use super::{Node, Pending};
 use crate::{
     api::PeerRequest,
+    desired::state::AutoWrite,
     identity::NodeId,
     observed::{NodeReport, ObservedState},
     reconcile::plan::{node_facts, Inputs, Reconciler},
@@ -98,6 +99,7 @@ impl Node {
             observed: &w.observed,
             local: containers,
         });
+        let auto_writes = plan.auto_writes;
         for action in plan.actions {
             let wanted = match &action {
                 Action::Remove { container, reason } => {
@@ -148,7 +150,25 @@ impl Node {
             // The routing table includes this node's own replicas: refresh it with the report.
             self.publish_routes();
         }
+        for write in auto_writes {
+            self.apply_auto_write(&write, now_ms);
+        }
         plan.wake_at_ms
+    }
+
+    /// Writes a rollout outcome this node observed (a pause, a rollback, a completion). Every node
+    /// that observes it writes the same registers (see `desired::state::status`), so whichever
+    /// does first spreads it and the others' writes change nothing.
+    fn apply_auto_write(&mut self, write: &AutoWrite, now_ms: u64) {
+        match self.replica.apply_auto(write, now_ms) {
+            Ok(Some(outgoing)) => {
+                info!(service = %write.service, version = %write.version,
+                    outcome = ?write.outcome, "rollout outcome written");
+                self.spread(outgoing, None, now_ms);
+            }
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "rollout outcome not written"),
+        }
     }
 
     /// Recomputes the ingress routing table; an effect hands it to the listeners if it changed.

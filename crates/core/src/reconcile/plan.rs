@@ -312,8 +312,28 @@ impl Reconciler {
         placements.set_nodes(inputs.nodes);
         let live: BTreeSet<NodeId> = inputs.nodes.iter().map(|n| n.id).collect();
         let reported = inputs.observed.by_service();
+        // Until this process publishes its first report, its peers still hold its previous
+        // life's (the containers ran on): its own listing stands for it here, so that it places
+        // slots as they do and re-adopts its replicas instead of handing them off.
+        let unreported: Vec<TaskReport> = if inputs.observed.get(me).is_none() {
+            inputs
+                .local
+                .iter()
+                .filter(|c| !matches!(c.status, ContainerStatus::Exited { .. }))
+                .map(|c| task_of(c, true, None))
+                .collect()
+        } else {
+            Vec::new()
+        };
         for service in inputs.services {
-            let keep = running_where(inputs.nodes, reported.of(&service.name).iter().copied());
+            let mine = unreported
+                .iter()
+                .filter(|t| t.service == service.name)
+                .map(|t| (me, t));
+            let keep = running_where(
+                inputs.nodes,
+                reported.of(&service.name).iter().copied().chain(mine),
+            );
             let placement = placements.get(service, keep);
             let assessment = rollout::assess(
                 service,

@@ -236,6 +236,11 @@ impl Sim {
         self.nodes[i].node.is_some()
     }
 
+    /// Node `i`'s state machine, while its agent runs (for checks that look inside).
+    pub fn node(&self, i: usize) -> Option<&Node> {
+        self.nodes[i].node.as_ref()
+    }
+
     /// Node `i`'s engine (its containers outlive agent crashes).
     pub fn runtime(&self, i: usize) -> &FakeRuntime {
         &self.nodes[i].runtime
@@ -434,10 +439,13 @@ impl Sim {
     /// Feeds node `i` one input now, if its agent runs.
     fn input(&mut self, i: usize, input: Input) {
         let now = self.now_ms;
+        let id = self.nodes[i].id;
         let Some(node) = self.nodes[i].node.as_mut() else {
             return;
         };
-        let effects = node.handle(input, now);
+        // As the agent's: every line a node logs names it.
+        let span = tracing::info_span!("node", node = %id.short(), sim_ms = now);
+        let effects = span.in_scope(|| node.handle(input, now));
         self.apply(i, effects);
     }
 
@@ -551,8 +559,8 @@ impl Sim {
             self.execute(from, actions);
         }
         if let Some(persist) = persist {
-            if let Ok(state) = crate::wire::decode::<DesiredState>(&persist.desired) {
-                self.nodes[from].desired_disk = state;
+            if let Ok(file) = crate::format::decode_desired(&persist.desired) {
+                self.nodes[from].desired_disk = file.value;
             }
             let done = Input::Persisted {
                 seq: persist.seq,
