@@ -158,6 +158,7 @@ fn reconcile_round(cluster: &[NodeFacts], services: usize, replicas: u64) {
             seq: 1,
             tasks: containers.iter().map(|c| task_of(c, true, None)).collect(),
             history: vec![],
+            gossip_keys: vec![],
         });
     }
     let local = by_node.remove(&me).unwrap_or_default();

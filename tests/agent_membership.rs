@@ -3,6 +3,8 @@
 
 mod common;
 
+use shoal_core::trust::token::{CaDigest, JoinToken};
+
 use std::{net::SocketAddr, process::Command, time::Duration};
 
 use common::{all_ready, free_port_pair, free_ports, wait_for, Agent, BIN};
@@ -143,6 +145,11 @@ fn join_to_nowhere_fails_clearly() {
             "--join-timeout",
             "2",
         ])
+        // A well-formed token of some cluster: the join gets as far as looking for the seed.
+        .env(
+            "SHOAL_TOKEN",
+            JoinToken::new(CaDigest([1; 32]), [2; 16]).reveal(),
+        )
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -32,8 +32,11 @@ fn cluster(n: usize, seed: u64, loss: f64) -> Sim {
     for i in 1..n {
         sim.start(i, &[0]);
     }
+    // Formed: every member sees every other, and holds the cluster's trust (the founder's
+    // gossip key and join secret, which spread over QUIC only).
     assert!(
-        sim.run_until(30_000, 50, |s| s.converged(NodeStatus::Down))
+        sim.run_until(30_000, 50, |s| s.converged(NodeStatus::Down)
+            && s.desired_converged())
             .is_some(),
         "seed {seed}: membership did not converge"
     );

@@ -111,6 +111,7 @@ fn report() -> NodeReport {
         seq: 42,
         tasks: vec![task()],
         history: vec![],
+        gossip_keys: vec![],
     }
 }
 

@@ -13,12 +13,13 @@ pub mod persist;
 pub mod quic;
 pub mod shell;
 pub mod tls;
+pub mod trust;
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::BTreeMap,
     net::{IpAddr, SocketAddr},
     path::PathBuf,
-    sync::{Arc, RwLock},
+    sync::Arc,
     time::Duration,
 };
 
@@ -62,6 +63,8 @@ pub struct AgentConfig {
     pub ingress_addr: Option<IpAddr>,
     /// Run no ingress at all (published ports are served by the other nodes).
     pub no_ingress: bool,
+    /// The cluster's join token, for a node that is not a member yet.
+    pub token: Option<String>,
 }
 
 /// Which container engine an agent uses.
@@ -88,6 +91,7 @@ impl AgentConfig {
             runtime: RuntimeKind::Docker,
             ingress_addr: None,
             no_ingress: false,
+            token: None,
         }
     }
 }
@@ -122,6 +126,10 @@ pub enum AgentError {
     /// The configuration is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The node has no trust material and could not get it (no token, a refused token, an
+    /// unreachable seed), or its trust material is unusable.
+    #[error("{0}")]
+    Trust(String),
     /// A seed address does not resolve.
     #[error("seed {seed:?}: {reason}")]
     Seed {
@@ -205,7 +213,21 @@ pub async fn run(
         let quic_listen = SocketAddr::new(config.listen.ip(), quic_port);
         let quic_advertise = SocketAddr::new(advertise.ip(), advertise.port() + 1);
 
-        let cert = Arc::new(tls::NodeCert::load_or_create(&data.tls_dir())?);
+        let seeds = resolve_seeds(&config.join).await?;
+        let remembered = data.load_peers();
+        let trust = Arc::new(
+            trust::establish(
+                &data,
+                trust::Start {
+                    id: state.id,
+                    token: config.token.as_deref(),
+                    seeds: &seeds,
+                    has_peers: !remembered.is_empty(),
+                    timeout: config.join_timeout,
+                },
+            )
+            .await?,
+        );
         let meta = NodeMeta {
             name: config.name.clone().unwrap_or_else(host_name),
             labels: config.labels.clone(),
@@ -213,7 +235,7 @@ pub async fn run(
             arch: std::env::consts::ARCH.into(),
             agent_version: env!("CARGO_PKG_VERSION").into(),
             quic_addr: quic_advertise,
-            cert_sha256: cert.sha256,
+            cert_sha256: tls::fingerprint(&trust.material.node_cert_der),
             runs_containers: config.runtime == RuntimeKind::Docker,
         };
         meta.validate().map_err(AgentError::Config)?;
@@ -239,11 +261,11 @@ pub async fn run(
                 source,
             })?;
         let socket = Arc::new(socket);
-        let trusted: tls::TrustedSet = Arc::new(RwLock::new(HashSet::new()));
-        let endpoint = quic::bind(quic_listen, &cert, trusted.clone())
+        let endpoint = quic::bind(quic_listen, &trust.cluster, &trust.identity)
             .map_err(|e| AgentError::Quic(format!("binding {quic_listen}: {e:#}")))?;
-        let mut targets = resolve_seeds(&config.join).await?;
-        let remembered = data.load_peers();
+        let peers = quic::Peers::new(endpoint.clone(), &trust.cluster, &trust.identity)
+            .map_err(|e| AgentError::Quic(format!("{e:#}")))?;
+        let mut targets = seeds;
         targets.extend(remembered.iter().copied());
         targets.retain(|t| *t != advertise && *t != config.listen);
         targets.sort();
@@ -279,8 +301,16 @@ pub async fn run(
         };
         let receiver = tokio::spawn(receive(socket.clone(), datagrams_tx).in_current_span());
         let api_task = tokio::spawn(local_api::serve(api, commands_tx.clone()).in_current_span());
-        let quic_task =
-            tokio::spawn(quic::serve(endpoint.clone(), commands_tx.clone()).in_current_span());
+        let accepted = quic::Accepted::default();
+        let quic_task = tokio::spawn(
+            quic::serve(
+                endpoint.clone(),
+                trust.cluster.clone(),
+                accepted.clone(),
+                commands_tx.clone(),
+            )
+            .in_current_span(),
+        );
         let (routes_tx, routes_rx) = tokio::sync::watch::channel(Arc::default());
         let ingress_task = (!config.no_ingress).then(|| {
             let ip = config.ingress_addr.unwrap_or(config.listen.ip());
@@ -295,17 +325,21 @@ pub async fn run(
                 no_runtime: (config.runtime == RuntimeKind::None)
                     .then(|| "this agent runs no containers (--runtime none)".to_string()),
                 seed: rand::rng().random(),
+                keyring: trust.material.keyring.clone(),
+                ca_digest: Some(trust.ca.digest()),
+                init_trust: trust.init.clone(),
             },
             shell::now_ms(),
         );
         let outlets = shell::Outlets {
             socket,
-            peers: quic::Peers::new(endpoint.clone(), cert),
+            peers,
             engine,
             persister: persist::Persister::start(data.desired_path(), commands_tx.clone()),
             data: data.clone(),
             node_id: state.id,
-            trusted,
+            trust: trust.clone(),
+            accepted,
             routes: routes_tx,
             commands: commands_tx,
         };

@@ -14,20 +14,25 @@ use tokio::{
     sync::{mpsc, oneshot, watch},
     time::Instant,
 };
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{
     datadir::{DataDir, NodeState},
     engine::Engine,
     persist::Persister,
-    quic::Peers,
-    tls::TrustedSet,
+    quic::{Accepted, Peers},
+    tls::ca::CLIENT_VALIDITY,
+    trust::Trust,
 };
 use shoal_core::{
     api::{PeerRequest, PeerResponse, Request, Response},
     identity::NodeId,
-    node::{Effects, Input, Node, NodeError, RequestId, Timer},
+    node::{Admission, Effects, Input, Node, NodeError, RequestId, Timer},
     routing::routes::RoutingTable,
+    trust::{
+        check_join, token::JoinSecret, JoinGrant, JoinRefusal, JoinRequest, JoinResponse,
+        RevocationSet,
+    },
 };
 
 /// What the other tasks hand to the loop.
@@ -39,12 +44,21 @@ pub enum Command {
         /// Where the answer goes.
         reply: oneshot::Sender<Response>,
     },
-    /// A peer's request over QUIC.
+    /// A member's request over QUIC.
     Peer {
+        /// Who asks (the node id in its certificate).
+        from: NodeId,
         /// The request.
         request: PeerRequest,
         /// Where the answer goes.
         reply: oneshot::Sender<PeerResponse>,
+    },
+    /// A joiner's request to be admitted.
+    Join {
+        /// The request: node id, signing request, proof of the token's secret.
+        request: JoinRequest,
+        /// Where the answer goes.
+        reply: oneshot::Sender<JoinResponse>,
     },
     /// Anything else for the node: replies to its calls, listings, persistence results.
     Input(Input),
@@ -72,8 +86,11 @@ pub struct Outlets {
     pub data: DataDir,
     /// This node's id, for the data dir's record of it.
     pub node_id: NodeId,
-    /// Certificate fingerprints the QUIC endpoint accepts.
-    pub trusted: TrustedSet,
+    /// The cluster's CA and what this node holds of the trust (to admit joiners and issue
+    /// client bundles).
+    pub trust: Arc<Trust>,
+    /// Members' accepted connections (closed when a node is removed).
+    pub accepted: Accepted,
     /// The ingress routing table.
     pub routes: watch::Sender<Arc<RoutingTable>>,
     /// For replies to the node's calls.
@@ -97,6 +114,7 @@ pub async fn run(
         next_request: 0,
         api_waiting: HashMap::new(),
         peer_waiting: HashMap::new(),
+        join_waiting: HashMap::new(),
     };
     shell.carry_out(first).await?;
     loop {
@@ -104,7 +122,10 @@ pub async fn run(
         let input = tokio::select! {
             _ = &mut shutdown => break,
             Some(bytes) = datagrams.recv() => Input::Datagram(bytes),
-            Some(command) = commands.recv() => shell.admit(command),
+            Some(command) = commands.recv() => match shell.admit(command) {
+                Some(input) => input,
+                None => continue,
+            },
             _ = tokio::time::sleep_until(next_timer.unwrap_or_else(far)), if next_timer.is_some() => {
                 let Some(entry) = shell.timers.first_entry() else { continue };
                 Input::Timer(entry.remove())
@@ -129,24 +150,98 @@ struct Shell {
     next_request: RequestId,
     api_waiting: HashMap<RequestId, oneshot::Sender<Response>>,
     peer_waiting: HashMap<RequestId, oneshot::Sender<PeerResponse>>,
+    join_waiting: HashMap<RequestId, (JoinRequest, oneshot::Sender<JoinResponse>)>,
 }
 
 impl Shell {
-    /// Turns a command into the node's input, keeping the reply channel until the answer.
-    fn admit(&mut self, command: Command) -> Input {
+    /// Turns a command into the node's input, keeping the reply channel until the answer; or
+    /// answers it here when it needs the CA's key, which the pure node does not hold.
+    fn admit(&mut self, command: Command) -> Option<Input> {
         self.next_request += 1;
         let id = self.next_request;
-        match command {
+        Some(match command {
+            Command::Api {
+                request: Request::ClusterClientBundle { name },
+                reply,
+            } => {
+                let _ = reply.send(self.client_bundle(&name));
+                return None;
+            }
             Command::Api { request, reply } => {
                 self.api_waiting.insert(id, reply);
-                Input::Api { id, request }
+                Input::Api {
+                    id,
+                    request,
+                    entropy: rand::random(),
+                }
             }
-            Command::Peer { request, reply } => {
+            Command::Peer {
+                from,
+                request,
+                reply,
+            } => {
                 self.peer_waiting.insert(id, reply);
-                Input::Peer { id, request }
+                Input::Peer { id, from, request }
+            }
+            Command::Join { request, reply } => {
+                let node = request.node;
+                self.join_waiting.insert(id, (request, reply));
+                Input::Admit { id, node }
             }
             Command::Input(input) => input,
+        })
+    }
+
+    fn client_bundle(&self, name: &str) -> Response {
+        let issued =
+            self.outlets
+                .trust
+                .ca
+                .issue_client(name, std::time::SystemTime::now(), CLIENT_VALIDITY);
+        match issued {
+            Ok(bundle) => {
+                info!(client = %name, "issued a client bundle");
+                Response::Bundle(bundle.to_pem())
+            }
+            Err(e) => Response::Error(format!("cannot issue a client bundle: {e}")),
         }
+    }
+
+    /// Decides a join request with what the node knows of the id, and signs the certificate.
+    fn answer_join(&mut self, id: RequestId, admission: Admission) {
+        let Some((request, reply)) = self.join_waiting.remove(&id) else {
+            return;
+        };
+        let trust = &self.outlets.trust;
+        let secrets: Vec<JoinSecret> = admission.secret.into_iter().collect();
+        let response =
+            match check_join(&request, &trust.ca.digest(), &secrets, |_| admission.status) {
+                Err(refusal) => {
+                    warn!(node = %request.node.short(), %refusal, "join refused");
+                    JoinResponse::Refused(refusal)
+                }
+                Ok(()) => match trust.ca.issue_node(
+                    request.node,
+                    &request.csr_der,
+                    std::time::SystemTime::now(),
+                ) {
+                    Ok(cert) => {
+                        info!(node = %request.node.short(), "admitted a new node");
+                        JoinResponse::Granted(Box::new(JoinGrant {
+                            node_cert_der: cert.to_vec(),
+                            ca_cert_der: trust.material.ca_cert_der.clone(),
+                            ca_key_der: trust.material.ca_key_der.clone(),
+                            keyring: admission.keyring,
+                            token_secret: secrets
+                                .into_iter()
+                                .next()
+                                .unwrap_or_else(|| trust.material.token_secret.clone()),
+                        }))
+                    }
+                    Err(e) => JoinResponse::Refused(JoinRefusal::Malformed(e.to_string())),
+                },
+            };
+        let _ = reply.send(response);
     }
 
     async fn carry_out(&mut self, effects: Effects) -> Result<(), NodeError> {
@@ -160,8 +255,9 @@ impl Shell {
             persist,
             peers,
             generation,
-            trusted,
             routes,
+            admissions,
+            removed,
             stopped,
         } = effects;
         let o = &self.outlets;
@@ -209,14 +305,28 @@ impl Shell {
                 warn!(error = %e, "could not persist the new generation");
             }
         }
-        if let Some(fingerprints) = trusted {
-            if let Ok(mut set) = o.trusted.write() {
-                set.clear();
-                set.extend(fingerprints);
+        if let Some(removed) = removed {
+            let set = RevocationSet {
+                nodes: removed.clone(),
+                serials: Default::default(),
+            };
+            o.trust.cluster.revocations().merge(&set);
+            if let Err(e) = o
+                .data
+                .save_revocations(&o.trust.cluster.revocations().snapshot())
+            {
+                warn!(error = %e, "could not persist the revocations");
+            }
+            for node in removed {
+                o.peers.forget(node);
+                o.accepted.close(node);
             }
         }
         if let Some(table) = routes {
             o.routes.send_replace(table);
+        }
+        for (id, admission) in admissions {
+            self.answer_join(id, admission);
         }
         match stopped {
             Some(error) => Err(error),

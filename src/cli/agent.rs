@@ -45,6 +45,10 @@ pub struct AgentArgs {
     /// Serve no published ports on this node.
     #[arg(long)]
     no_ingress: bool,
+    /// The cluster's join token (`shoal cluster join-token` on a member prints it); needed only
+    /// the first time a node joins.
+    #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 /// Runs the agent with `args`.
@@ -66,6 +70,7 @@ pub fn run(data_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
     config.join_timeout = Duration::from_secs(args.join_timeout);
     config.ingress_addr = args.ingress_addr;
     config.no_ingress = args.no_ingress;
+    config.token = args.token;
     config.runtime = if args.runtime == "none" {
         agent::RuntimeKind::None
     } else {

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod client;
+pub mod cluster;
 pub mod node;
 pub mod ps;
 pub mod service;
@@ -19,6 +20,13 @@ struct Cli {
     /// The node's data dir (its id, peers, keys and API socket).
     #[arg(long, global = true, env = "SHOAL_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Talk to the node at ADDR[:PORT] (its gossip port, 7946 by default) over mutual TLS
+    /// instead of the local agent; needs --bundle.
+    #[arg(long, global = true, env = "SHOAL_HOST", value_name = "ADDR[:PORT]")]
+    host: Option<String>,
+    /// The client bundle for --host (`shoal cluster client-bundle NAME > FILE` issues one).
+    #[arg(long, global = true, env = "SHOAL_BUNDLE", value_name = "FILE")]
+    bundle: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,6 +46,9 @@ enum Command {
     /// Manage services.
     #[command(subcommand)]
     Service(service::ServiceCommand),
+    /// Manage the cluster's trust: join tokens, gossip keys, client bundles.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 /// How list and inspect verbs print.
@@ -87,8 +98,15 @@ pub fn main() -> ExitCode {
     let data_dir = cli
         .data_dir
         .unwrap_or_else(crate::agent::datadir::default_data_dir);
+    if let (Some(host), false) = (&cli.host, matches!(cli.command, Command::Agent(_))) {
+        if let Err(e) = client::use_remote(host, cli.bundle.clone()) {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    }
     let result = match cli.command {
         Command::Agent(args) => agent::run(&data_dir, args),
+        Command::Cluster(command) => cluster::run(&data_dir, command),
         Command::Node(command) => node::run(&data_dir, command),
         Command::Stack(command) => stack::run(&data_dir, command),
         Command::Service(command) => service::run(&data_dir, command),

@@ -48,6 +48,42 @@ pub struct Agent {
     pub child: Option<Child>,
     args: Vec<String>,
     log: PathBuf,
+    /// The first `--join` seed: a first start asks it for the cluster's join token.
+    seed: Option<SocketAddr>,
+}
+
+/// Data dirs of the agents of this test process by gossip address, so that a joining agent can
+/// ask its seed for the join token, as an operator would with `cluster join-token`.
+static DATA_DIRS: std::sync::Mutex<Vec<(SocketAddr, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+/// The join token of the cluster whose member listens on `seed`, waiting (up to 15 s) for that
+/// member to answer.
+pub fn token_of(seed: SocketAddr) -> String {
+    let dir = DATA_DIRS
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(addr, _)| *addr == seed)
+        .map(|(_, dir)| dir.clone())
+        .unwrap_or_else(|| panic!("no agent of this test listens on {seed}"));
+    let start = Instant::now();
+    loop {
+        let out = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["cluster", "join-token", "-q"])
+            .output()
+            .expect("run shoal cli");
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).trim().to_string();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the seed at {seed} gave no join token: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 impl Agent {
@@ -67,6 +103,7 @@ impl Agent {
             args.push("--join".into());
             args.push(seed.to_string());
         }
+        DATA_DIRS.lock().unwrap().push((addr, data_dir.clone()));
         Agent {
             name: name.into(),
             addr,
@@ -74,6 +111,7 @@ impl Agent {
             data_dir,
             child: None,
             args,
+            seed: join.first().copied(),
         }
     }
 
@@ -85,14 +123,29 @@ impl Agent {
         self
     }
 
-    /// Starts (or restarts) the process with the same data dir.
+    /// Starts (or restarts) the process with the same data dir. A first start with a seed asks
+    /// the seed for the join token; a restart needs none.
     pub fn start(&mut self) {
+        let member = self.data_dir.join("trust").join("node.crt").exists();
+        let token = match self.seed {
+            Some(seed) if !member => Some(token_of(seed)),
+            _ => None,
+        };
+        self.start_with_token(token.as_deref());
+    }
+
+    /// Starts the process with `token` (or none) as its join token.
+    pub fn start_with_token(&mut self, token: Option<&str>) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        if let Some(token) = token {
+            command.env("SHOAL_TOKEN", token);
+        }
+        let child = command
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.args)

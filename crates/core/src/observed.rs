@@ -177,6 +177,18 @@ pub struct NodeReport {
     pub tasks: Vec<TaskReport>,
     /// Finished tasks, newest first, at most [`HISTORY_PER_SLOT`] per slot.
     pub history: Vec<TaskReport>,
+    /// The gossip keys the node holds (id and fingerprint): a key becomes the one everyone
+    /// seals with once every live member holds it (see `node::trust`).
+    pub gossip_keys: Vec<KeyMark>,
+}
+
+/// A gossip key as reports name it: its id and a fingerprint of its bytes (never the bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct KeyMark {
+    /// The key's id in the keyring.
+    pub id: u32,
+    /// The first bytes of the key's SHA-256: tells two keys given one id apart.
+    pub fingerprint: [u8; 8],
 }
 
 impl NodeReport {
@@ -296,6 +308,7 @@ mod tests {
             seq,
             tasks: vec![],
             history: vec![],
+            gossip_keys: vec![],
         }
     }
 

@@ -134,7 +134,8 @@ impl Replica {
         match payload.split_first() {
             Some((&GOSSIP_VERSION, body)) => {
                 let GossipItem::Desired(delta) = wire::decode(body)?;
-                Ok(self.merge(delta, now_ms))
+                // Never taken from gossip, whatever a sender put there.
+                Ok(self.merge(delta.without_cluster_entry(), now_ms))
             }
             Some((&other, _)) => Err(WireError::Version(other)),
             None => Err(WireError::Decode("empty gossip item".into())),
@@ -152,7 +153,12 @@ impl Replica {
     }
 }
 
+/// The gossip item of a delta, unless it carries the cluster's secrets or revocations (those
+/// travel over authenticated QUIC only: see `desired::state::cluster`).
 fn encode_gossip(delta: &DesiredState) -> Option<Vec<u8>> {
+    if delta.has_cluster_entry() {
+        return None;
+    }
     let body = wire::encode(&GossipItem::Desired(delta.clone())).ok()?;
     let mut out = Vec::with_capacity(body.len() + 1);
     out.push(GOSSIP_VERSION);

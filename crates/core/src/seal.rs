@@ -478,6 +478,16 @@ impl Sealer {
     pub fn next_counter(&self) -> u64 {
         self.next
     }
+
+    /// The node this sealer seals for.
+    pub fn sender(&self) -> u128 {
+        self.sender
+    }
+
+    /// The boot generation it seals in.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
 }
 
 /// One sender's replay state: its newest generation and a sliding window of counters.

@@ -62,6 +62,26 @@ pub enum Request {
         /// Service name and replicas, applied together.
         scales: Vec<(String, u64)>,
     },
+    /// Print the join token (`cluster join-token`), after replacing its secret when `rotate`.
+    ClusterJoinToken {
+        /// Replace the secret first: the previous token stops admitting.
+        rotate: bool,
+    },
+    /// Rotate the gossip key with no downtime (`cluster rotate-key`).
+    ClusterRotateKey,
+    /// Issue a client certificate bundle for the remote CLI (`cluster client-bundle NAME`).
+    ClusterClientBundle {
+        /// Who the bundle is for (its certificate's name).
+        name: String,
+    },
+    /// Remove a node from the cluster for good (`node rm`): its certificate is refused from
+    /// now on and it cannot rejoin without a new token and a new id.
+    NodeRemove {
+        /// Node id, unique id prefix, or name.
+        node: String,
+        /// Remove it even though it is up.
+        force: bool,
+    },
     /// Return a service to its previous spec (`service rollback`, `service update --rollback`).
     ServiceRollback {
         /// Service name.
@@ -106,6 +126,10 @@ pub enum Response {
     Tasks(Vec<TaskInfo>),
     /// The request failed; the text says why. Nothing was changed.
     Error(String),
+    /// Answer to [`Request::ClusterJoinToken`]: the token, `SWMTKN-1-...`.
+    JoinToken(String),
+    /// Answer to [`Request::ClusterClientBundle`]: the bundle, PEM.
+    Bundle(String),
 }
 
 /// What became of a desired-state change.
@@ -267,6 +291,9 @@ pub struct NodeInfo {
     pub is_self: bool,
     /// Milliseconds since the Unix epoch when the status last changed, as the answering node saw it.
     pub status_since_ms: u64,
+    /// For the node that answered: gossip datagrams it refused, by reason (`forged`, `replay`,
+    /// `unsealed`, `impostor`, ...). Empty for other nodes.
+    pub gossip_refused: BTreeMap<String, u64>,
 }
 
 impl NodeInfo {
@@ -299,6 +326,7 @@ impl NodeInfo {
             generation: *generation,
             is_self: view.is_self,
             status_since_ms: view.since_ms,
+            gossip_refused: BTreeMap::new(),
         }
     }
 }

@@ -22,10 +22,12 @@ pub enum PeerRequest {
         /// Versions of the node reports held.
         observed: BTreeMap<NodeId, (u64, u64)>,
     },
-    /// Node reports to merge: a node's new report, or the ones a peer lacked.
+    /// The sender's own new report (refused if it carries another node's).
     Reports(Vec<NodeReport>),
     /// Desired state to merge: a delta just written, or a full state after a digest mismatch.
     Desired(Box<DesiredState>),
+    /// Reports of other nodes the receiver lacked, found by an anti-entropy round.
+    Relayed(Vec<NodeReport>),
 }
 
 /// A node's answer over QUIC.

@@ -58,6 +58,7 @@
 //! to gossip. Merging deltas and full states is the same join, so deltas may be lost, reordered or
 //! duplicated: anti-entropy with full states repairs anything missed.
 
+mod cluster;
 mod entry;
 mod error;
 mod legacy;
@@ -89,6 +90,8 @@ pub struct DesiredState {
     services: BTreeMap<String, ServiceEntry>,
     /// Nodes that ever had a setting written.
     nodes: BTreeMap<NodeId, NodeEntry>,
+    /// The cluster's secrets and removed nodes ([`cluster`]).
+    cluster: cluster::ClusterEntry,
 }
 
 impl DesiredState {
@@ -108,6 +111,7 @@ impl DesiredState {
                 changed |= self.nodes.entry(node).or_default().merge(entry);
             }
         }
+        changed |= self.cluster.merge(delta.cluster);
         changed
     }
 
@@ -125,12 +129,12 @@ impl DesiredState {
     pub fn max_hlc(&self) -> Option<Hlc> {
         let services = self.services.values().filter_map(ServiceEntry::updated);
         let nodes = self.nodes.values().filter_map(NodeEntry::updated);
-        services.chain(nodes).max()
+        services.chain(nodes).chain(self.cluster.updated()).max()
     }
 
     /// Whether no register is held (an empty delta: nothing to gossip).
     pub fn is_empty(&self) -> bool {
-        self.services.is_empty() && self.nodes.is_empty()
+        self.services.is_empty() && self.nodes.is_empty() && self.cluster.is_empty()
     }
 
     /// Bytes of the wire encoding, to decide whether a delta fits a gossip datagram.
@@ -164,7 +168,7 @@ impl CvRDT for DesiredState {
                 mine.check(&node.short(), theirs)?;
             }
         }
-        Ok(())
+        self.cluster.check(&other.cluster)
     }
 
     fn merge(&mut self, other: Self) {

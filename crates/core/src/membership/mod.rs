@@ -14,8 +14,9 @@ use std::{
 };
 
 pub mod lifeguard;
+pub mod sealing;
 
-use foca::{AccumulatingRuntime, Foca, Member, Message, OwnedNotification, State};
+use foca::{AccumulatingRuntime, Codec, Foca, Member, Message, OwnedNotification, State};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
@@ -23,9 +24,11 @@ use crate::{
     broadcast::{Broadcasts, Inbox, MAX_BROADCAST_BYTES},
     codec::SwimCodec,
     identity::{NodeId, NodeIdentity},
+    seal::Keyring,
     wire::{self, PacketKind, WireError},
 };
 use lifeguard::{Lifeguard, SuspectNotice, NOTICE_INTERVAL};
+use sealing::{GossipSeal, Refusals};
 
 /// A timer, handed to the caller to fire later.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,6 +118,20 @@ pub enum MembershipError {
     /// foca rejected the message (malformed, from ourselves, or addressed to an old identity).
     #[error("swim: {0}")]
     Swim(#[from] foca::Error),
+    /// The datagram was not sealed with the cluster's keys, was altered, or is a replay.
+    #[error("gossip refused: {0}")]
+    Sealed(#[from] crate::seal::OpenError),
+    /// A datagram from a node removed from the cluster.
+    #[error("datagram from removed node {0}")]
+    Removed(NodeId),
+    /// A sealed datagram whose message speaks for another node than the one that sealed it.
+    #[error("datagram sealed by {sealer} speaks for {claims}")]
+    Impostor {
+        /// Who sealed it.
+        sealer: NodeId,
+        /// Who the message inside claims to be.
+        claims: NodeId,
+    },
 }
 
 /// The goodbye a node sends to its peers when it stops gracefully.
@@ -167,8 +184,9 @@ impl Settings {
         config.probe_period = self.probe_period;
         config.probe_rtt = self.probe_rtt;
         config.suspect_to_down_after = self.suspicion_timeout(size);
+        // Sealing adds its header and tag: foca's packets leave room for them.
         config.max_packet_size =
-            NonZeroUsize::new(wire::MAX_DATAGRAM_BYTES).expect("constant is non-zero");
+            NonZeroUsize::new(crate::seal::MAX_FOCA_PACKET).expect("constant is non-zero");
         config.periodic_gossip = Some(foca::PeriodicParams {
             frequency: self.gossip_period,
             num_members: NonZeroUsize::new(3).expect("constant"),
@@ -224,14 +242,18 @@ pub struct Membership<R: RngExt> {
     /// New broadcast payloads from peers, filled by foca's handler.
     inbox: Inbox,
     lifeguard: Lifeguard,
+    gossip: GossipSeal,
+    /// Nodes removed from the cluster: nothing from them is accepted, nothing about them kept.
+    removed: BTreeSet<NodeId>,
     leaving: bool,
     effects: Effects,
 }
 
 impl<R: RngExt> Membership<R> {
-    /// A node that is not part of any cluster yet.
-    pub fn new(identity: NodeIdentity, settings: Settings, rng: R) -> Self {
+    /// A node that is not part of any cluster yet, sealing its gossip with `keyring`.
+    pub fn new(identity: NodeIdentity, settings: Settings, rng: R, keyring: Keyring) -> Self {
         let bucket = size_bucket(1);
+        let gossip = GossipSeal::new(keyring, identity.id, identity.generation);
         let inbox = Inbox::default();
         let foca = Foca::with_custom_broadcast(
             identity,
@@ -248,6 +270,8 @@ impl<R: RngExt> Membership<R> {
             records: BTreeMap::new(),
             inbox,
             lifeguard: Lifeguard::default(),
+            gossip,
+            removed: BTreeSet::new(),
             left: BTreeSet::new(),
             leaving: false,
             effects: Effects::default(),
@@ -284,19 +308,104 @@ impl<R: RngExt> Membership<R> {
         Ok(())
     }
 
-    /// Handles one datagram from the network.
+    /// Handles one datagram from the network: refused unless sealed with the cluster's keys,
+    /// fresh, and speaking for the node that sealed it.
     pub fn handle_packet(&mut self, packet: &[u8], now_ms: u64) -> Result<(), MembershipError> {
-        let (kind, body) = wire::open(packet)?;
-        let result = match kind {
-            PacketKind::Swim => self
-                .foca
-                .handle_data(body, &mut self.runtime)
-                .map_err(MembershipError::from),
-            PacketKind::Leave => self.handle_leave(body, now_ms),
-            PacketKind::Suspect => self.handle_notice(body),
-        };
+        let (sender, plain) = self.gossip.open(packet)?;
+        if self.removed.contains(&sender) {
+            self.gossip.refuse("removed");
+            return Err(MembershipError::Removed(sender));
+        }
+        let (kind, body) = wire::open(&plain)?;
+        let result = self
+            .check_sender(sender, kind, body)
+            .and_then(|()| match kind {
+                PacketKind::Swim => self
+                    .foca
+                    .handle_data(body, &mut self.runtime)
+                    .map_err(MembershipError::from),
+                PacketKind::Leave => self.handle_leave(body, now_ms),
+                PacketKind::Suspect => self.handle_notice(body),
+            });
+        if let Err(MembershipError::Impostor { .. }) = &result {
+            self.gossip.refuse("impostor");
+        }
         self.collect(now_ms);
         result
+    }
+
+    /// The node a message speaks for must be the node that sealed it: a member cannot forge
+    /// another's goodbye, suspicion notice or SWIM messages.
+    fn check_sender(
+        &self,
+        sealer: NodeId,
+        kind: PacketKind,
+        body: &[u8],
+    ) -> Result<(), MembershipError> {
+        let claims = match kind {
+            PacketKind::Swim => {
+                let header = SwimCodec
+                    .decode_header(body)
+                    .map_err(|e| WireError::Decode(e.to_string()))?;
+                header.src.id
+            }
+            PacketKind::Leave => wire::decode::<LeaveNotice>(body)?.id,
+            PacketKind::Suspect => wire::decode::<SuspectNotice>(body)?.from.id,
+        };
+        if claims == sealer {
+            Ok(())
+        } else {
+            Err(MembershipError::Impostor { sealer, claims })
+        }
+    }
+
+    /// Removes node `id` from the cluster for good: it is declared down, forgotten (no longer
+    /// listed), and nothing it sends is accepted any more.
+    pub fn remove(&mut self, id: NodeId, now_ms: u64) {
+        if !self.removed.insert(id) {
+            return;
+        }
+        self.records.remove(&id);
+        self.gossip.forget(id);
+        let known: Vec<NodeIdentity> = self
+            .foca
+            .iter_membership_state()
+            .filter(|m| m.id().id == id && m.state() != State::Down)
+            .map(|m| m.id().clone())
+            .collect();
+        for identity in known {
+            let _ = self.foca.apply_many(
+                std::iter::once(Member::down(identity)),
+                true,
+                &mut self.runtime,
+            );
+        }
+        self.collect(now_ms);
+        self.records.remove(&id);
+    }
+
+    /// Gossip datagrams refused so far, by reason.
+    pub fn refused(&self) -> &Refusals {
+        self.gossip.refused()
+    }
+
+    /// The keyring gossip is sealed and opened with.
+    pub fn keyring(&self) -> &Keyring {
+        self.gossip.keyring()
+    }
+
+    /// Replaces the keyring (a key rotation reached this node).
+    pub fn set_keyring(&mut self, keyring: Keyring) {
+        self.gossip.set_keyring(keyring);
+    }
+
+    /// Seals a plain datagram for `to` into the effects; a datagram that cannot be sealed is
+    /// dropped (and logged), never sent in the clear.
+    fn send(&mut self, to: SocketAddr, kind: PacketKind, body: &[u8]) {
+        match self.gossip.seal(&wire::seal(kind, body)) {
+            Ok(packet) => self.effects.packets.push((to, packet)),
+            Err(e) => tracing::warn!(error = %e, "datagram not sent"),
+        }
     }
 
     fn handle_leave(&mut self, body: &[u8], now_ms: u64) -> Result<(), MembershipError> {
@@ -403,8 +512,7 @@ impl<R: RngExt> Membership<R> {
             incarnation,
         };
         if let Ok(body) = wire::encode(&notice) {
-            let packet = wire::seal(PacketKind::Suspect, &body);
-            self.effects.packets.push((suspect.addr, packet));
+            self.send(suspect.addr, PacketKind::Suspect, &body);
             self.effects
                 .timers
                 .push((NOTICE_INTERVAL, Timer::Remind(suspect.id)));
@@ -443,11 +551,9 @@ impl<R: RngExt> Membership<R> {
             id: me.id,
             generation: me.generation,
         })?;
-        let packet = wire::seal(PacketKind::Leave, &notice);
-        for member in self.foca.iter_members() {
-            self.effects
-                .packets
-                .push((member.id().addr, packet.clone()));
+        let members: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
+        for addr in members {
+            self.send(addr, PacketKind::Leave, &notice);
         }
         let result = self.foca.leave_cluster(&mut self.runtime);
         self.collect(now_ms);
@@ -544,9 +650,7 @@ impl<R: RngExt> Membership<R> {
     /// Turns what foca produced into [`Effects`] and updates the records.
     fn collect(&mut self, now_ms: u64) {
         while let Some((to, data)) = self.runtime.to_send() {
-            self.effects
-                .packets
-                .push((to.addr, wire::seal(PacketKind::Swim, &data)));
+            self.send(to.addr, PacketKind::Swim, &data);
         }
         while let Some((after, timer)) = self.runtime.to_schedule() {
             if let foca::Timer::ChangeSuspectToDown {
@@ -634,7 +738,7 @@ impl<R: RngExt> Membership<R> {
     }
 
     fn set_status(&mut self, identity: NodeIdentity, status: NodeStatus, now_ms: u64) {
-        if identity.id == NodeId::UNKNOWN {
+        if identity.id == NodeId::UNKNOWN || self.removed.contains(&identity.id) {
             return;
         }
         match self.records.get_mut(&identity.id) {

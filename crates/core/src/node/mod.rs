@@ -22,9 +22,15 @@
 mod changes;
 mod queries;
 mod sync;
+mod trust;
 mod workload;
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+    sync::Arc,
+    time::Duration,
+};
 
 use rand::{rngs::StdRng, RngExt, SeedableRng};
 use tracing::{debug, info, warn};
@@ -34,13 +40,16 @@ use crate::{
     desired::state::DesiredState,
     identity::NodeIdentity,
     join::{JoinPlan, JoinStep},
-    membership::{self, MemberEvent, Membership, NodeStatus, NodeView, Settings},
+    membership::{self, MemberEvent, Membership, MembershipError, NodeStatus, NodeView, Settings},
     replica::Replica,
     routing::routes::RoutingTable,
     runtime::{Action, LocalContainer, TaskSpec},
+    seal::{GossipKey, Keyring},
+    trust::token::{CaDigest, JoinSecret},
 };
 
 pub use changes::ChangeOutcome;
+pub use trust::{mark as key_mark, Admission, RETIRE_AFTER};
 use workload::Workload;
 
 /// How often every node reconciles, even when nothing seems to change.
@@ -72,6 +81,8 @@ pub enum Input {
     Peer {
         /// The shell's handle for the reply.
         id: RequestId,
+        /// Who asks: the node id in its certificate.
+        from: crate::identity::NodeId,
         /// What the peer asks.
         request: PeerRequest,
     },
@@ -89,6 +100,16 @@ pub enum Input {
         id: RequestId,
         /// The request.
         request: Request,
+        /// Fresh random bytes from the shell's CSPRNG, for requests that make a secret (a new
+        /// gossip key, a new join secret): the core draws no randomness of its own for secrets.
+        entropy: [u8; 32],
+    },
+    /// A joiner asks to be admitted as `node`. Answer: [`Effects::admissions`].
+    Admit {
+        /// The shell's handle for the answer.
+        id: RequestId,
+        /// The node id the joiner claims.
+        node: crate::identity::NodeId,
     },
     /// The container engine's containers of this node, freshly listed.
     Listed(Vec<LocalContainer>),
@@ -190,10 +211,13 @@ pub struct Effects {
     pub peers: Option<Vec<SocketAddr>>,
     /// This node's new generation, to persist (the cluster declared it down while alive).
     pub generation: Option<u64>,
-    /// The certificate fingerprints of the members to trust, when membership changed.
-    pub trusted: Option<Vec<[u8; 32]>>,
     /// A new ingress routing table.
     pub routes: Option<Arc<RoutingTable>>,
+    /// What the shell needs to decide join requests.
+    pub admissions: Vec<(RequestId, Admission)>,
+    /// The nodes removed from the cluster, when that set changed: their certificates must be
+    /// refused from now on.
+    pub removed: Option<std::collections::BTreeSet<crate::identity::NodeId>>,
     /// The node stopped on its own; the shell should exit with this error.
     pub stopped: Option<NodeError>,
 }
@@ -204,15 +228,22 @@ impl Effects {
     }
 }
 
-/// What a node refused, for metrics and tests: each count is an input dropped and logged at most
-/// at debug level, so that garbage cannot flood the log.
+/// What a node refused, for metrics and tests: each count is an input dropped and logged at
+/// debug level, with a summary at most every [`REFUSAL_LOG_PERIOD`], so that garbage cannot
+/// flood the log.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
-    /// Datagrams that did not decode or that SWIM refused.
+    /// Authentic datagrams that did not decode or that SWIM refused.
     pub datagrams_rejected: u64,
     /// Gossiped desired-state items that did not decode.
     pub gossip_rejected: u64,
+    /// Datagrams refused before reaching membership, by reason (`unsealed`, `forged`,
+    /// `replay`, `unknown_key`, `impostor`, ...).
+    pub sealed_refused: BTreeMap<&'static str, u64>,
 }
+
+/// How often the refusals since the last summary are logged (at warn level).
+pub const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(10);
 
 /// How a node starts.
 pub struct NodeConfig {
@@ -228,6 +259,13 @@ pub struct NodeConfig {
     pub no_runtime: Option<String>,
     /// Seed of the node's own random choices (sync peers, push targets).
     pub seed: u64,
+    /// The gossip keyring (from the data dir's trust material).
+    pub keyring: Keyring,
+    /// The digest of the cluster CA's certificate, for the join tokens this node prints.
+    pub ca_digest: Option<CaDigest>,
+    /// For the first node of a new cluster: its first gossip key and join secret, written into
+    /// the desired state at start.
+    pub init_trust: Option<(GossipKey, JoinSecret)>,
 }
 
 /// What a pending call was for.
@@ -269,6 +307,14 @@ pub struct Node {
     changes: changes::Changes,
     stopped: bool,
     counters: Counters,
+    /// When refusals were last logged, and their totals then.
+    refusals_logged_ms: Option<u64>,
+    refusals_at_log: BTreeMap<&'static str, u64>,
+    /// Since when every live member holds the newest gossip key (see [`trust`]).
+    retire_ready_ms: Option<u64>,
+    ca_digest: Option<CaDigest>,
+    /// The removed nodes last handed to the shell.
+    removed: std::collections::BTreeSet<crate::identity::NodeId>,
     effects: Effects,
 }
 
@@ -282,6 +328,9 @@ impl Node {
             desired,
             no_runtime,
             seed,
+            keyring,
+            ca_digest,
+            init_trust,
         } = config;
         let me = identity.id;
         let settled = join.targets().is_empty();
@@ -289,6 +338,7 @@ impl Node {
             identity,
             settings.clone(),
             StdRng::seed_from_u64(seed ^ 0x5eed),
+            keyring,
         );
         let mut node = Node {
             membership,
@@ -309,6 +359,11 @@ impl Node {
             changes: changes::Changes::default(),
             stopped: false,
             counters: Counters::default(),
+            refusals_logged_ms: None,
+            refusals_at_log: BTreeMap::new(),
+            retire_ready_ms: None,
+            ca_digest,
+            removed: Default::default(),
             effects: Effects::default(),
             settings,
         };
@@ -320,6 +375,14 @@ impl Node {
         node.effects.timer(SETTLE_RETRY, Timer::Settle);
         node.effects.timer(RECONCILE_PERIOD, Timer::ReconcileTick);
         node.effects.timer(PERSIST_PERIOD, Timer::Persist);
+        if let Some((key, secret)) = init_trust {
+            node.apply_change(
+                None,
+                now_ms,
+                |s, hlc| Ok(s.init_trust(key, secret, hlc)),
+                |_, _| Vec::new(),
+            );
+        }
         node.after_input(now_ms);
         let effects = std::mem::take(&mut node.effects);
         (node, effects)
@@ -333,19 +396,35 @@ impl Node {
         }
         match input {
             Input::Datagram(bytes) => {
-                if let Err(e) = self.membership.handle_packet(&bytes, now_ms) {
-                    // Garbage, a stale identity or a packet for a previous generation.
-                    self.counters.datagrams_rejected += 1;
-                    debug!(error = %e, "dropped datagram");
+                match self.membership.handle_packet(&bytes, now_ms) {
+                    Ok(()) => {}
+                    // Not the cluster's, altered, replayed or speaking for another node.
+                    Err(
+                        MembershipError::Sealed(_)
+                        | MembershipError::Impostor { .. }
+                        | MembershipError::Removed(_),
+                    ) => {
+                        self.refusals_logged(now_ms);
+                    }
+                    // Authentic but stale or malformed: a previous generation, a bug.
+                    Err(e) => {
+                        self.counters.datagrams_rejected += 1;
+                        debug!(error = %e, "dropped datagram");
+                    }
                 }
             }
             Input::Timer(timer) => self.on_timer(timer, now_ms),
-            Input::Peer { id, request } => {
-                let response = self.answer_peer(request, now_ms);
+            Input::Peer { id, from, request } => {
+                let response = self.answer_peer(from, request, now_ms);
                 self.effects.peer_replies.push((id, response));
             }
             Input::Reply { call, result } => self.on_reply(call, result, now_ms),
-            Input::Api { id, request } => self.answer_api(id, request, now_ms),
+            Input::Api {
+                id,
+                request,
+                entropy,
+            } => self.answer_api(id, request, entropy, now_ms),
+            Input::Admit { id, node } => self.admission(id, node),
             Input::Listed(containers) => {
                 self.workload.listed(containers);
                 self.reconcile_due = true;
@@ -426,8 +505,33 @@ impl Node {
     }
 
     /// What the node refused so far.
-    pub fn counters(&self) -> &Counters {
-        &self.counters
+    pub fn counters(&self) -> Counters {
+        Counters {
+            sealed_refused: self.membership.refused().clone(),
+            ..self.counters.clone()
+        }
+    }
+
+    /// Logs a summary of the datagrams refused since the last one, at most every
+    /// [`REFUSAL_LOG_PERIOD`]: a flood of garbage costs one line per period.
+    fn refusals_logged(&mut self, now_ms: u64) {
+        let period = REFUSAL_LOG_PERIOD.as_millis() as u64;
+        if self
+            .refusals_logged_ms
+            .is_some_and(|at| now_ms < at + period)
+        {
+            return;
+        }
+        let total: BTreeMap<&'static str, u64> = self.membership.refused().clone();
+        let since: BTreeMap<&'static str, u64> = total
+            .iter()
+            .map(|(k, v)| (*k, v - self.refusals_at_log.get(k).copied().unwrap_or(0)))
+            .filter(|(_, v)| *v > 0)
+            .collect();
+        self.refusals_logged_ms = Some(now_ms);
+        self.refusals_at_log = total;
+        warn!(refused = ?since, "gossip datagrams refused (not sealed with this cluster's keys, \
+            altered, replayed, or speaking for another node)");
     }
 
     /// Whether the node has synced once and acts on its view.
@@ -611,7 +715,6 @@ impl Node {
             for event in events {
                 self.log_event(event);
             }
-            self.effects.trusted = Some(self.trusted_fingerprints());
             if connected {
                 // A full exchange right away, so the view does not wait for gossip to fill.
                 self.start_sync();
@@ -628,15 +731,6 @@ impl Node {
         self.peers_dirty = false;
         self.peers_saved_ms = Some(now_ms);
         self.effects.peers = Some(self.membership.known_addrs());
-    }
-
-    fn trusted_fingerprints(&self) -> Vec<[u8; 32]> {
-        self.membership
-            .nodes()
-            .into_iter()
-            .filter(|v| v.status != NodeStatus::Left)
-            .map(|v| v.identity.meta.cert_sha256)
-            .collect()
     }
 
     fn log_event(&mut self, event: MemberEvent) {

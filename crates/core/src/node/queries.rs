@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use tracing::info;
+
 use super::{
     changes::{all_or_nothing, service_actions},
     Node, RequestId,
@@ -22,11 +24,19 @@ use crate::{
         pacing,
         plan::{node_facts, placement_of},
     },
+    seal::GossipKey,
+    trust::token::JoinSecret,
 };
 
 impl Node {
     /// Answers one CLI request; changes answer once durable and pushed (see [`super::changes`]).
-    pub(super) fn answer_api(&mut self, id: RequestId, request: Request, now_ms: u64) {
+    pub(super) fn answer_api(
+        &mut self,
+        id: RequestId,
+        request: Request,
+        entropy: [u8; 32],
+        now_ms: u64,
+    ) {
         let state = self.replica.state();
         let answer = match request {
             Request::NodeList => Response::Nodes(self.node_infos()),
@@ -138,6 +148,93 @@ impl Node {
                 );
                 return;
             }
+            Request::ClusterJoinToken { rotate } => {
+                if rotate {
+                    let mut secret = [0u8; 16];
+                    secret.copy_from_slice(&entropy[..16]);
+                    let outcome = self.apply_change(
+                        None,
+                        now_ms,
+                        move |s, hlc| Ok(s.rotate_join_secret(JoinSecret(secret), hlc)),
+                        |_, _| Vec::new(),
+                    );
+                    info!(
+                        ?outcome,
+                        "join token rotated: the previous token no longer admits"
+                    );
+                }
+                match self.join_token() {
+                    Some(token) => Response::JoinToken(token),
+                    None => Response::Error(
+                        "this cluster has no join token yet (its trust was never initialised)"
+                            .into(),
+                    ),
+                }
+            }
+            Request::ClusterRotateKey => {
+                if self.replica.state().gossip_keys().len() >= crate::seal::MAX_KEYS {
+                    let busy = "a gossip key rotation is still in progress: \
+                        try again once every node holds the newest key";
+                    self.effects
+                        .api_replies
+                        .push((id, Response::Error(busy.into())));
+                    return;
+                }
+                self.apply_change(
+                    Some(id),
+                    now_ms,
+                    move |s, hlc| Ok(s.add_gossip_key(GossipKey(entropy), hlc)),
+                    |_, _| vec!["Rotating the gossip key".to_string()],
+                );
+                return;
+            }
+            Request::ClusterClientBundle { .. } => Response::Error(
+                "client bundles are issued by the agent that holds the CA key".into(),
+            ),
+            Request::NodeRemove { node, force } => {
+                let target = match self.resolve_node(&node) {
+                    Ok(target) => target,
+                    Err(e) => {
+                        self.effects.api_replies.push((id, Response::Error(e)));
+                        return;
+                    }
+                };
+                let status = self
+                    .membership
+                    .nodes()
+                    .into_iter()
+                    .find(|v| v.identity.id == target)
+                    .map(|v| (v.status, v.is_self));
+                let refusal = match status {
+                    Some((_, true)) => Some(
+                        "a node cannot remove itself: run `node rm` on another member".to_string(),
+                    ),
+                    Some((NodeStatus::Ready | NodeStatus::Suspect, _)) if !force => Some(format!(
+                        "node {node} is {}: stop it first, or use --force to remove a live \
+                         node (it is cut off at once)",
+                        status.map_or("up", |(s, _)| s.as_str())
+                    )),
+                    _ => None,
+                };
+                if let Some(why) = refusal {
+                    self.effects.api_replies.push((id, Response::Error(why)));
+                    return;
+                }
+                let action = format!("Removed node {}", target.short());
+                // Removing a node also rotates the gossip key: it holds the current one, and
+                // is locked out of gossip once the older keys are retired.
+                self.apply_change(
+                    Some(id),
+                    now_ms,
+                    move |s, hlc| {
+                        let mut delta = s.remove_node(target);
+                        delta.merge_delta(s.add_gossip_key(GossipKey(entropy), hlc));
+                        Ok(delta)
+                    },
+                    move |_, _| vec![action],
+                );
+                return;
+            }
             Request::ServiceRollback { name } => {
                 let action = format!("Rolling back service {name}");
                 self.apply_change(
@@ -163,10 +260,22 @@ impl Node {
 
     pub(super) fn node_infos(&self) -> Vec<NodeInfo> {
         let state = self.replica.state();
+        let refused: BTreeMap<String, u64> = self
+            .membership
+            .refused()
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
         self.membership
             .nodes()
             .iter()
-            .map(|v| NodeInfo::from_view(v, &state.node_settings(v.identity.id)))
+            .map(|v| {
+                let mut info = NodeInfo::from_view(v, &state.node_settings(v.identity.id));
+                if v.is_self {
+                    info.gossip_refused = refused.clone();
+                }
+                info
+            })
             .collect()
     }
 

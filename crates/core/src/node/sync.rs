@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use rand::seq::IndexedRandom;
 use tracing::{debug, info};
 
 use super::{Node, Pending};
@@ -13,6 +14,7 @@ use crate::{
     desired::state::DesiredState,
     identity::{NodeId, NodeIdentity},
     observed::NodeReport,
+    replica::PUSH_FANOUT,
 };
 
 /// A peer's answer to this node's sync request.
@@ -26,7 +28,12 @@ pub(super) struct SyncAnswer {
 
 impl Node {
     /// Answers a peer's request.
-    pub(super) fn answer_peer(&mut self, request: PeerRequest, now_ms: u64) -> PeerResponse {
+    pub(super) fn answer_peer(
+        &mut self,
+        from: NodeId,
+        request: PeerRequest,
+        now_ms: u64,
+    ) -> PeerResponse {
         match request {
             PeerRequest::Sync {
                 members,
@@ -51,7 +58,20 @@ impl Node {
                 self.merge_desired(*state, now_ms);
                 PeerResponse::Ack
             }
-            PeerRequest::Reports(reports) => {
+            // A node pushes only its own report.
+            PeerRequest::Reports(reports) => match reports.iter().find(|r| r.node != from) {
+                Some(other) => PeerResponse::Error(format!(
+                    "node {} pushed a report about node {}; reports of others are relayed \
+                     by anti-entropy only",
+                    from.short(),
+                    other.node.short()
+                )),
+                None => {
+                    self.merge_reports(reports);
+                    PeerResponse::Ack
+                }
+            },
+            PeerRequest::Relayed(reports) => {
                 self.merge_reports(reports);
                 PeerResponse::Ack
             }
@@ -86,7 +106,7 @@ impl Node {
         }
         let they_lack = self.workload.observed.newer_than(&answer.observed);
         if !they_lack.is_empty() {
-            self.call(peer.clone(), PeerRequest::Reports(they_lack), Pending::Fire);
+            self.call(peer.clone(), PeerRequest::Relayed(they_lack), Pending::Fire);
         }
         if let Err(e) = self.membership.apply_state(answer.members, now_ms) {
             debug!(error = %e, "peer's membership state partly rejected");
@@ -102,9 +122,23 @@ impl Node {
     }
 
     fn merge_desired(&mut self, state: DesiredState, now_ms: u64) {
+        let cluster_before = self.replica.state().cluster_part();
         let changed = self.replica.merge(state, now_ms);
         self.desired_dirty |= changed;
         self.reconcile_due |= changed;
+        if changed {
+            // The cluster's secrets never ride on gossip: news of them is passed on over QUIC
+            // to a few peers, who pass it on in turn while it is news to them.
+            let cluster = self.replica.state().cluster_part();
+            if cluster != cluster_before {
+                let live = self.live_peers();
+                let targets: Vec<_> = live.sample(&mut self.rng, PUSH_FANOUT).cloned().collect();
+                for to in targets {
+                    let request = PeerRequest::Desired(Box::new(cluster.clone()));
+                    self.call(to, request, Pending::Fire);
+                }
+            }
+        }
     }
 
     pub(super) fn merge_reports(&mut self, reports: Vec<NodeReport>) {

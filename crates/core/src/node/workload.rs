@@ -10,8 +10,8 @@ use super::{Node, Pending};
 use crate::{
     api::PeerRequest,
     desired::state::AutoWrite,
-    identity::NodeId,
-    observed::{NodeReport, ObservedState},
+    identity::{NodeId, NodeIdentity},
+    observed::{NodeReport, ObservedState, TaskReport},
     reconcile::plan::{node_facts, Inputs, Reconciler},
     routing::routes::{routing_table, RoutingTable},
     runtime::{Action, LocalContainer, TaskSpec},
@@ -34,6 +34,8 @@ pub(super) struct Workload {
     removing: HashSet<String>,
     /// Why the engine is unusable, if it is.
     engine_error: Option<String>,
+    /// Whether this node runs containers at all (not `--runtime none`).
+    runs_containers: bool,
     /// The routing table last handed to the ingress.
     routes: Arc<RoutingTable>,
 }
@@ -47,6 +49,7 @@ impl Workload {
             seq: 0,
             published: None,
             removing: HashSet::new(),
+            runs_containers: no_runtime.is_none(),
             engine_error: no_runtime,
             routes: Arc::default(),
         }
@@ -67,6 +70,23 @@ impl Workload {
         self.engine_error = Some(error);
     }
 
+    /// Logs an action and keeps it, unless it is a removal already under way.
+    fn admit(&mut self, action: Action) -> Option<Action> {
+        match &action {
+            Action::Remove { container, reason } => {
+                if !self.removing.insert(container.clone()) {
+                    return None;
+                }
+                info!(container = %short(container), action = "remove", %reason, "stopping replica");
+            }
+            Action::Create(t) => {
+                info!(service = %t.service, slot = %t.slot, task = %t.task_id, action = "create",
+                    "starting replica");
+            }
+        }
+        Some(action)
+    }
+
     /// A create failed: the reconciler backs off before trying again.
     pub fn create_failed(&mut self, task: &TaskSpec, error: String, now_ms: u64) {
         warn!(service = %task.service, slot = %task.slot, task = %task.task_id, %error,
@@ -80,80 +100,91 @@ impl Node {
     /// One reconciliation round. Returns when the reconciler wants to be woken (a restart delay
     /// ending).
     pub(super) fn reconcile(&mut self, now_ms: u64) -> Option<u64> {
+        self.refresh_removed(now_ms);
+        self.refresh_keyring(now_ms);
         self.publish_routes();
         if !self.settled {
             return None;
         }
         let me = self.membership.identity().clone();
         let views = self.membership.nodes();
+        let runs_containers = self.workload.runs_containers;
         let w = &mut self.workload;
-        let Some(containers) = &w.containers else {
-            return None;
+        let plan = match &w.containers {
+            Some(containers) => {
+                let facts = node_facts(&views, self.replica.state());
+                Some(w.reconciler.plan(&Inputs {
+                    me: me.id,
+                    now_ms,
+                    services: self.replica.services(),
+                    nodes: &facts,
+                    observed: &w.observed,
+                    local: containers,
+                }))
+            }
+            // Not listed yet: an empty report would tell the cluster our replicas are gone.
+            None if runs_containers => return None,
+            // A node without containers still reports, for the keys it holds.
+            None => None,
         };
-        let facts = node_facts(&views, self.replica.state());
-        let plan = w.reconciler.plan(&Inputs {
-            me: me.id,
-            now_ms,
-            services: self.replica.services(),
-            nodes: &facts,
-            observed: &w.observed,
-            local: containers,
-        });
-        let auto_writes = plan.auto_writes;
-        for action in plan.actions {
-            let wanted = match &action {
-                Action::Remove { container, reason } => {
-                    let first = w.removing.insert(container.clone());
-                    if first {
-                        info!(container = %short(container), action = "remove", %reason,
-                            "stopping replica");
+        let (tasks, history, wake_at_ms, auto_writes) = match plan {
+            Some(plan) => {
+                for action in plan.actions {
+                    if let Some(action) = self.workload.admit(action) {
+                        self.effects.actions.push(action);
                     }
-                    first
                 }
-                Action::Create(t) => {
-                    info!(service = %t.service, slot = %t.slot, task = %t.task_id,
-                        action = "create", "starting replica");
-                    true
-                }
-            };
-            if wanted {
-                self.effects.actions.push(action);
+                (plan.tasks, plan.history, plan.wake_at_ms, plan.auto_writes)
             }
-        }
-        let changed = w
-            .published
-            .as_ref()
-            .is_none_or(|r| r.tasks != plan.tasks || r.history != plan.history);
-        if changed {
-            w.seq += 1;
-            let report = NodeReport {
-                node: me.id,
-                generation: me.generation,
-                seq: w.seq,
-                tasks: plan.tasks,
-                history: plan.history,
-            };
-            w.observed.merge(report.clone());
-            w.published = Some(report.clone());
-            debug!(
-                seq = report.seq,
-                tasks = report.tasks.len(),
-                "report changed"
-            );
-            for peer in self.live_peers() {
-                self.call(
-                    peer,
-                    PeerRequest::Reports(vec![report.clone()]),
-                    Pending::Fire,
-                );
-            }
-            // The routing table includes this node's own replicas: refresh it with the report.
-            self.publish_routes();
-        }
+            None => Default::default(),
+        };
+        self.publish_report(me, tasks, history);
         for write in auto_writes {
             self.apply_auto_write(&write, now_ms);
         }
-        plan.wake_at_ms
+        wake_at_ms
+    }
+
+    /// Publishes this node's report to every live peer if it changed.
+    fn publish_report(
+        &mut self,
+        me: NodeIdentity,
+        tasks: Vec<TaskReport>,
+        history: Vec<TaskReport>,
+    ) {
+        let gossip_keys = self.key_marks();
+        let w = &mut self.workload;
+        let changed = w.published.as_ref().is_none_or(|r| {
+            r.tasks != tasks || r.history != history || r.gossip_keys != gossip_keys
+        });
+        if !changed {
+            return;
+        }
+        w.seq += 1;
+        let report = NodeReport {
+            node: me.id,
+            generation: me.generation,
+            seq: w.seq,
+            tasks,
+            history,
+            gossip_keys,
+        };
+        w.observed.merge(report.clone());
+        w.published = Some(report.clone());
+        debug!(
+            seq = report.seq,
+            tasks = report.tasks.len(),
+            "report changed"
+        );
+        for peer in self.live_peers() {
+            self.call(
+                peer,
+                PeerRequest::Reports(vec![report.clone()]),
+                Pending::Fire,
+            );
+        }
+        // The routing table includes this node's own replicas: refresh it with the report.
+        self.publish_routes();
     }
 
     /// Writes a rollout outcome this node observed (a pause, a rollback, a completion). Every node

@@ -309,6 +309,7 @@ mod tests {
                 seq: 1,
                 tasks,
                 history: vec![],
+                gossip_keys: vec![],
             });
         }
         (owners, observed)

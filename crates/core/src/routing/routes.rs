@@ -250,6 +250,7 @@ mod tests {
                 seq: 1,
                 tasks,
                 history: vec![],
+                gossip_keys: vec![],
             });
         }
         o

@@ -36,6 +36,8 @@ use crate::{
     observed::Health,
     routing::routes::RoutingTable,
     runtime::{Action, ContainerRuntime},
+    seal::{GossipKey, Keyring},
+    trust::token::{CaDigest, JoinSecret},
 };
 
 /// Knobs of one simulated run.
@@ -163,6 +165,11 @@ pub struct Sim {
     /// Partition group of each node; datagrams cross only within a group.
     groups: Vec<u32>,
     rng: StdRng,
+    /// The cluster's gossip keyring, as every node got it when it joined.
+    keyring: Keyring,
+    keyring_key: GossipKey,
+    /// Datagrams recorded as a packet capture would (see [`Sim::capture`]).
+    capture: Option<(usize, Vec<(usize, Vec<u8>)>)>,
     /// Running totals.
     pub report: Report,
 }
@@ -191,7 +198,12 @@ impl Sim {
                 answers: HashMap::new(),
             });
         }
+        let keyring_key = GossipKey(rng.random());
+        let keyring = Keyring::new(1, keyring_key.clone());
         Sim {
+            keyring,
+            keyring_key,
+            capture: None,
             config,
             now_ms: 0,
             seq: 0,
@@ -262,6 +274,8 @@ impl Sim {
         n.generation += 1;
         n.epoch += 1;
         n.inbound.clear();
+        let founds =
+            targets.is_empty() && n.known.is_empty() && n.desired_disk.gossip_keys().is_empty();
         targets.extend(n.known.iter().copied());
         targets.sort();
         targets.dedup();
@@ -288,6 +302,11 @@ impl Sim {
             desired: n.desired_disk.clone(),
             no_runtime: None,
             seed: self.rng.random(),
+            keyring: self.keyring.clone(),
+            ca_digest: Some(CaDigest([7; 32])),
+            // As the agent: only a node that founds a cluster (no seed, no peer remembered, no
+            // trust written yet) writes the cluster's first trust.
+            init_trust: founds.then(|| (self.keyring_key.clone(), JoinSecret([7; 16]))),
         };
         let (node, effects) = Node::new(config, self.now_ms);
         self.nodes[i].node = Some(node);
@@ -335,6 +354,40 @@ impl Sim {
         self.config.loss = loss;
     }
 
+    /// Starts recording the datagrams put on the wire (up to `max`), as a capture on the
+    /// network would; [`Sim::captured`] hands them over.
+    pub fn capture(&mut self, max: usize) {
+        self.capture = Some((max, Vec::new()));
+    }
+
+    /// The datagrams recorded since [`Sim::capture`], with the node each was sent to.
+    pub fn captured(&mut self) -> Vec<(usize, Vec<u8>)> {
+        self.capture
+            .take()
+            .map(|(_, packets)| packets)
+            .unwrap_or_default()
+    }
+
+    /// The cluster's gossip keyring (for tests that seal packets of their own).
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// Delivers `bytes` to node `i` as a datagram from anywhere (an attacker, a replay), after
+    /// the usual latency.
+    pub fn inject(&mut self, i: usize, bytes: Vec<u8>) {
+        let at = self.now_ms + self.latency();
+        let input = Input::Datagram(bytes);
+        self.schedule(
+            at,
+            Event::Input {
+                node: i,
+                epoch: None,
+                input,
+            },
+        );
+    }
+
     /// Ends every partition.
     pub fn heal(&mut self) {
         self.groups.iter_mut().for_each(|g| *g = 0);
@@ -364,7 +417,15 @@ impl Sim {
         let n = &mut self.nodes[i];
         n.next_request += 1;
         let id = n.next_request;
-        self.input(i, Input::Api { id, request });
+        let entropy = self.rng.random();
+        self.input(
+            i,
+            Input::Api {
+                id,
+                request,
+                entropy,
+            },
+        );
         id
     }
 
@@ -472,9 +533,10 @@ impl Sim {
             persist,
             peers,
             generation,
-            trusted: _,
             routes,
             stopped,
+            admissions: _,
+            removed: _,
         } = effects;
         for (after, timer) in timers {
             self.schedule_input(from, after.as_millis() as u64, Input::Timer(timer));
@@ -486,6 +548,11 @@ impl Sim {
                 self.report.packets_dropped += 1;
                 continue;
             };
+            if let Some((max, packets)) = &mut self.capture {
+                if packets.len() < *max {
+                    packets.push((to, data.clone()));
+                }
+            }
             if !self.passes(from, to) {
                 self.report.packets_dropped += 1;
                 continue;
@@ -682,7 +749,8 @@ impl Sim {
                 n.next_request += 1;
                 let id = n.next_request;
                 n.inbound.insert(id, (from, from_epoch, call));
-                self.input(to, Input::Peer { id, request });
+                let from = self.nodes[from].id;
+                self.input(to, Input::Peer { id, from, request });
             }
             Event::Container { node, id, change } => {
                 let n = &self.nodes[node];

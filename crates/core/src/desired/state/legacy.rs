@@ -91,6 +91,7 @@ impl DesiredState {
                 .map(|(name, e)| (name, e.into()))
                 .collect(),
             nodes: old.nodes,
+            cluster: Default::default(),
         })
     }
 }

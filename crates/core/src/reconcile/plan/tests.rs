@@ -184,6 +184,7 @@ fn hand_off_waits_for_the_new_owner() {
         seq: 1,
         tasks: vec![theirs],
         history: vec![],
+        gossip_keys: vec![],
     });
     let plan = world.round(3_000, std::slice::from_ref(&mine));
     assert!(
@@ -200,6 +201,7 @@ impl World {
             seq,
             tasks: plan.tasks.clone(),
             history: vec![],
+            gossip_keys: vec![],
         });
     }
 }
@@ -339,6 +341,7 @@ fn a_new_owner_waits_its_turn_to_take_a_slot_over() {
             .map(|c| task_of(c, false, None))
             .collect(),
         history: vec![],
+        gossip_keys: vec![],
     });
     let slots: Vec<SlotKey> = creates(&world.round(1_000, &[]))
         .iter()
@@ -375,6 +378,7 @@ fn an_opted_out_service_is_not_rebalanced_onto_a_new_node() {
                 .map(|c| task_of(c, true, None))
                 .collect(),
             history: vec![],
+            gossip_keys: vec![],
         });
     };
     let mut svc = service(4, RestartPolicy::default());
@@ -568,6 +572,7 @@ fn a_paused_start_first_slot_keeps_its_old_replica() {
         seq: 2,
         tasks: plan.tasks.clone(),
         history: plan.history.clone(),
+        gossip_keys: vec![],
     });
     // The assessment asks for a pause, naming the first failure.
     let mut local = old.clone();

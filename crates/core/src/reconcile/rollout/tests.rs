@@ -363,6 +363,7 @@ impl Cluster {
             seq: node.seq,
             tasks: plan.tasks,
             history: plan.history,
+            gossip_keys: vec![],
         };
         node.view.merge(report.clone());
         node.last = Some(report);
