@@ -168,8 +168,9 @@ pub struct Sim {
     /// The cluster's gossip keyring, as every node got it when it joined.
     keyring: Keyring,
     keyring_key: GossipKey,
-    /// Datagrams recorded as a packet capture would (see [`Sim::capture`]).
-    capture: Option<(usize, Vec<(usize, Vec<u8>)>)>,
+    /// Datagrams recorded as a packet capture would (see [`Sim::capture`]): how many at most,
+    /// and each with the node it was sent to.
+    capture: Option<(usize, Captured)>,
     /// Running totals.
     pub report: Report,
 }
@@ -361,7 +362,7 @@ impl Sim {
     }
 
     /// The datagrams recorded since [`Sim::capture`], with the node each was sent to.
-    pub fn captured(&mut self) -> Vec<(usize, Vec<u8>)> {
+    pub fn captured(&mut self) -> Captured {
         self.capture
             .take()
             .map(|(_, packets)| packets)
@@ -789,6 +790,9 @@ impl Sim {
         true
     }
 }
+
+/// Datagrams recorded on the wire, each with the node it was sent to.
+pub type Captured = Vec<(usize, Vec<u8>)>;
 
 /// A synthetic, never-routed address for simulated node `i`.
 fn sim_addr(i: usize) -> SocketAddr {
