@@ -107,9 +107,9 @@ node_state() { # I -> running | exited | ... | absent
 }
 
 # Starts node I (creating it, its volume and the network as needed); $2 = seeds ADDR:PORT to join
-# through on its first start (none for the first node).
+# through on its first start (none for the first node), $3 = the cluster's join token for them.
 start_node() {
-  local i=$1 seeds=${2:-} name ip volume
+  local i=$1 seeds=${2:-} token=${3:-} name ip volume
   name=$(node_name "$i")
   case $(node_state "$i") in
     running) say "$name runs already"; return ;;
@@ -132,6 +132,7 @@ start_node() {
     -e "SHOAL_NODE_ADVERTISE=$ip:$GOSSIP_PORT" \
     -e "SHOAL_NODE_LISTEN=0.0.0.0:$GOSSIP_PORT" \
     -e "SHOAL_NODE_JOIN=$seeds" \
+    -e "SHOAL_TOKEN=$token" \
     -e "SHOAL_NODE_LABELS=testnet.node=$i zone=z$(((i - 1) % 2 + 1))" \
     -e "SHOAL_LOG=${SHOAL_LOG:-info}" \
     "$NODE_IMAGE" 2>&1) || die "starting $name: $out"
@@ -169,6 +170,17 @@ save_images() {
   local archive=$1/demo-images.tar
   docker save -o "$archive" "${DEMO_IMAGES[@]}"
   echo "$archive"
+}
+
+# The cluster's join token, asked of node I's agent (waits up to 60 s for it to answer).
+join_token() {
+  local i=$1 name token deadline=$((SECONDS + 60))
+  name=$(node_name "$i")
+  until token=$(docker exec "$name" shoal cluster join-token -q 2>/dev/null); do
+    [ $SECONDS -lt $deadline ] || { docker logs --tail 30 "$name" >&2; die "$name gives no join token"; }
+    sleep 0.2
+  done
+  echo "$token"
 }
 
 # How many nodes node I's agent reports ready (0 if it does not answer).

@@ -70,7 +70,7 @@ pub fn run(data_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
     config.join_timeout = Duration::from_secs(args.join_timeout);
     config.ingress_addr = args.ingress_addr;
     config.no_ingress = args.no_ingress;
-    config.token = args.token;
+    config.token = args.token.filter(|t| !t.trim().is_empty());
     config.runtime = if args.runtime == "none" {
         agent::RuntimeKind::None
     } else {
