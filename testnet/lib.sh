@@ -35,16 +35,11 @@ require_docker() {
   docker info >/dev/null 2>&1 || die "the Docker daemon does not answer"
 }
 
-# Builds the images with testnet/build-images unless they are all there (or $1 is "force").
+# Builds (or brings up to date) the images the testnet runs.
 ensure_images() {
-  local missing=() image
-  for image in "$NODE_IMAGE" "${DEMO_IMAGES[@]}"; do
-    docker image inspect "$image" >/dev/null 2>&1 || missing+=("$image")
-  done
-  if [ "${1:-}" = force ] || [ ${#missing[@]} -gt 0 ]; then
-    [ ${#missing[@]} -gt 0 ] && step "missing images: ${missing[*]}; running testnet/build-images"
-    testnet/build-images
-  fi
+  # Always: build-images is idempotent (cargo and Docker's cache skip what did not change), and an
+  # image left by an older tree would run an older agent than the code under test.
+  testnet/build-images
 }
 
 # dotted quad <-> integer

@@ -164,3 +164,79 @@ fn an_outsider_cannot_change_membership_or_desired_state() {
         );
     }
 }
+
+#[test]
+fn a_node_away_during_a_key_rotation_catches_up() {
+    use shoal_core::api::Request;
+    let n = 5;
+    let mut sim = formed(n, 11);
+    sim.crash(4);
+    assert!(sim
+        .run_until(20_000, 50, |s| (0..4)
+            .all(|i| s.view(i).iter().any(|v| v.status == NodeStatus::Down)))
+        .is_some());
+    sim.ask(0, Request::ClusterRotateKey);
+    // Every live node switches to the new key and the old one is retired.
+    let retired = sim.run_until(60_000, 100, |s| {
+        (0..4).all(|i| {
+            s.desired(i)
+                .gossip_keys()
+                .keys()
+                .copied()
+                .collect::<Vec<_>>()
+                == [2]
+        })
+    });
+    assert!(retired.is_some(), "the old key was not retired");
+    // Node 4 comes back holding only the retired key: its datagrams are refused, but it gets
+    // the new key over QUIC from the peers it remembers, and rejoins.
+    sim.start(4, &[]);
+    let back = sim.run_until(30_000, 100, |s| {
+        s.converged(NodeStatus::Down) && s.desired_converged()
+    });
+    assert!(back.is_some(), "node 4 did not catch up after the rotation");
+    println!("rotation retired after {retired:?}; node 4 back after {back:?}");
+}
+
+#[test]
+fn a_removed_node_stays_out() {
+    use shoal_core::api::{Request, Response};
+    let n = 5;
+    let mut sim = formed(n, 13);
+    let victim = sim.node_id(4);
+    let id = sim.ask(
+        0,
+        Request::NodeRemove {
+            node: victim.to_string(),
+            force: true,
+        },
+    );
+    sim.run_for(1_000);
+    assert!(matches!(sim.answer(0, id), Some(Response::Changed(_))));
+    // The others forget it, rotate the key and retire the one it holds; it keeps running and
+    // trying (gossip, QUIC), and stays out.
+    let out = sim.run_until(60_000, 100, |s| {
+        (0..4).all(|i| {
+            s.view(i).iter().all(|v| v.identity.id != victim)
+                && s.desired(i).gossip_keys().len() == 1
+        })
+    });
+    assert!(
+        out.is_some(),
+        "the removed node is still listed, or the key was not retired"
+    );
+    sim.run_for(30_000);
+    for i in 0..4 {
+        assert!(
+            sim.view(i).iter().all(|v| v.identity.id != victim),
+            "node {i} lists the removed node again"
+        );
+    }
+    let refused: u64 = (0..4)
+        .map(|i| {
+            let c = sim.node(i).unwrap().counters().sealed_refused;
+            c.get("removed").copied().unwrap_or(0) + c.get("unknown_key").copied().unwrap_or(0)
+        })
+        .sum();
+    assert!(refused > 0, "nothing from the removed node was refused");
+}

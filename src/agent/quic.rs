@@ -26,6 +26,7 @@ use super::{
     tls::{
         ca::{node_server_name, TlsIdentity},
         cluster::{quic_client_config, quic_server_config, ClusterTrust, Peer},
+        SERVER_NAME,
     },
 };
 use shoal_core::{
@@ -335,6 +336,9 @@ impl Peers {
             if result.is_err() {
                 self.forget_connection(peer, &connection);
             }
+            if peer.id == NodeId::UNKNOWN {
+                connection.close(0u32.into(), b"done");
+            }
             result
         };
         tokio::time::timeout(REQUEST_TIMEOUT, exchange)
@@ -343,6 +347,15 @@ impl Peers {
     }
 
     async fn connection(&self, peer: &NodeIdentity) -> anyhow::Result<quinn::Connection> {
+        if peer.id == NodeId::UNKNOWN {
+            // A seed whose id is not known yet: any member of the cluster will do. Not cached,
+            // as nothing identifies it yet.
+            let connection = self
+                .endpoint
+                .connect_with(self.config.clone(), peer.meta.quic_addr, SERVER_NAME)?
+                .await?;
+            return Ok(connection);
+        }
         let key = (peer.id, peer.generation);
         let cached = self
             .connections

@@ -145,6 +145,18 @@ impl NodeIdentity {
             meta: Arc::new(NodeMeta::unknown(addr)),
         }
     }
+
+    /// A seed to reach over QUIC, whose node id is not known yet: by convention its QUIC port is
+    /// its gossip port + 1 (as every agent binds it), and any member's certificate will do.
+    pub fn seed_quic(addr: SocketAddr) -> Self {
+        let quic = SocketAddr::new(addr.ip(), addr.port().wrapping_add(1));
+        NodeIdentity {
+            addr,
+            id: NodeId::UNKNOWN,
+            generation: 0,
+            meta: Arc::new(NodeMeta::unknown(quic)),
+        }
+    }
 }
 
 impl fmt::Debug for NodeIdentity {

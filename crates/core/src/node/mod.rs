@@ -605,6 +605,12 @@ impl Node {
                     if let Err(e) = self.membership.join(target, now_ms) {
                         debug!(%target, error = %e, "announce failed");
                     }
+                    // And a full exchange over QUIC: it also works when gossip cannot, for a
+                    // node that was away while the gossip key rotated (its datagrams are refused
+                    // until it holds the new key, which travels over QUIC only).
+                    let seed = NodeIdentity::seed_quic(target);
+                    let request = self.sync_request();
+                    self.call(seed.clone(), request, Pending::Sync(seed));
                 }
                 self.effects.timer(next, Timer::Join);
             }

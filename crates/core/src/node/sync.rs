@@ -34,6 +34,13 @@ impl Node {
         request: PeerRequest,
         now_ms: u64,
     ) -> PeerResponse {
+        // The shell's TLS refuses a removed node's certificate; the node refuses it too.
+        if self.replica.state().removed_nodes().contains(&from) {
+            return PeerResponse::Error(format!(
+                "node {} was removed from the cluster",
+                from.short()
+            ));
+        }
         match request {
             PeerRequest::Sync {
                 members,
@@ -56,6 +63,7 @@ impl Node {
             }
             PeerRequest::Desired(state) => {
                 self.merge_desired(*state, now_ms);
+                self.refresh_keyring(now_ms);
                 PeerResponse::Ack
             }
             // A node pushes only its own report.
@@ -83,12 +91,18 @@ impl Node {
         let Some(peer) = self.membership.sync_peer(&mut self.rng) else {
             return;
         };
-        let request = PeerRequest::Sync {
+        let request = self.sync_request();
+        self.call(peer.clone(), request, Pending::Sync(peer));
+    }
+
+    /// What an anti-entropy round sends: this node's membership, the digest of its desired
+    /// state and the versions of the reports it holds.
+    pub(super) fn sync_request(&self) -> PeerRequest {
+        PeerRequest::Sync {
             members: self.membership.state(),
             desired_digest: self.replica.digest(),
             observed: self.workload.observed.versions(),
-        };
-        self.call(peer.clone(), request, Pending::Sync(peer));
+        }
     }
 
     pub(super) fn on_sync_answer(&mut self, peer: NodeIdentity, answer: SyncAnswer, now_ms: u64) {
@@ -114,6 +128,8 @@ impl Node {
         if let Some(state) = answer.desired {
             self.merge_desired(*state, now_ms);
         }
+        // New keys must be in use before the next datagram.
+        self.refresh_keyring(now_ms);
         if self.replica.digest() != answer.desired_digest {
             // The peer lacks something we have: send it our whole state.
             let state = Box::new(self.replica.state().clone());
