@@ -42,13 +42,42 @@ fn cluster(n: usize, seed: u64) -> Sim {
     sim
 }
 
+/// Runs until the cluster runs exactly what it should; on failure shows what runs and what the
+/// reports say about the service at fault. `SIMLOG=info` (a tracing filter) shows the nodes' logs.
 fn settle(sim: &mut Sim, what: &str) -> u64 {
+    let filter = std::env::var("SIMLOG").unwrap_or_else(|_| "off".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .try_init();
     let took = sim.run_until(120_000, 200, |s| {
         s.desired_converged() && s.check_workload().is_ok()
     });
     match took {
         Some(ms) => ms,
-        None => panic!("{what}: {}", sim.check_workload().unwrap_err()),
+        None => {
+            let err = sim.check_workload().unwrap_err();
+            if let Some(svc) = err.split(':').next() {
+                eprintln!("{}", sim.describe(svc));
+                for i in 0..sim.len() {
+                    let Some(n) = sim.node(i) else { continue };
+                    for r in n.observed().reports() {
+                        for t in r.tasks.iter().filter(|t| t.service == svc) {
+                            eprintln!(
+                                "node {i} sees {}: slot {} {:?} desired={} v={}",
+                                r.node.short(),
+                                t.slot,
+                                t.state,
+                                t.desired_running,
+                                t.version.wall_ms % 100000
+                            );
+                        }
+                    }
+                    break;
+                }
+            }
+            panic!("{what}: {err}")
+        }
     }
 }
 

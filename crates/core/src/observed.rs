@@ -55,6 +55,9 @@ pub enum TaskState {
     /// Its node has asked the engine for the container, which is not listed yet: the slot is
     /// being (re)filled, so other nodes count it as in progress rather than unserved.
     Preparing,
+    /// Still running, taken out of every node's routing: no new connection reaches it, the ones
+    /// it has finish, and it is stopped after a grace period (see `reconcile::plan`).
+    Draining,
 }
 
 impl TaskState {
@@ -69,6 +72,7 @@ impl TaskState {
             TaskState::Shutdown => "shutdown",
             TaskState::Rejected => "rejected",
             TaskState::Preparing => "preparing",
+            TaskState::Draining => "draining",
         }
     }
 }

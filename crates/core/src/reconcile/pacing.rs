@@ -152,6 +152,7 @@ pub fn gate_with(
             }
             f.started |= is_current && owned && working;
         };
+    let mut draining = Vec::new();
     for (node, t) in serving.reported.iter().copied() {
         if node == serving.me || !serving.live.contains(&node) {
             continue;
@@ -163,12 +164,19 @@ pub fn gate_with(
         );
         let is_current = current(t.version, t.force) && t.desired_running;
         see(node, t.slot, is_current, ready, t.since_ms, alive);
+        if t.state == TaskState::Draining {
+            // Not serving any more, but still there: the slot is not done until it is gone.
+            draining.push(t.slot);
+        }
     }
     for c in serving.local.iter().filter(|c| c.service == service.name) {
         let ready = c.status == ContainerStatus::Running && c.health.is_ready();
         let alive = !matches!(c.status, ContainerStatus::Exited { .. });
         let is_current = current(c.version, c.force);
         see(serving.me, c.slot, is_current, ready, c.created_ms, alive);
+    }
+    for slot in draining {
+        facts.entry(slot).or_default().extra = true;
     }
     for slot in &progress.started_here {
         if owners.get(slot) == Some(&serving.me) {

@@ -72,6 +72,9 @@ const MAX_BACKOFF_MS: u64 = 60_000;
 /// few engine calls at a time, so a short timeout would start duplicates of slow creates on a
 /// busy engine and make it busier still.
 const IN_FLIGHT_TIMEOUT_MS: u64 = 300_000;
+/// How long a serving replica is drained (out of every node's routing) before it is stopped:
+/// enough for its report to reach every node and their routing tables to drop it.
+pub const DRAIN_MS: u64 = 1_500;
 /// A replica that ran this long before failing resets the crash-loop backoff.
 const STABLE_AFTER_MS: u64 = 10_000;
 
@@ -86,6 +89,8 @@ pub struct Reconciler {
     running_since: BTreeMap<String, u64>,
     history: BTreeMap<(String, SlotKey), VecDeque<TaskReport>>,
     placements: PlacementMemo,
+    /// Containers being drained before they stop, since when.
+    draining: BTreeMap<String, u64>,
 }
 
 /// The result of one round.
@@ -372,7 +377,13 @@ impl Reconciler {
                 if *owner == me {
                     let turn = gate.allows(slot);
                     self.own_slot(service, slot, mine, turn, now, me, &mut plan);
-                } else if !mine.is_empty() {
+                } else {
+                    // Not ours (any more): its restart bookkeeping goes, a create in flight
+                    // included. If the slot comes back, it starts afresh rather than wait for a
+                    // container that was handed off and removed meanwhile.
+                    self.slots.remove(&(service.name.clone(), *slot));
+                }
+                if *owner != me && !mine.is_empty() {
                     let owner_ready = owner_is_ready(inputs.observed, *owner, service, slot);
                     let handoff = Handoff {
                         owner: *owner,
@@ -384,16 +395,15 @@ impl Reconciler {
             }
         }
 
-        // Containers of slots that no longer exist: stop them now.
+        // Containers of slots that no longer exist: drained, then stopped.
         for c in inputs.local {
             if !claimed.contains(&c.id) {
-                plan.actions.push(Action::Remove {
-                    container: c.id.clone(),
-                    reason: format!("{} slot {} is no longer desired", c.service, c.slot),
-                });
-                self.record(c, TaskState::Shutdown, None, now);
+                let reason = format!("{} slot {} is no longer desired", c.service, c.slot);
+                self.retire(c, reason, now, &mut plan);
             }
         }
+        let listed: BTreeSet<&str> = inputs.local.iter().map(|c| c.id.as_str()).collect();
+        self.draining.retain(|id, _| listed.contains(id.as_str()));
         let live: BTreeSet<&str> = inputs.services.iter().map(|s| s.name.as_str()).collect();
         placements.retain(|name| live.contains(name));
         self.slots
@@ -563,11 +573,8 @@ impl Reconciler {
             )
         });
         for extra in alive.iter().skip(1) {
-            plan.actions.push(Action::Remove {
-                container: extra.id.clone(),
-                reason: format!("{} slot {slot}: duplicate replica", service.name),
-            });
-            self.record(extra, TaskState::Shutdown, None, now);
+            let reason = format!("{} slot {slot}: duplicate replica", service.name);
+            self.retire(extra, reason, now, plan);
         }
         let keeper = alive.first().copied();
         let life = self.slots.entry(key.clone()).or_default();
@@ -590,17 +597,16 @@ impl Reconciler {
         let new_ready =
             keeper.is_some_and(|k| k.status == ContainerStatus::Running && k.health.is_ready());
         let stop_first = service.pacing_config().order == UpdateOrder::StopFirst;
+        // Stop-first: the new replica starts only once the old one has stopped (drained first).
+        let mut old_draining = false;
         for c in &old {
             let exited = matches!(c.status, ContainerStatus::Exited { .. });
             if new_ready || exited || (stop_first && turn) {
-                plan.actions.push(Action::Remove {
-                    container: c.id.clone(),
-                    reason: format!(
-                        "{} slot {slot}: replaced by version {}",
-                        service.name, service.version
-                    ),
-                });
-                self.record(c, TaskState::Shutdown, None, now);
+                let reason = format!(
+                    "{} slot {slot}: replaced by version {}",
+                    service.name, service.version
+                );
+                old_draining |= !self.retire(c, reason, now, plan) && stop_first;
             } else {
                 // Serving until its turn (still desired), or until its start-first successor is
                 // ready (on its way out).
@@ -626,8 +632,8 @@ impl Reconciler {
                 plan.tasks.push(task);
             }
             // Not its turn: the replica serving the slot (an old version here, or the previous
-            // owner's) goes on; nothing new starts yet.
-            None if !turn => {}
+            // owner's) goes on; nothing new starts yet. Or stop-first's old replica still drains.
+            None if !turn || old_draining => {}
             None if life.given_up => {
                 let cause = life.last_error.as_ref().map(|e| format!(": {e}"));
                 let error = format!("restart policy exhausted{}", cause.unwrap_or_default());
@@ -674,21 +680,47 @@ impl Reconciler {
         for c in mine {
             let exited = matches!(c.status, ContainerStatus::Exited { .. });
             if owner_ready || exited {
-                plan.actions.push(Action::Remove {
-                    container: c.id.clone(),
-                    reason: format!(
-                        "{} slot {slot}: handed off to {}",
-                        service.name,
-                        owner.short()
-                    ),
-                });
-                self.record(c, TaskState::Shutdown, None, now);
+                let reason = format!(
+                    "{} slot {slot}: handed off to {}",
+                    service.name,
+                    owner.short()
+                );
+                self.retire(c, reason, now, plan);
             } else {
                 // Still serving until the new owner's replica is ready.
                 plan.tasks
                     .push(with_start(&self.running_since, task_of(c, false, None)));
             }
         }
+    }
+
+    /// Stops a container this node no longer wants. One that serves (running and ready) is
+    /// drained first: reported `draining` for [`DRAIN_MS`], which takes it out of every node's
+    /// routing before it gets SIGTERM, so that no new connection reaches a replica on its way
+    /// down; the connections it has finish meanwhile. One that does not serve stops at once.
+    /// Returns whether it was stopped now (false while it drains).
+    fn retire(&mut self, c: &LocalContainer, reason: String, now: u64, plan: &mut Plan) -> bool {
+        let serving = c.status == ContainerStatus::Running && c.health.is_ready();
+        let since = if serving {
+            *self.draining.entry(c.id.clone()).or_insert(now)
+        } else {
+            0
+        };
+        let done_at = since + DRAIN_MS;
+        if serving && now < done_at {
+            let mut task = with_start(&self.running_since, task_of(c, false, None));
+            task.state = TaskState::Draining;
+            task.since_ms = since;
+            plan.tasks.push(task);
+            plan.wake_at_ms = Some(plan.wake_at_ms.map_or(done_at, |w| w.min(done_at)));
+            return false;
+        }
+        plan.actions.push(Action::Remove {
+            container: c.id.clone(),
+            reason,
+        });
+        self.record(c, TaskState::Shutdown, None, now);
+        true
     }
 
     fn record(&mut self, c: &LocalContainer, state: TaskState, error: Option<String>, now: u64) {

@@ -186,7 +186,11 @@ fn hand_off_waits_for_the_new_owner() {
         history: vec![],
         gossip_keys: vec![],
     });
+    // It drains first (out of every node's routing), then stops.
     let plan = world.round(3_000, std::slice::from_ref(&mine));
+    assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+    assert_eq!(plan.tasks[0].state, TaskState::Draining);
+    let plan = world.round(3_000 + DRAIN_MS, std::slice::from_ref(&mine));
     assert!(
         matches!(&plan.actions[..], [Action::Remove { container, .. }] if *container == mine.id)
     );
@@ -231,7 +235,8 @@ fn an_update_goes_one_slot_at_a_time() {
     };
     world.services[0].version = new_version;
     let mut plan = world.round(6_000, &local);
-    for (seq, slot) in [(2, 1), (3, 2), (4, 3)] {
+    // Each slot's steps are a few seconds apart: a replaced replica drains before it stops.
+    for (seq, slot) in [(2u64, 1), (3, 2), (4, 3)] {
         let new = creates(&plan);
         assert_eq!(new.len(), 1, "slot {slot}: {:?}", plan.actions);
         assert_eq!(new[0].slot, SlotKey::Replica(slot));
@@ -249,7 +254,7 @@ fn an_update_goes_one_slot_at_a_time() {
             ContainerStatus::Running,
             Health::Starting,
         ));
-        let plan_starting = world.round(seq * 1_000 + 5_100, &local);
+        let plan_starting = world.round(seq * 10_000 + 5_100, &local);
         assert!(
             creates(&plan_starting).is_empty(),
             "{:?}",
@@ -258,7 +263,17 @@ fn an_update_goes_one_slot_at_a_time() {
         world.publish(&plan_starting, seq * 10 + 1);
         // Ready: the old replica of the slot goes...
         local.last_mut().unwrap().health = Health::Healthy;
-        let plan_ready = world.round(seq * 1_000 + 5_200, &local);
+        let plan_draining = world.round(seq * 10_000 + 5_200, &local);
+        assert!(
+            plan_draining
+                .tasks
+                .iter()
+                .any(|t| t.state == TaskState::Draining),
+            "{:?}",
+            plan_draining.tasks
+        );
+        world.publish(&plan_draining, seq * 10 + 2);
+        let plan_ready = world.round(seq * 10_000 + 5_200 + DRAIN_MS, &local);
         let removed: Vec<&String> = plan_ready
             .actions
             .iter()
@@ -270,8 +285,8 @@ fn an_update_goes_one_slot_at_a_time() {
         assert_eq!(removed.len(), 1, "{:?}", plan_ready.actions);
         local.retain(|c| &c.id != removed[0]);
         // ...and once it is gone, the next slot's turn comes.
-        plan = world.round(seq * 1_000 + 5_300, &local);
-        world.publish(&plan, seq * 10 + 2);
+        plan = world.round(seq * 10_000 + 5_300 + DRAIN_MS, &local);
+        world.publish(&plan, seq * 10 + 3);
     }
     assert!(creates(&plan).is_empty(), "{:?}", plan.actions);
     assert!(local.iter().all(|c| c.version == new_version));
@@ -291,7 +306,18 @@ fn stop_first_stops_only_the_slots_whose_turn_it_is() {
         counter: 0,
         node: NodeId(1),
     };
+    // The two whose turn it is drain first (nothing starts in their place yet)...
     let plan = world.round(6_000, &local);
+    assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+    let draining = plan
+        .tasks
+        .iter()
+        .filter(|t| t.state == TaskState::Draining)
+        .count();
+    assert_eq!(draining, 2, "{:?}", plan.tasks);
+    world.publish(&plan, 2);
+    // ...then stop, and their new replicas start.
+    let plan = world.round(6_000 + DRAIN_MS, &local);
     let removes = plan
         .actions
         .iter()

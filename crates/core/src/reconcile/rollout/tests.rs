@@ -434,7 +434,9 @@ impl Cluster {
 
     /// Everything settles: every event happens, every report reaches every node.
     fn settle(&mut self) {
-        self.run(4 * self.service.replicas + 8, |_| {});
+        // Each slot's replaced replica drains before it stops.
+        let per_slot = crate::reconcile::plan::DRAIN_MS / 100 + 6;
+        self.run(per_slot * self.service.replicas + 8, |_| {});
     }
 
     /// `rounds` rounds 100 ms apart in which every event happens and every report reaches every
