@@ -10,8 +10,8 @@ use super::{
 };
 use crate::{
     api::{
-        find_node, port_text, NodeInfo, Request, Response, Rollout, ServiceDetail, ServiceInfo,
-        StackInfo, TaskInfo,
+        find_node, port_text, service_id, NodeInfo, Request, Response, Rollout, ServiceDetail,
+        ServiceInfo, StackInfo, TaskInfo,
     },
     desired::spec::Mode,
     desired::state::{DesiredError, ServiceView},
@@ -102,13 +102,68 @@ impl Node {
                 );
                 return;
             }
-            Request::StackDeploy { stack, services } => {
+            Request::StackDeploy {
+                stack,
+                services,
+                prune,
+            } => {
                 self.apply_change(
                     Some(id),
                     now_ms,
-                    move |s, hlc| s.deploy_stack(&stack, services, hlc),
+                    move |s, hlc| s.deploy_stack_with(&stack, services, prune, hlc),
                     service_actions,
                 );
+                return;
+            }
+            Request::ServiceCreate { def } => {
+                self.apply_change(
+                    Some(id),
+                    now_ms,
+                    move |s, hlc| s.create_service(*def, hlc),
+                    service_actions,
+                );
+                return;
+            }
+            Request::NodeRemove { node, force } => {
+                let nodes = self.node_infos();
+                let found = match find_node(&nodes, &node) {
+                    Ok(found) => found,
+                    Err(e) => {
+                        self.effects.api_replies.push((id, Response::Error(e)));
+                        return;
+                    }
+                };
+                let refusal = if found.is_self {
+                    Some(format!(
+                        "node {} is the node answering; remove it from another node",
+                        found.name
+                    ))
+                } else if !force && matches!(found.status, NodeStatus::Ready | NodeStatus::Suspect)
+                {
+                    // Docker's rule: a node that is up must be drained and stopped first.
+                    Some(format!(
+                        "node {} is {} and can't be removed; stop its agent first, or use --force",
+                        found.name,
+                        found.status.as_str()
+                    ))
+                } else {
+                    None
+                };
+                let target = found.id.parse::<NodeId>();
+                match (refusal, target) {
+                    (Some(why), _) | (None, Err(why)) => {
+                        self.effects.api_replies.push((id, Response::Error(why)));
+                    }
+                    (None, Ok(target)) => {
+                        let action = format!("Removed node {}", found.name);
+                        self.apply_change(
+                            Some(id),
+                            now_ms,
+                            move |s, hlc| s.remove_node(target, hlc),
+                            move |_, _| vec![action],
+                        );
+                    }
+                }
                 return;
             }
             Request::StackRemove { stack } => {
@@ -166,7 +221,9 @@ impl Node {
         self.membership
             .nodes()
             .iter()
-            .map(|v| NodeInfo::from_view(v, &state.node_settings(v.identity.id)))
+            .map(|v| (v, state.node_settings(v.identity.id)))
+            .filter(|(_, settings)| !settings.removed)
+            .map(|(v, settings)| NodeInfo::from_view(v, &settings))
             .collect()
     }
 
@@ -187,6 +244,8 @@ impl Node {
                 .map(|s| s.state.as_str().to_string()),
             image: view.spec.image.clone(),
             ports: view.spec.ports.iter().map(port_text).collect(),
+            id: service_id(&view.name),
+            labels: view.spec.labels.clone(),
         }
     }
 
@@ -373,7 +432,9 @@ fn pending(service: &ServiceView, slot: &SlotKey, node: String, reason: String) 
         error: reason,
         container_id: String::new(),
         endpoint: vec![],
-        since_ms: 0,
+        // Pending since the last write to the service (its create, update or scale), so the
+        // time counts up on every node alike.
+        since_ms: service.updated.wall_ms,
         history: false,
     }
 }

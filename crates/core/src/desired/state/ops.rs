@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    entry::{NodeEntry, ServiceEntry},
+    entry::{router_ports, NodeEntry, ServiceEntry},
     error::{check_keys, check_name, check_replicas},
     reg::{put, put_map},
     DesiredError, DesiredState,
@@ -137,10 +137,23 @@ fn edited(
 }
 
 impl DesiredState {
-    /// `docker stack deploy`: creates the services in `services`, updates the live ones in place
-    /// (writing only fields that differ), and removes live services of `stack` that the list
-    /// lacks. Each service's `name` must be `STACK_...` and its `stack` must be `stack`.
+    /// `docker stack deploy --prune`: creates the services in `services`, updates the live ones
+    /// in place (writing only fields that differ), and removes live services of `stack` that the
+    /// list lacks. Each service's `name` must be `STACK_...` and its `stack` must be `stack`.
     pub fn deploy_stack(&mut self, stack: &str, services: Vec<ServiceDef>, hlc: Hlc) -> Delta {
+        self.deploy_stack_with(stack, services, true, hlc)
+    }
+
+    /// `docker stack deploy [--prune]`: as [`Self::deploy_stack`], but the live services of
+    /// `stack` that the list lacks are removed only when `prune` is set (Docker's default keeps
+    /// them).
+    pub fn deploy_stack_with(
+        &mut self,
+        stack: &str,
+        services: Vec<ServiceDef>,
+        prune: bool,
+        hlc: Hlc,
+    ) -> Delta {
         check_name("stack", stack)?;
         if services.is_empty() {
             return Err(DesiredError::EmptyStack(stack.to_string()));
@@ -152,9 +165,10 @@ impl DesiredState {
                 return Err(DesiredError::DuplicateService(def.name.clone()));
             }
         }
-        // Every live service of the stack is either in the file or removed by this deploy, so
-        // only other stacks' ports stay taken; the file's services then claim theirs in order.
-        let mut held = self.port_holders(|_, e| e.stack() != stack);
+        // Every live service of the stack is either in the file, removed by this deploy or kept
+        // as it is (no prune): the file's services claim their ports in order over the others'.
+        let kept = |name: &str| !prune && !names.contains(name);
+        let mut held = self.port_holders(|name, e| e.stack() != stack || kept(name));
         for def in &services {
             let own = self.own_ports(&def.name);
             claim_ports(&mut held, &def.name, &def.spec.ports, &own)?;
@@ -167,9 +181,55 @@ impl DesiredState {
             delta.services.insert(def.name.clone(), written);
         }
         for (name, entry) in &self.services {
-            if entry.is_live() && entry.stack() == stack && !names.contains(name.as_str()) {
+            let gone = entry.is_live() && entry.stack() == stack && !names.contains(name.as_str());
+            if gone && prune {
                 delta.services.insert(name.clone(), entry.tombstone(hlc));
             }
+        }
+        Ok(self.apply(delta))
+    }
+
+    /// `docker service create`: a service of no stack (`def.stack` empty). Refused if a live
+    /// service has the name, or a port it publishes is taken.
+    pub fn create_service(&mut self, def: ServiceDef, hlc: Hlc) -> Delta {
+        check_name("service", &def.name)?;
+        if !def.stack.is_empty() {
+            return Err(DesiredError::WrongStack {
+                service: def.name.clone(),
+                stack: String::new(),
+            });
+        }
+        if def.spec.image.is_empty() {
+            return Err(DesiredError::EmptyImage(def.name.clone()));
+        }
+        check_replicas(&def.name, def.replicas)?;
+        let spec = &def.spec;
+        check_keys("env var", entries(&spec.env))?;
+        check_keys("label", entries(&spec.labels))?;
+        check_keys("container label", entries(&spec.container_labels))?;
+        if self.live(&def.name).is_ok() {
+            return Err(DesiredError::ServiceExists(def.name.clone()));
+        }
+        let mut held = self.port_holders(|_, _| true);
+        claim_ports(&mut held, &def.name, &def.spec.ports, &BTreeSet::new())?;
+        let absent = ServiceEntry::default();
+        let current = self.services.get(&def.name).unwrap_or(&absent);
+        let written = current.write_def(&def, true, hlc);
+        let mut delta = DesiredState::default();
+        delta.services.insert(def.name.clone(), written);
+        Ok(self.apply(delta))
+    }
+
+    /// `docker node rm`: the node is no longer listed and owns no slots. Checking that it may be
+    /// removed (not `ready`, or forced) is the caller's job.
+    pub fn remove_node(&mut self, node: NodeId, hlc: Hlc) -> Delta {
+        let absent = NodeEntry::default();
+        let current = self.nodes.get(&node).unwrap_or(&absent);
+        let mut d = NodeEntry::default();
+        put(&mut d.removed, &current.removed, true, false, hlc);
+        let mut delta = DesiredState::default();
+        if !d.is_empty() {
+            delta.nodes.insert(node, d);
         }
         Ok(self.apply(delta))
     }
@@ -279,7 +339,7 @@ impl DesiredState {
         }
         let env = edited(spec.env, &update.env_add, &update.env_rm);
         put_map(&mut d.env, &c.env, &env, false, hlc);
-        let labels = edited(spec.labels, &update.label_add, &update.label_rm);
+        let labels = edited(spec.labels.clone(), &update.label_add, &update.label_rm);
         put_map(&mut d.labels, &c.labels, &labels, false, hlc);
         let cl = edited(spec.container_labels, cl_add, cl_rm);
         put_map(
@@ -314,9 +374,11 @@ impl DesiredState {
         if let Some(p) = update.ports {
             put(&mut d.ports, &c.ports, p, false, hlc);
         }
-        if update.force {
-            let bumped = c.force().saturating_add(1);
-            put(&mut d.force, &c.force, bumped, true, hlc);
+        let new_ports = d.ports.as_ref().map_or(&spec.ports, |r| &r.val);
+        let routed_changed =
+            router_ports(&spec.labels, &spec.ports) != router_ports(&labels, new_ports);
+        if update.force || routed_changed {
+            c.bump_force(&mut d, hlc);
         }
         c.record_rollout(&mut d, hlc);
         let mut delta = DesiredState::default();

@@ -94,6 +94,8 @@ pub struct NodeSettings {
     pub availability: Availability,
     /// Labels from `node update --label-add`.
     pub labels: BTreeMap<String, String>,
+    /// `node rm`: no longer listed, and owns no slots.
+    pub removed: bool,
 }
 
 impl DesiredState {
@@ -133,6 +135,7 @@ impl DesiredState {
             .map(|e| NodeSettings {
                 availability: e.availability(),
                 labels: e.labels(),
+                removed: e.removed(),
             })
             .unwrap_or_default()
     }
