@@ -219,7 +219,7 @@ pub fn from_labels(
                 "TCP and UDP routers are not supported by shoal; publish the port with `ports:` \
                  (every node serves it)",
             );
-        } else if rest.starts_with("backend.loadbalancer.sticky") {
+        } else if rest.starts_with("backend.loadbalancer.stick") {
             // Traefik v1 stickiness: `sticky::from_labels` reads it.
         } else if rest.starts_with("docker.") || rest.starts_with("swarm.") {
             warn(&mut out, key, "Traefik provider setting, ignored by shoal");
