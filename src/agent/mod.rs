@@ -62,6 +62,9 @@ pub struct AgentConfig {
     pub ingress_addr: Option<IpAddr>,
     /// Run no ingress at all (published ports are served by the other nodes).
     pub no_ingress: bool,
+    /// Entry points for HTTP routers (Traefik's static configuration), each listened on once a
+    /// router serves there.
+    pub entrypoints: Vec<ingress::EntryPoint>,
 }
 
 /// Which container engine an agent uses.
@@ -88,6 +91,7 @@ impl AgentConfig {
             runtime: RuntimeKind::Docker,
             ingress_addr: None,
             no_ingress: false,
+            entrypoints: vec![ingress::EntryPoint::default_web()],
         }
     }
 }
@@ -284,7 +288,8 @@ pub async fn run(
         let (routes_tx, routes_rx) = tokio::sync::watch::channel(Arc::default());
         let ingress_task = (!config.no_ingress).then(|| {
             let ip = config.ingress_addr.unwrap_or(config.listen.ip());
-            tokio::spawn(ingress::run(ip, routes_rx).in_current_span())
+            let entrypoints = config.entrypoints.clone();
+            tokio::spawn(ingress::run_with(ip, routes_rx, entrypoints).in_current_span())
         });
         let (node, first) = Node::new(
             NodeConfig {

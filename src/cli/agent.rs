@@ -45,6 +45,10 @@ pub struct AgentArgs {
     /// Serve no published ports on this node.
     #[arg(long)]
     no_ingress: bool,
+    /// Entry point for HTTP routers (Traefik's `traefik.http.routers.*` labels), `NAME=:PORT`
+    /// or `NAME=IP:PORT`; repeatable. Default: `web=:80`.
+    #[arg(long = "entrypoint", value_name = "NAME=:PORT", value_parser = agent::ingress::EntryPoint::parse)]
+    entrypoints: Vec<agent::ingress::EntryPoint>,
 }
 
 /// Runs the agent with `args`.
@@ -66,6 +70,15 @@ pub fn run(data_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
     config.join_timeout = Duration::from_secs(args.join_timeout);
     config.ingress_addr = args.ingress_addr;
     config.no_ingress = args.no_ingress;
+    if !args.entrypoints.is_empty() {
+        let mut seen = std::collections::BTreeSet::new();
+        for e in &args.entrypoints {
+            if !seen.insert(e.port) {
+                anyhow::bail!("--entrypoint: two entry points on port {}", e.port);
+            }
+        }
+        config.entrypoints = args.entrypoints;
+    }
     config.runtime = if args.runtime == "none" {
         agent::RuntimeKind::None
     } else {

@@ -370,6 +370,51 @@ mod tests {
     }
 
     #[test]
+    fn routers_lead_to_their_ready_replicas_in_priority_order() {
+        let router = |name: &str, rule: &str| {
+            service(
+                name,
+                &[],
+                &[
+                    (&format!("traefik.http.routers.{name}.rule"), rule),
+                    (
+                        &format!("traefik.http.services.{name}.loadbalancer.server.port"),
+                        "8080",
+                    ),
+                ],
+            )
+        };
+        let services = [
+            router("root", "PathPrefix(`/`)"),
+            router("api", "PathPrefix(`/api/`)"),
+        ];
+        let o = observed(vec![
+            (1, task("api", 1, TaskState::Running, Health::None, 8080)),
+            (
+                1,
+                task("api", 2, TaskState::Running, Health::Starting, 8080),
+            ),
+            (1, task("root", 3, TaskState::Running, Health::None, 8080)),
+        ]);
+        let table = routing_table(&services, &o, &[view(1, NodeStatus::Ready)]);
+        assert!(table.routes.is_empty(), "no published port");
+        let order: Vec<&str> = table
+            .routers
+            .iter()
+            .map(|r| r.route.service.as_str())
+            .collect();
+        assert_eq!(order, ["api", "root"], "the longer rule first");
+        let ids: Vec<&str> = table.routers[0]
+            .route
+            .backends
+            .iter()
+            .map(|b| b.task_id.as_str())
+            .collect();
+        assert_eq!(ids, ["t1"]);
+        assert_eq!(table.routers_on("web").count(), 2);
+    }
+
+    #[test]
     fn a_port_published_twice_goes_to_the_first_service_by_name() {
         let services = [
             service("b_web", &[(80, 8080)], &[]),
