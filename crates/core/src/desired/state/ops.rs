@@ -678,4 +678,121 @@ mod tests {
             taken("wiki_web", 80, Protocol::Tcp, "blog_web"),
         );
     }
+
+    #[test]
+    fn deploy_keeps_missing_services_unless_pruned() {
+        let mut s = DesiredState::default();
+        let two = vec![
+            def("shop", "web", vec![tcp(80)]),
+            def("shop", "api", vec![tcp(81)]),
+        ];
+        s.deploy_stack_with("shop", two, false, at(1)).unwrap();
+        s.deploy_stack_with("shop", vec![def("shop", "web", vec![])], false, at(2))
+            .unwrap();
+        assert!(s.service("shop_api").is_some(), "kept without --prune");
+        // A kept service's port stays taken, even for its own stack.
+        refused(
+            &mut s,
+            |s| {
+                s.deploy_stack_with(
+                    "shop",
+                    vec![def("shop", "web", vec![tcp(81)])],
+                    false,
+                    at(3),
+                )
+            },
+            taken("shop_web", 81, Protocol::Tcp, "shop_api"),
+        );
+        s.deploy_stack_with("shop", vec![def("shop", "web", vec![tcp(81)])], true, at(4))
+            .unwrap();
+        assert!(s.service("shop_api").is_none(), "removed with --prune");
+    }
+
+    #[test]
+    fn a_created_service_has_no_stack_and_its_own_name() {
+        let mut s = DesiredState::default();
+        let mut solo = def("x", "y", vec![tcp(8080)]);
+        solo.name = "web".into();
+        solo.stack = String::new();
+        s.create_service(solo.clone(), at(1)).unwrap();
+        let view = s.service("web").unwrap();
+        assert_eq!((view.stack.as_str(), view.replicas), ("", 1));
+        refused(
+            &mut s,
+            |s| s.create_service(solo.clone(), at(2)),
+            DesiredError::ServiceExists("web".into()),
+        );
+        let mut other = solo.clone();
+        other.name = "web2".into();
+        refused(
+            &mut s,
+            |s| s.create_service(other, at(3)),
+            taken("web2", 8080, Protocol::Tcp, "web"),
+        );
+        // A stack cannot deploy over it, nor list it among its services.
+        refused(
+            &mut s,
+            |s| s.deploy_stack("shop", vec![def("shop", "web", vec![tcp(8080)])], at(4)),
+            taken("shop_web", 8080, Protocol::Tcp, "web"),
+        );
+        s.remove_service("web", at(5)).unwrap();
+        s.create_service(solo, at(6)).unwrap();
+    }
+
+    #[test]
+    fn a_removed_node_stays_removed() {
+        let mut s = DesiredState::default();
+        assert!(!s.node_settings(NodeId(7)).removed);
+        let delta = s.remove_node(NodeId(7), at(1)).unwrap();
+        assert!(!delta.is_empty());
+        assert!(s.node_settings(NodeId(7)).removed);
+        assert!(
+            s.remove_node(NodeId(7), at(2)).unwrap().is_empty(),
+            "once is enough"
+        );
+        let mut other = DesiredState::default();
+        other.merge_delta(delta);
+        assert!(other.node_settings(NodeId(7)).removed);
+    }
+
+    #[test]
+    fn a_change_of_routed_ports_replaces_the_replicas() {
+        let mut s = DesiredState::default();
+        s.deploy_stack("shop", vec![def("shop", "web", vec![])], at(1))
+            .unwrap();
+        let v1 = s.service("shop_web").unwrap().version;
+        let route = |port: &str| ServiceUpdate {
+            label_add: vec![
+                (
+                    "traefik.http.routers.w.rule".into(),
+                    "PathPrefix(`/`)".into(),
+                ),
+                (
+                    "traefik.http.services.w.loadbalancer.server.port".into(),
+                    port.into(),
+                ),
+            ],
+            ..ServiceUpdate::default()
+        };
+        s.update_service("shop_web", route("8080"), at(2)).unwrap();
+        let v2 = s.service("shop_web").unwrap().version;
+        assert!(v2 > v1, "a new routed port: replicas must bind it");
+        s.update_service("shop_web", route("8080"), at(3)).unwrap();
+        assert_eq!(
+            s.service("shop_web").unwrap().version,
+            v2,
+            "same port: no change"
+        );
+        // Other labels never replace replicas.
+        let sticky = ServiceUpdate {
+            label_add: vec![("shoal.ingress.sticky".into(), "true".into())],
+            ..ServiceUpdate::default()
+        };
+        s.update_service("shop_web", sticky, at(4)).unwrap();
+        assert_eq!(s.service("shop_web").unwrap().version, v2);
+        // A redeploy that drops the router changes the routed ports too.
+        s.deploy_stack("shop", vec![def("shop", "web", vec![])], at(5))
+            .unwrap();
+        assert!(s.service("shop_web").unwrap().version > v2);
+    }
 }
