@@ -85,6 +85,12 @@ impl Agent {
         self
     }
 
+    /// Adds agent flags (`--entrypoint web=:8081`...).
+    pub fn with_args(mut self, extra: &[&str]) -> Self {
+        self.args.extend(extra.iter().map(|a| a.to_string()));
+        self
+    }
+
     /// Starts (or restarts) the process with the same data dir.
     pub fn start(&mut self) {
         let log = std::fs::OpenOptions::new()
