@@ -124,11 +124,10 @@ pub fn converge(
                 }
             }
         }
-        let settled = match status.map(|s| s.state) {
-            None | Some(UpdateState::Completed) => true,
-            Some(UpdateState::RollbackCompleted) => true,
-            _ => false,
-        };
+        let settled = matches!(
+            status.map(|s| s.state),
+            None | Some(UpdateState::Completed | UpdateState::RollbackCompleted)
+        );
         let served = detail.info.updated >= desired
             && detail.info.running >= desired
             && detail.rollout.changing == 0;
