@@ -71,10 +71,16 @@ pub fn run(data_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
     config.ingress_addr = args.ingress_addr;
     config.no_ingress = args.no_ingress;
     if !args.entrypoints.is_empty() {
-        let mut seen = std::collections::BTreeSet::new();
+        let (mut ports, mut names) = (
+            std::collections::BTreeSet::new(),
+            std::collections::BTreeSet::new(),
+        );
         for e in &args.entrypoints {
-            if !seen.insert(e.port) {
+            if !ports.insert(e.port) {
                 anyhow::bail!("--entrypoint: two entry points on port {}", e.port);
+            }
+            if !names.insert(e.name.clone()) {
+                anyhow::bail!("--entrypoint: entry point {} given twice", e.name);
             }
         }
         config.entrypoints = args.entrypoints;
