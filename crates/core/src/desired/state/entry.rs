@@ -316,9 +316,18 @@ impl ServiceEntry {
         );
         put(&mut d.networks, &self.networks, s.networks.clone(), all, at);
         put(&mut d.mounts, &self.mounts, s.mounts.clone(), all, at);
+        // A fresh create overwrites only the options this entry ever held (from before a
+        // remove): one never written reads as its default already, and leaving it out keeps
+        // the deltas of services that set none as small as before these options existed.
         macro_rules! container {
             ($f:ident) => {
-                put(&mut d.$f, &self.$f, s.$f.clone(), all, at);
+                put(
+                    &mut d.$f,
+                    &self.$f,
+                    s.$f.clone(),
+                    all && self.$f.is_some(),
+                    at,
+                );
             };
         }
         container_fields!(container);
