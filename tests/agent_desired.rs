@@ -76,7 +76,7 @@ fn deploy_anywhere_read_everywhere_and_survive_restarts() {
         std::process::Command::new(common::BIN)
             .arg("--data-dir")
             .arg(a)
-            .args(["service", "scale", "app_web=3"])
+            .args(["service", "scale", "-d", "app_web=3"])
             .output()
             .unwrap()
     });
@@ -84,7 +84,7 @@ fn deploy_anywhere_read_everywhere_and_survive_restarts() {
         std::process::Command::new(common::BIN)
             .arg("--data-dir")
             .arg(b)
-            .args(["service", "scale", "app_web=7"])
+            .args(["service", "scale", "-d", "app_web=7"])
             .output()
             .unwrap()
     });

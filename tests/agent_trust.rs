@@ -180,12 +180,12 @@ fn the_remote_cli_needs_a_bundle() {
     let host = agents[1].addr.to_string();
     let remote = |args: &[&str], bundle: Option<&std::path::Path>| {
         let mut command = Command::new(BIN);
+        // No local agent here: everything must go through --host.
+        command.arg("--data-dir").arg(root.path().join("nowhere"));
         command.args(["--host", &host]);
         if let Some(b) = bundle {
             command.arg("--bundle").arg(b);
         }
-        // No local agent here: everything must go through --host.
-        command.arg("--data-dir").arg(root.path().join("nowhere"));
         command.args(args).output().unwrap()
     };
     let nodes = remote(&["node", "ls", "--format", "json"], Some(&bundle));

@@ -72,6 +72,7 @@ fn ha_stack_every_field() {
             retries: Some(5),
             start_period_ms: Some(90_000),
             disable: false,
+            start_interval_ms: None,
         }),
         placement: PlacementSpec {
             constraints: vec![
@@ -121,6 +122,7 @@ fn ha_stack_every_field() {
         },
         networks: strings(&["shop_front"]),
         mounts: vec![],
+        ..ServiceSpec::default()
     };
     assert_eq!(web.spec, expected);
 
@@ -152,6 +154,7 @@ fn ha_stack_every_field() {
             retries: Some(3),
             start_period_ms: None,
             disable: false,
+            start_interval_ms: None,
         }),
         placement: PlacementSpec {
             constraints: vec![Constraint {
@@ -203,6 +206,7 @@ fn ha_stack_every_field() {
                 read_only: false,
             },
         ],
+        ..ServiceSpec::default()
     };
     assert_eq!(api.spec, expected);
 
@@ -455,8 +459,7 @@ secrets:
             "stack.yml:6:5: services.web.build: not supported by shoal, ignored",
             "stack.yml:7:5: services.web.container_name: not supported by shoal, ignored",
             "stack.yml:8:5: services.web.depends_on: not supported by shoal, ignored",
-            "stack.yml:9:5: services.web.logging: not supported by shoal, ignored",
-            "stack.yml:12:7: services.web.deploy.endpoint_mode: not supported by shoal, ignored",
+                        "stack.yml:12:7: services.web.deploy.endpoint_mode: not supported by shoal, ignored",
             "stack.yml:14:18: services.web.deploy.resources.limits.pids: not supported by shoal, ignored",
             "stack.yml:17:5: services.db.build: not supported by shoal, ignored",
             "stack.yml:18:1: configs: not supported by shoal, ignored",

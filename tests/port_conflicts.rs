@@ -137,7 +137,14 @@ fn cli_reports_the_conflict_and_exits_non_zero() {
     );
 
     // `service update --publish-add` goes through the same check.
-    let out = agent.cli(&["service", "update", "shop_api", "--publish-add", "8080:81"]);
+    let out = agent.cli(&[
+        "service",
+        "update",
+        "-d",
+        "shop_api",
+        "--publish-add",
+        "8080:81",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
@@ -159,14 +166,28 @@ fn cli_reports_the_conflict_and_exits_non_zero() {
             .map(|p| (p["published"].as_u64(), p["target"].as_u64().unwrap()))
             .collect::<Vec<_>>()
     };
-    let out = agent.cli(&["service", "update", "shop_api", "--publish-add", "9100:81"]);
+    let out = agent.cli(&[
+        "service",
+        "update",
+        "-d",
+        "shop_api",
+        "--publish-add",
+        "9100:81",
+    ]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(ports(&agent), [(Some(9000), 9000), (Some(9100), 81)]);
-    let out = agent.cli(&["service", "update", "shop_api", "--publish-rm", "9000/udp"]);
+    let out = agent.cli(&[
+        "service",
+        "update",
+        "-d",
+        "shop_api",
+        "--publish-rm",
+        "9000/udp",
+    ]);
     assert!(
         out.status.success(),
         "{}",

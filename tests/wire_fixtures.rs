@@ -180,6 +180,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
             api::frame(Request::StackDeploy {
                 stack: "web".into(),
                 services: vec![service()],
+                prune: true,
             })
             .unwrap(),
         ),
@@ -372,6 +373,17 @@ fn committed_fixtures_still_decode() {
         (3, "shoal-demo:v1")
     );
     assert!(web.update_status.is_none());
+    // A desired.bin of format version 1 (before the container options and `node rm`): it
+    // migrates, its services intact.
+    let v1 = must(
+        "legacy_desired_v1",
+        format::decode_desired(&read("legacy_desired_v1")),
+    );
+    assert!(v1.legacy);
+    assert_eq!(v1.value.services().len(), 1);
+    let app = v1.value.service("web_app").unwrap();
+    assert_eq!(app.spec, service().spec);
+    assert_eq!(app.replicas, 3);
     must(
         "file_keyring",
         format::decode_file::<Keyring>(FileKind::Keyring, &read("file_keyring")),

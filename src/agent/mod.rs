@@ -65,6 +65,9 @@ pub struct AgentConfig {
     pub no_ingress: bool,
     /// The cluster's join token, for a node that is not a member yet.
     pub token: Option<String>,
+    /// Entry points for HTTP routers (Traefik's static configuration), each listened on once a
+    /// router serves there.
+    pub entrypoints: Vec<ingress::EntryPoint>,
 }
 
 /// Which container engine an agent uses.
@@ -92,6 +95,7 @@ impl AgentConfig {
             ingress_addr: None,
             no_ingress: false,
             token: None,
+            entrypoints: vec![ingress::EntryPoint::default_web()],
         }
     }
 }
@@ -314,7 +318,8 @@ pub async fn run(
         let (routes_tx, routes_rx) = tokio::sync::watch::channel(Arc::default());
         let ingress_task = (!config.no_ingress).then(|| {
             let ip = config.ingress_addr.unwrap_or(config.listen.ip());
-            tokio::spawn(ingress::run(ip, routes_rx).in_current_span())
+            let entrypoints = config.entrypoints.clone();
+            tokio::spawn(ingress::run_with(ip, routes_rx, entrypoints).in_current_span())
         });
         let (node, first) = Node::new(
             NodeConfig {

@@ -49,6 +49,10 @@ pub struct AgentArgs {
     /// the first time a node joins.
     #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Entry point for HTTP routers (Traefik's `traefik.http.routers.*` labels), `NAME=:PORT`
+    /// or `NAME=IP:PORT`; repeatable. Default: `web=:80`.
+    #[arg(long = "entrypoint", value_name = "NAME=:PORT", value_parser = agent::ingress::EntryPoint::parse)]
+    entrypoints: Vec<agent::ingress::EntryPoint>,
 }
 
 /// Runs the agent with `args`.
@@ -71,6 +75,21 @@ pub fn run(data_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
     config.ingress_addr = args.ingress_addr;
     config.no_ingress = args.no_ingress;
     config.token = args.token.filter(|t| !t.trim().is_empty());
+    if !args.entrypoints.is_empty() {
+        let (mut ports, mut names) = (
+            std::collections::BTreeSet::new(),
+            std::collections::BTreeSet::new(),
+        );
+        for e in &args.entrypoints {
+            if !ports.insert(e.port) {
+                anyhow::bail!("--entrypoint: two entry points on port {}", e.port);
+            }
+            if !names.insert(e.name.clone()) {
+                anyhow::bail!("--entrypoint: entry point {} given twice", e.name);
+            }
+        }
+        config.entrypoints = args.entrypoints;
+    }
     config.runtime = if args.runtime == "none" {
         agent::RuntimeKind::None
     } else {

@@ -4,14 +4,17 @@
 pub mod agent;
 pub mod client;
 pub mod cluster;
+pub mod flags;
 pub mod node;
+pub mod output;
+pub mod progress;
 pub mod ps;
 pub mod service;
 pub mod stack;
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 /// shoal: a masterless container orchestrator.
 #[derive(Debug, Parser)]
@@ -21,11 +24,12 @@ struct Cli {
     #[arg(long, global = true, env = "SHOAL_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Talk to the node at ADDR[:PORT] (its gossip port, 7946 by default) over mutual TLS
-    /// instead of the local agent; needs --bundle.
-    #[arg(long, global = true, env = "SHOAL_HOST", value_name = "ADDR[:PORT]")]
+    /// instead of the local agent; needs --bundle. Given before the verb, as docker's -H (a
+    /// verb's own --host, as `service create --host`, is another flag).
+    #[arg(short = 'H', long, env = "SHOAL_HOST", value_name = "ADDR[:PORT]")]
     host: Option<String>,
     /// The client bundle for --host (`shoal cluster client-bundle NAME > FILE` issues one).
-    #[arg(long, global = true, env = "SHOAL_BUNDLE", value_name = "FILE")]
+    #[arg(long, env = "SHOAL_BUNDLE", value_name = "FILE")]
     bundle: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -49,15 +53,6 @@ enum Command {
     /// Manage the cluster's trust: join tokens, gossip keys, client bundles.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
-}
-
-/// How list and inspect verbs print.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// Aligned columns for people.
-    Table,
-    /// JSON for scripts.
-    Json,
 }
 
 /// Parses `KEY=VALUE` flags.
@@ -117,5 +112,96 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        let mut all = vec!["shoal"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).map(|c| c.command)
+    }
+
+    #[test]
+    fn docker_verbs_and_flags_parse() {
+        for ok in [
+            &[
+                "service",
+                "create",
+                "--name",
+                "web",
+                "--replicas",
+                "2",
+                "-p",
+                "8080:8080",
+                "shoal-demo:v1",
+            ][..],
+            &[
+                "service", "create", "-d", "-q", "--name", "w", "img:1", "sh", "-c", "echo hi",
+            ],
+            &["service", "update", "--rollback", "-d", "web"],
+            &["service", "update", "--force", "--detach", "web"],
+            &["service", "rollback", "web"],
+            &["service", "scale", "-d", "a=1", "b=2"],
+            &[
+                "service",
+                "ls",
+                "-q",
+                "--filter",
+                "name=a",
+                "--filter",
+                "label=x=y",
+                "--no-trunc",
+            ],
+            &["service", "ls", "--format", "{{.Name}} {{.Replicas}}"],
+            &["service", "ls", "--format", "table {{.Name}}\\t{{.Image}}"],
+            &[
+                "service",
+                "ps",
+                "a",
+                "b",
+                "-q",
+                "--no-trunc",
+                "-f",
+                "desired-state=running",
+            ],
+            &["service", "inspect", "a", "b", "--pretty"],
+            &["service", "rm", "a", "b"],
+            &["stack", "deploy", "-c", "-", "--prune", "shop"],
+            &["stack", "deploy", "-c", "a.yml", "--detach=false", "shop"],
+            &["stack", "deploy", "-c", "a.yml", "-d", "shop"],
+            &["stack", "services", "shop", "--format", "{{.Name}}"],
+            &["node", "rm", "--force", "n2", "n3"],
+            &["node", "ls", "-q", "--filter", "role=manager"],
+            &["node", "inspect", "self", "--pretty"],
+            &[
+                "agent",
+                "--entrypoint",
+                "web=:80",
+                "--entrypoint",
+                "admin=127.0.0.1:8081",
+            ],
+        ] {
+            if let Err(e) = parse(ok) {
+                panic!("{ok:?}: {e}");
+            }
+        }
+        for bad in [
+            &["service", "update", "--rollback", "--image", "x:1", "web"][..],
+            &["service", "ls", "--format", "{{.Name"],
+            &["agent", "--entrypoint", "web"],
+            &["service", "create", "--name", "w"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
+        }
+        let Ok(Command::Stack(stack::StackCommand::Deploy { detach, prune, .. })) =
+            parse(&["stack", "deploy", "-c", "a.yml", "shop"])
+        else {
+            panic!("not a deploy");
+        };
+        assert!(detach && !prune, "docker's defaults: detached, no prune");
     }
 }

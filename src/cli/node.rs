@@ -4,9 +4,12 @@ use std::path::Path;
 
 use anyhow::bail;
 use clap::Subcommand;
-use comfy_table::{presets::NOTHING, Table};
 
-use super::{client, Format};
+use super::{
+    client,
+    output::{self, Listing, Row},
+    service::ListArgs,
+};
 use shoal_core::{
     api::{find_node, NodeInfo, Request, Response},
     desired::spec::Availability,
@@ -18,9 +21,18 @@ pub enum NodeCommand {
     /// List the nodes of the cluster.
     #[command(alias = "list")]
     Ls {
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        #[command(flatten)]
+        list: ListArgs,
+    },
+    /// Remove nodes from the cluster's listing (a node that is up needs `--force`).
+    #[command(alias = "remove")]
+    Rm {
+        /// Node ids, unique id prefixes, or names.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+        /// Remove a node even if it is up.
+        #[arg(short = 'f', long)]
+        force: bool,
     },
     /// Change a node's availability or labels.
     Update {
@@ -43,13 +55,17 @@ pub enum NodeCommand {
         #[command(flatten)]
         ps: super::ps::PsArgs,
     },
-    /// Show one node in detail.
+    /// Show nodes in detail (JSON, or text with `--pretty`).
     Inspect {
-        /// Node id, unique id prefix, or name.
-        node: String,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        /// Node ids, unique id prefixes, or names (`self`: the node answering).
+        #[arg(required = true)]
+        nodes: Vec<String>,
+        /// Text for people instead of JSON.
+        #[arg(long)]
+        pretty: bool,
+        /// `json` (one object per line), `table` (text) or a Go template over the JSON object.
+        #[arg(long)]
+        format: Option<String>,
     },
 }
 
@@ -77,20 +93,57 @@ impl From<AvailabilityArg> for Availability {
 /// Runs a `node` verb against the agent of `data_dir`.
 pub fn run(data_dir: &Path, command: NodeCommand) -> anyhow::Result<()> {
     match command {
-        NodeCommand::Ls { format } => {
-            let nodes = fetch(data_dir)?;
-            match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&nodes)?),
-                Format::Table => println!("{}", table(&nodes)),
+        NodeCommand::Ls { list } => print_nodes(fetch(data_dir)?, &list)?,
+        NodeCommand::Rm { nodes, force } => {
+            let mut failed = Vec::new();
+            for node in nodes {
+                let request = Request::NodeRemove {
+                    node: node.clone(),
+                    force,
+                };
+                match client::call(data_dir, request) {
+                    Ok(Response::Changed(_)) => println!("{node}"),
+                    Ok(other) => failed.push(format!("{node}: unexpected answer {other:?}")),
+                    Err(e) => failed.push(format!("{e:#}")),
+                }
             }
+            super::service::each_failed(failed)?;
         }
-        NodeCommand::Inspect { node, format } => {
+        NodeCommand::Inspect {
+            nodes: queries,
+            pretty: as_text,
+            format,
+        } => {
             let nodes = fetch(data_dir)?;
-            let found = find_node(&nodes, &node).map_err(anyhow::Error::msg)?;
-            match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(found)?),
-                Format::Table => print!("{}", pretty(found)),
+            let mut failed = Vec::new();
+            let mut found = Vec::new();
+            for q in &queries {
+                match find_node(&nodes, q) {
+                    Ok(n) => found.push(n),
+                    Err(e) => failed.push(e),
+                }
             }
+            match (as_text, format.as_deref()) {
+                (true, _) | (_, Some("table")) => {
+                    for n in &found {
+                        print!("{}", pretty(n));
+                    }
+                }
+                (false, None) => println!("{}", serde_json::to_string_pretty(&found)?),
+                (false, Some("json")) => {
+                    for n in &found {
+                        println!("{}", serde_json::to_string_pretty(n)?);
+                    }
+                }
+                (false, Some(template)) => {
+                    let t = output::Template::parse(template).map_err(anyhow::Error::msg)?;
+                    for n in &found {
+                        let v = serde_json::to_value(n)?;
+                        println!("{}", t.render(&v).map_err(anyhow::Error::msg)?);
+                    }
+                }
+            }
+            super::service::each_failed(failed)?;
         }
         NodeCommand::Ps { node, ps } => {
             let Response::Tasks(tasks) = client::call(data_dir, Request::NodePs { node })? else {
@@ -134,23 +187,81 @@ fn labels(node: &NodeInfo) -> String {
         .join(",")
 }
 
-fn table(nodes: &[NodeInfo]) -> Table {
-    let mut table = Table::new();
-    table.load_preset(NOTHING);
-    table.set_header(["ID", "NAME", "STATUS", "AVAILABILITY", "ADDRESS", "LABELS"]);
-    for node in nodes {
-        // Docker marks the node you are talking to with a star after its id.
-        let id = format!("{}{}", &node.id[..12], if node.is_self { " *" } else { "" });
-        table.add_row([
-            id,
-            node.name.clone(),
-            node.status.as_str().to_string(),
-            node.availability.as_str().to_string(),
-            node.addr.to_string(),
-            labels(node),
-        ]);
+fn print_nodes(nodes: Vec<NodeInfo>, list: &ListArgs) -> anyhow::Result<()> {
+    let filters = output::parse_filters(
+        &list.filters,
+        &[
+            "id",
+            "name",
+            "label",
+            "node.label",
+            "role",
+            "membership",
+            "availability",
+        ],
+    )
+    .map_err(anyhow::Error::msg)?;
+    let nodes: Vec<NodeInfo> = nodes
+        .into_iter()
+        .filter(|n| {
+            output::passes(&filters, |k, v| match k {
+                "id" => n.id.starts_with(v),
+                "name" => n.name == v,
+                "label" => output::label_matches(&n.engine_labels, v),
+                "node.label" => output::label_matches(&n.node_labels, v),
+                // Every shoal node is a manager and a worker, and accepted once it is listed.
+                "role" => v == "manager" || v == "worker",
+                "membership" => v == "accepted",
+                "availability" => n.availability.as_str() == v,
+                _ => false,
+            })
+        })
+        .collect();
+    let rows = nodes
+        .iter()
+        .map(|n| {
+            let mut row = Row::new();
+            // Docker marks the node you are talking to with a star after its id.
+            let id = output::short_id(&n.id, list.no_trunc);
+            row.insert(
+                "ID".into(),
+                format!("{id}{}", if n.is_self { " *" } else { "" }).into(),
+            );
+            row.insert("Hostname".into(), n.name.clone().into());
+            row.insert("Status".into(), n.status.as_str().into());
+            row.insert("Availability".into(), n.availability.as_str().into());
+            row.insert("Address".into(), n.addr.to_string().into());
+            row.insert("EngineVersion".into(), n.agent_version.clone().into());
+            row.insert("Labels".into(), labels(n).into());
+            row.insert("Self".into(), n.is_self.into());
+            row
+        })
+        .collect::<Vec<Row>>();
+    // `-q` prints bare ids.
+    let mut quiet_rows = rows.clone();
+    for (row, n) in quiet_rows.iter_mut().zip(&nodes) {
+        row.insert("ID".into(), output::short_id(&n.id, list.no_trunc).into());
     }
-    table
+    let listing = Listing {
+        rows: if list.quiet { quiet_rows } else { rows },
+        columns: &[
+            ("ID", "ID"),
+            ("HOSTNAME", "Hostname"),
+            ("STATUS", "Status"),
+            ("AVAILABILITY", "Availability"),
+            ("ADDRESS", "Address"),
+            ("ENGINE VERSION", "EngineVersion"),
+        ],
+        json: serde_json::to_value(&nodes)?,
+        id_field: "ID",
+    };
+    print!(
+        "{}",
+        listing
+            .render(&list.format, list.quiet)
+            .map_err(anyhow::Error::msg)?
+    );
+    Ok(())
 }
 
 fn pretty(node: &NodeInfo) -> String {

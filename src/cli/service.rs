@@ -1,20 +1,22 @@
-//! `shoal service ...`: list, inspect, update, scale and remove services.
+//! `shoal service ...`: create, list, inspect, update, scale, roll back and remove services.
 
-use std::path::Path;
+use std::{collections::BTreeMap, path::Path};
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use comfy_table::{presets::NOTHING, Table};
 
-use super::{client, parse_key_value, print_receipt, Format};
+use super::{
+    client,
+    flags::{self, CreateArgs, SettingsArgs},
+    output::{self, Format, Listing, Row},
+    parse_key_value, print_receipt,
+    progress::{self, Expect},
+};
 use crate::compose;
 use shoal_core::{
     api::{Request, Response, ServiceDetail, ServiceInfo},
     desired::{
-        spec::{
-            Constraint, FailureAction, HealthcheckSpec, Mode, PortSpec, Protocol, RestartCondition,
-            ServiceSpec, UpdateOrder,
-        },
+        spec::{Constraint, Mode, PortSpec, Protocol, ServiceSpec},
         state::ServiceUpdate,
     },
 };
@@ -24,27 +26,33 @@ use shoal_core::{
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum ServiceCommand {
+    /// Create a service outside any stack.
+    Create(Box<CreateArgs>),
     /// List services.
     #[command(alias = "list")]
     Ls {
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        #[command(flatten)]
+        list: ListArgs,
     },
-    /// Show a service in full.
+    /// Show services in full (JSON, or text with `--pretty`).
     Inspect {
-        /// Service name.
-        name: String,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        /// Service names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Text for people instead of JSON.
+        #[arg(long)]
+        pretty: bool,
+        /// `json` (one object per line) or a Go template over the JSON object.
+        #[arg(short = 'f', long)]
+        format: Option<String>,
     },
     /// Change a service.
     Update(UpdateArgs),
-    /// List the tasks (replicas) of a service, with recent history.
+    /// List the tasks (replicas) of services, with recent history.
     Ps {
-        /// Service name.
-        name: String,
+        /// Service names.
+        #[arg(required = true)]
+        names: Vec<String>,
         #[command(flatten)]
         ps: super::ps::PsArgs,
     },
@@ -53,6 +61,20 @@ pub enum ServiceCommand {
         /// SERVICE=REPLICAS pairs.
         #[arg(required = true, value_parser = parse_scale)]
         scales: Vec<(String, u64)>,
+        /// Exit at once instead of waiting for the services to converge.
+        #[arg(short = 'd', long)]
+        detach: bool,
+    },
+    /// Return a service to its spec before the last update.
+    Rollback {
+        /// Service name.
+        name: String,
+        /// Exit at once instead of waiting for the rollback to converge.
+        #[arg(short = 'd', long)]
+        detach: bool,
+        /// Print only the service name.
+        #[arg(short = 'q', long)]
+        quiet: bool,
     },
     /// Remove services.
     #[command(alias = "remove")]
@@ -61,6 +83,23 @@ pub enum ServiceCommand {
         #[arg(required = true)]
         names: Vec<String>,
     },
+}
+
+/// Flags every list verb takes, as docker's.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// `table`, `json`, a Go template (`{{.Name}} {{.Replicas}}`) or `table TEMPLATE`.
+    #[arg(long, value_parser = Format::parse, default_value = "table")]
+    pub format: Format,
+    /// Only display IDs.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Filter, `KEY=VALUE`; repeatable.
+    #[arg(short = 'f', long = "filter", value_name = "KEY=VALUE")]
+    pub filters: Vec<String>,
+    /// Do not truncate output.
+    #[arg(long)]
+    pub no_trunc: bool,
 }
 
 /// Flags of `service update`, named as Docker names them.
@@ -93,86 +132,32 @@ pub struct UpdateArgs {
     #[arg(long = "container-label-rm", value_name = "KEY")]
     container_label_rm: Vec<String>,
     /// Add a placement constraint, e.g. `node.labels.zone==a`; repeatable.
-    #[arg(long = "constraint-add", value_name = "EXPR", value_parser = parse_constraint_arg)]
+    #[arg(long = "constraint-add", value_name = "EXPR", value_parser = flags::parse_constraint_arg)]
     constraint_add: Vec<Constraint>,
     /// Remove a placement constraint; repeatable.
-    #[arg(long = "constraint-rm", value_name = "EXPR", value_parser = parse_constraint_arg)]
+    #[arg(long = "constraint-rm", value_name = "EXPR", value_parser = flags::parse_constraint_arg)]
     constraint_rm: Vec<Constraint>,
     /// Publish a port, `PUBLISHED:TARGET[/udp]`; repeatable. Refused if another service
     /// publishes it.
-    #[arg(long = "publish-add", value_name = "PUBLISHED:TARGET", value_parser = parse_publish)]
+    #[arg(long = "publish-add", value_name = "PUBLISHED:TARGET", value_parser = flags::parse_publish_any)]
     publish_add: Vec<Vec<PortSpec>>,
     /// Stop publishing the ports to a container port, `TARGET[/udp]`; repeatable.
     #[arg(long = "publish-rm", value_name = "TARGET", value_parser = parse_publish_rm)]
     publish_rm: Vec<(u16, Option<Protocol>)>,
-    /// Replicas updated at once (0: all).
-    #[arg(long)]
-    update_parallelism: Option<u64>,
-    /// Pause between update batches, e.g. `10s`.
-    #[arg(long, value_parser = parse_duration_arg)]
-    update_delay: Option<u64>,
-    /// `start-first` or `stop-first`.
-    #[arg(long, value_parser = parse_order)]
-    update_order: Option<UpdateOrder>,
-    /// `pause`, `continue` or `rollback`.
-    #[arg(long, value_parser = parse_failure_action)]
-    update_failure_action: Option<FailureAction>,
-    /// How long a new replica is watched for failure, e.g. `30s`.
-    #[arg(long, value_parser = parse_duration_arg)]
-    update_monitor: Option<u64>,
-    /// Fraction of failed replicas tolerated during an update, e.g. `0.2`.
-    #[arg(long, value_parser = parse_ratio)]
-    update_max_failure_ratio: Option<u64>,
-    /// Replicas rolled back at once (0: all).
-    #[arg(long)]
-    rollback_parallelism: Option<u64>,
-    /// Pause between rollback batches.
-    #[arg(long, value_parser = parse_duration_arg)]
-    rollback_delay: Option<u64>,
-    /// `start-first` or `stop-first` for rollbacks.
-    #[arg(long, value_parser = parse_order)]
-    rollback_order: Option<UpdateOrder>,
-    /// `none`, `on-failure` or `any`.
-    #[arg(long, value_parser = parse_condition)]
-    restart_condition: Option<RestartCondition>,
-    /// Wait before replacing an exited replica, e.g. `5s`.
-    #[arg(long, value_parser = parse_duration_arg)]
-    restart_delay: Option<u64>,
-    /// Give up after this many restarts (0: never give up).
-    #[arg(long)]
-    restart_max_attempts: Option<u64>,
-    /// Window over which restarts are counted, e.g. `2m`.
-    #[arg(long, value_parser = parse_duration_arg)]
-    restart_window: Option<u64>,
-    /// Healthcheck command, run by a shell in the container.
-    #[arg(long)]
-    health_cmd: Option<String>,
-    /// Time between healthchecks, e.g. `2s`.
-    #[arg(long, value_parser = parse_duration_arg)]
-    health_interval: Option<u64>,
-    /// Time one healthcheck may take.
-    #[arg(long, value_parser = parse_duration_arg)]
-    health_timeout: Option<u64>,
-    /// Consecutive failures before unhealthy.
-    #[arg(long)]
-    health_retries: Option<u64>,
-    /// Grace period after start, e.g. `10s`.
-    #[arg(long, value_parser = parse_duration_arg)]
-    health_start_period: Option<u64>,
-    /// Turn off every healthcheck, including the image's.
-    #[arg(long)]
-    no_healthcheck: bool,
+    #[command(flatten)]
+    settings: SettingsArgs,
     /// Replace every replica even if nothing else changed.
     #[arg(long)]
     force: bool,
-}
-
-fn parse_constraint_arg(s: &str) -> Result<Constraint, String> {
-    compose::parse_constraint(s)
-}
-
-fn parse_publish(s: &str) -> Result<Vec<PortSpec>, String> {
-    compose::parse_publish(s)
+    /// Return to the spec before the last update (`service rollback`).
+    #[arg(long, conflicts_with_all = ["image", "replicas", "force"])]
+    rollback: bool,
+    /// Exit at once instead of waiting for the service to converge.
+    #[arg(short = 'd', long)]
+    detach: bool,
+    /// Suppress progress output.
+    #[arg(short = 'q', long)]
+    quiet: bool,
 }
 
 /// `80` or `80/udp`: the container port whose published ports go.
@@ -191,118 +176,45 @@ fn parse_publish_rm(s: &str) -> Result<(u16, Option<Protocol>), String> {
     Ok((port, protocol))
 }
 
-fn parse_duration_arg(s: &str) -> Result<u64, String> {
-    compose::duration_ms(s)
-}
-
-fn parse_ratio(s: &str) -> Result<u64, String> {
-    let v = compose::thousandths(s)?;
-    if v > 1000 {
-        return Err(format!("{s}: a ratio is between 0 and 1"));
-    }
-    Ok(v)
-}
-
-fn parse_order(s: &str) -> Result<UpdateOrder, String> {
-    match s {
-        "start-first" => Ok(UpdateOrder::StartFirst),
-        "stop-first" => Ok(UpdateOrder::StopFirst),
-        _ => Err(format!("{s:?}: expected start-first or stop-first")),
-    }
-}
-
-fn parse_failure_action(s: &str) -> Result<FailureAction, String> {
-    match s {
-        "pause" => Ok(FailureAction::Pause),
-        "continue" => Ok(FailureAction::Continue),
-        "rollback" => Ok(FailureAction::Rollback),
-        _ => Err(format!("{s:?}: expected pause, continue or rollback")),
-    }
-}
-
-fn parse_condition(s: &str) -> Result<RestartCondition, String> {
-    match s {
-        "none" => Ok(RestartCondition::None),
-        "on-failure" => Ok(RestartCondition::OnFailure),
-        "any" => Ok(RestartCondition::Any),
-        _ => Err(format!("{s:?}: expected none, on-failure or any")),
-    }
-}
-
 impl UpdateArgs {
-    fn touches_update_config(&self) -> bool {
-        self.update_parallelism.is_some()
-            || self.update_delay.is_some()
-            || self.update_order.is_some()
-            || self.update_failure_action.is_some()
-            || self.update_monitor.is_some()
-            || self.update_max_failure_ratio.is_some()
-    }
-
-    fn touches_rollback_config(&self) -> bool {
-        self.rollback_parallelism.is_some()
-            || self.rollback_delay.is_some()
-            || self.rollback_order.is_some()
-    }
-
-    fn touches_restart_policy(&self) -> bool {
-        self.restart_condition.is_some()
-            || self.restart_delay.is_some()
-            || self.restart_max_attempts.is_some()
-            || self.restart_window.is_some()
-    }
-
     fn touches_ports(&self) -> bool {
         !self.publish_add.is_empty() || !self.publish_rm.is_empty()
     }
 
-    fn touches_healthcheck(&self) -> bool {
-        self.health_cmd.is_some()
-            || self.health_interval.is_some()
-            || self.health_timeout.is_some()
-            || self.health_retries.is_some()
-            || self.health_start_period.is_some()
-            || self.no_healthcheck
+    /// Whether the update changes anything besides a rollback (which ignores other flags).
+    fn touches_anything_else(&self) -> bool {
+        self.image.is_some()
+            || self.replicas.is_some()
+            || !self.env_add.is_empty()
+            || !self.env_rm.is_empty()
+            || !self.label_add.is_empty()
+            || !self.label_rm.is_empty()
+            || !self.container_label_add.is_empty()
+            || !self.container_label_rm.is_empty()
+            || !self.constraint_add.is_empty()
+            || !self.constraint_rm.is_empty()
+            || self.touches_ports()
+            || self.settings.any()
+            || self.force
     }
 
     /// Turns the flags into an update; settings changed field by field start from `current`.
     fn into_update(self, current: Option<&ServiceSpec>) -> ServiceUpdate {
-        let mut update = ServiceUpdate {
-            update_config: None,
-            rollback_config: None,
-            restart_policy: None,
-            healthcheck: None,
-            ..ServiceUpdate::default()
-        };
+        let mut update = ServiceUpdate::default();
         if let Some(spec) = current {
-            if self.touches_update_config() {
-                let mut c = spec.update_config.clone();
-                c.parallelism = self.update_parallelism.unwrap_or(c.parallelism);
-                c.delay_ms = self.update_delay.unwrap_or(c.delay_ms);
-                c.order = self.update_order.unwrap_or(c.order);
-                c.failure_action = self.update_failure_action.unwrap_or(c.failure_action);
-                c.monitor_ms = self.update_monitor.unwrap_or(c.monitor_ms);
-                c.max_failure_ratio_milli = self
-                    .update_max_failure_ratio
-                    .unwrap_or(c.max_failure_ratio_milli);
-                update.update_config = Some(c);
+            let mut changed = spec.clone();
+            self.settings.apply(&mut changed);
+            if self.settings.touches_update() {
+                update.update_config = Some(changed.update_config);
             }
-            if self.touches_rollback_config() {
-                let mut c = spec.rollback_config.clone();
-                c.parallelism = self.rollback_parallelism.unwrap_or(c.parallelism);
-                c.delay_ms = self.rollback_delay.unwrap_or(c.delay_ms);
-                c.order = self.rollback_order.unwrap_or(c.order);
-                update.rollback_config = Some(c);
+            if self.settings.touches_rollback() {
+                update.rollback_config = Some(changed.rollback_config);
             }
-            if self.touches_restart_policy() {
-                let mut r = spec.restart_policy.clone();
-                r.condition = self.restart_condition.unwrap_or(r.condition);
-                r.delay_ms = self.restart_delay.unwrap_or(r.delay_ms);
-                if let Some(n) = self.restart_max_attempts {
-                    r.max_attempts = (n > 0).then_some(n);
-                }
-                r.window_ms = self.restart_window.unwrap_or(r.window_ms);
-                update.restart_policy = Some(r);
+            if self.settings.touches_restart() {
+                update.restart_policy = Some(changed.restart_policy);
+            }
+            if self.settings.touches_health() {
+                update.healthcheck = changed.healthcheck;
             }
             if self.touches_ports() {
                 let removed = |p: &PortSpec| {
@@ -324,25 +236,6 @@ impl UpdateArgs {
                     .collect();
                 ports.extend(added);
                 update.ports = Some(ports);
-            }
-            if self.touches_healthcheck() {
-                let mut h = spec.healthcheck.clone().unwrap_or_default();
-                if let Some(cmd) = &self.health_cmd {
-                    h.test = Some(vec!["CMD-SHELL".into(), cmd.clone()]);
-                    h.disable = false;
-                }
-                h.interval_ms = self.health_interval.or(h.interval_ms);
-                h.timeout_ms = self.health_timeout.or(h.timeout_ms);
-                h.retries = self.health_retries.or(h.retries);
-                h.start_period_ms = self.health_start_period.or(h.start_period_ms);
-                if self.no_healthcheck {
-                    h = HealthcheckSpec {
-                        test: Some(vec!["NONE".into()]),
-                        disable: true,
-                        ..HealthcheckSpec::default()
-                    };
-                }
-                update.healthcheck = Some(h);
             }
         }
         update.image = self.image;
@@ -373,98 +266,331 @@ fn parse_scale(s: &str) -> Result<(String, u64), String> {
 /// Runs a `service` verb against the agent of `data_dir`.
 pub fn run(data_dir: &Path, command: ServiceCommand) -> anyhow::Result<()> {
     match command {
-        ServiceCommand::Ls { format } => {
-            let Response::Services(services) = client::call(data_dir, Request::ServiceList)? else {
-                bail!("unexpected answer from the agent");
-            };
-            match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&services)?),
-                Format::Table => println!("{}", table(&services)),
-            }
+        ServiceCommand::Create(args) => create(data_dir, *args),
+        ServiceCommand::Ls { list } => {
+            let services = list_services(data_dir)?;
+            print_services(services, &list, None)
         }
-        ServiceCommand::Inspect { name, format } => {
-            let Response::Service(detail) =
-                client::call(data_dir, Request::ServiceInspect { name })?
-            else {
-                bail!("unexpected answer from the agent");
-            };
-            match format {
-                Format::Json => {
-                    // One flat object: the `service ls` fields plus version, force and spec.
-                    let mut value = serde_json::to_value(&detail.info)?;
-                    if let serde_json::Value::Object(map) = &mut value {
-                        map.insert("version".into(), detail.version.clone().into());
-                        map.insert("force".into(), detail.force.into());
-                        map.insert("spec".into(), serde_json::to_value(&detail.spec)?);
-                        map.insert("rollout".into(), serde_json::to_value(&detail.rollout)?);
-                    }
-                    println!("{}", serde_json::to_string_pretty(&value)?);
+        ServiceCommand::Inspect {
+            names,
+            pretty: as_text,
+            format,
+        } => inspect(data_dir, &names, as_text, format.as_deref()),
+        ServiceCommand::Update(args) => update(data_dir, args),
+        ServiceCommand::Ps { names, ps } => {
+            let mut all = Vec::new();
+            let mut failed = Vec::new();
+            for name in names {
+                match client::call(data_dir, Request::ServicePs { name }) {
+                    Ok(Response::Tasks(tasks)) => all.extend(tasks),
+                    Ok(other) => bail!("unexpected answer from the agent: {other:?}"),
+                    Err(e) => failed.push(e.to_string()),
                 }
-                Format::Table => print!("{}", pretty(&detail)),
             }
+            if !all.is_empty() || failed.is_empty() {
+                ps.print(all)?;
+            }
+            each_failed(failed)
         }
-        ServiceCommand::Update(args) => {
-            // Settings given field by field need the current values of the others.
-            let needs_current = args.touches_update_config()
-                || args.touches_rollback_config()
-                || args.touches_restart_policy()
-                || args.touches_healthcheck()
-                || args.touches_ports();
-            let current = if needs_current {
-                let request = Request::ServiceInspect {
-                    name: args.name.clone(),
+        ServiceCommand::Scale { scales, detach } => {
+            let mut failed = Vec::new();
+            let mut scaled = Vec::new();
+            for (name, n) in scales {
+                let before = (!detach)
+                    .then(|| progress::status_before(data_dir, &name))
+                    .flatten();
+                let request = Request::ServiceScale {
+                    scales: vec![(name.clone(), n)],
                 };
-                match client::call(data_dir, request)? {
-                    Response::Service(detail) => Some(detail.spec),
-                    other => bail!("unexpected answer from the agent: {other:?}"),
+                match client::call(data_dir, request).and_then(print_receipt) {
+                    Ok(()) => scaled.push((name, before)),
+                    Err(e) => failed.push(format!("{name}: {e:#}")),
                 }
-            } else {
-                None
-            };
-            let name = args.name.clone();
-            let added: std::collections::BTreeMap<String, String> =
-                args.label_add.iter().cloned().collect();
-            shoal_core::routing::sticky::from_labels(&name, &added)
-                .and_then(|_| shoal_core::reconcile::placement::rebalance_label(&added))
-                .map_err(|e| anyhow::anyhow!("--label-add: {e}"))?;
-            let update = args.into_update(current.as_ref());
-            let request = Request::ServiceUpdate {
-                name,
-                update: Box::new(update),
-            };
-            print_receipt(client::call(data_dir, request)?)?;
+            }
+            if !detach {
+                for (name, before) in scaled {
+                    if let Err(e) =
+                        progress::converge(data_dir, &name, Expect::Update, false, before)
+                    {
+                        failed.push(format!("{name}: {e:#}"));
+                    }
+                }
+            }
+            each_failed(failed)
         }
-        ServiceCommand::Ps { name, ps } => {
-            let Response::Tasks(tasks) = client::call(data_dir, Request::ServicePs { name })?
-            else {
-                bail!("unexpected answer from the agent");
-            };
-            ps.print(tasks)?;
-        }
-        ServiceCommand::Scale { scales } => {
-            print_receipt(client::call(data_dir, Request::ServiceScale { scales })?)?;
-        }
+        ServiceCommand::Rollback {
+            name,
+            detach,
+            quiet,
+        } => rollback(data_dir, &name, detach, quiet),
         ServiceCommand::Rm { names } => {
-            print_receipt(client::call(data_dir, Request::ServiceRemove { names })?)?;
+            let mut failed = Vec::new();
+            for name in names {
+                let request = Request::ServiceRemove {
+                    names: vec![name.clone()],
+                };
+                match client::call(data_dir, request) {
+                    // Docker prints each name removed.
+                    Ok(Response::Changed(_)) => println!("{name}"),
+                    Ok(other) => failed.push(format!("{name}: unexpected answer {other:?}")),
+                    Err(e) => failed.push(format!("{e:#}")),
+                }
+            }
+            each_failed(failed)
         }
+    }
+}
+
+/// Reports every item that failed (docker applies the valid names and reports each bad one) and
+/// fails if any did.
+pub fn each_failed(failed: Vec<String>) -> anyhow::Result<()> {
+    match failed.len() {
+        0 => Ok(()),
+        1 => bail!("{}", failed[0]),
+        n => {
+            for f in &failed[..n - 1] {
+                eprintln!("error: {f}");
+            }
+            bail!("{}", failed[n - 1])
+        }
+    }
+}
+
+fn create(data_dir: &Path, args: CreateArgs) -> anyhow::Result<()> {
+    let (detach, quiet) = (args.detach, args.quiet);
+    let environ: BTreeMap<String, String> = std::env::vars().collect();
+    let def = args.into_def(&environ).map_err(anyhow::Error::msg)?;
+    let name = def.name.clone();
+    let response = client::call(data_dir, Request::ServiceCreate { def: Box::new(def) })?;
+    let Response::Changed(_) = response else {
+        bail!("unexpected answer from the agent: {response:?}");
+    };
+    // Docker prints the new service's id first.
+    println!("{}", shoal_core::api::service_id(&name));
+    if !detach {
+        progress::converge(data_dir, &name, Expect::Update, quiet, None)?;
     }
     Ok(())
 }
 
-fn table(services: &[ServiceInfo]) -> Table {
-    let mut table = Table::new();
-    table.load_preset(NOTHING);
-    table.set_header(["NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]);
-    for s in services {
-        table.add_row([
-            s.name.clone(),
-            mode_text(s.mode).to_string(),
-            format!("{}/{}", s.running, s.replicas),
-            s.image.clone(),
-            s.ports.join(","),
-        ]);
+fn update(data_dir: &Path, args: UpdateArgs) -> anyhow::Result<()> {
+    let name = args.name.clone();
+    let (detach, quiet) = (args.detach, args.quiet);
+    if args.rollback {
+        if args.touches_anything_else() {
+            bail!("--rollback cannot be combined with other changes");
+        }
+        return rollback(data_dir, &name, detach, quiet);
     }
-    table
+    args.settings.check().map_err(anyhow::Error::msg)?;
+    // Settings given field by field need the current values of the others, and so do the
+    // checks of the labels as they will be.
+    let current = match client::call(data_dir, Request::ServiceInspect { name: name.clone() })? {
+        Response::Service(detail) => detail.spec,
+        other => bail!("unexpected answer from the agent: {other:?}"),
+    };
+    let mut labels = current.labels.clone();
+    for key in &args.label_rm {
+        labels.remove(key);
+    }
+    labels.extend(args.label_add.iter().cloned());
+    shoal_core::routing::sticky::from_labels(&name, &labels)
+        .and_then(|_| shoal_core::reconcile::placement::rebalance_label(&labels))
+        .map_err(|e| anyhow::anyhow!("--label-add: {e}"))?;
+    let routing = shoal_core::routing::routers::from_labels(&name, &labels, &current.ports)
+        .map_err(|e| anyhow::anyhow!("--label-add: {e}"))?;
+    for (label, why) in routing.warnings {
+        eprintln!("warning: label {label}: {why}");
+    }
+    let before = (!detach).then(|| current_status(data_dir, &name)).flatten();
+    let update = args.into_update(Some(&current));
+    let request = Request::ServiceUpdate {
+        name: name.clone(),
+        update: Box::new(update),
+    };
+    let response = client::call(data_dir, request)?;
+    let changed = matches!(&response, Response::Changed(r) if r.changed);
+    if quiet {
+        let Response::Changed(_) = response else {
+            bail!("unexpected answer from the agent: {response:?}");
+        };
+    } else {
+        print_receipt(response)?;
+    }
+    if !detach && changed {
+        progress::converge(data_dir, &name, Expect::Update, quiet, before)?;
+    }
+    Ok(())
+}
+
+fn current_status(data_dir: &Path, name: &str) -> Option<shoal_core::desired::state::UpdateStatus> {
+    progress::status_before(data_dir, name)
+}
+
+fn rollback(data_dir: &Path, name: &str, detach: bool, quiet: bool) -> anyhow::Result<()> {
+    let before = (!detach).then(|| current_status(data_dir, name)).flatten();
+    let response = client::call(
+        data_dir,
+        Request::ServiceRollback {
+            name: name.to_string(),
+        },
+    )?;
+    let Response::Changed(_) = response else {
+        bail!("unexpected answer from the agent: {response:?}");
+    };
+    println!("{name}");
+    if !detach {
+        progress::converge(data_dir, name, Expect::Rollback, quiet, before)?;
+    }
+    Ok(())
+}
+
+/// Every service, as the agent lists them.
+pub fn list_services(data_dir: &Path) -> anyhow::Result<Vec<ServiceInfo>> {
+    match client::call(data_dir, Request::ServiceList)? {
+        Response::Services(services) => Ok(services),
+        other => bail!("unexpected answer from the agent: {other:?}"),
+    }
+}
+
+/// The `REPLICAS` column: `running/desired`, and the rollout's state while one goes on.
+fn replicas_text(s: &ServiceInfo) -> String {
+    let base = format!("{}/{}", s.running, s.replicas);
+    match s.update_state.as_deref() {
+        None | Some("completed") | Some("rollback_completed") => base,
+        Some("rollback_started") => format!("{base} (rolling back)"),
+        Some(state) => format!("{base} ({})", state.replace('_', " ")),
+    }
+}
+
+/// Prints services as `service ls` (and `stack services`) do; `stack` keeps one stack's.
+pub fn print_services(
+    services: Vec<ServiceInfo>,
+    list: &ListArgs,
+    stack: Option<&str>,
+) -> anyhow::Result<()> {
+    let filters = output::parse_filters(&list.filters, &["id", "name", "label", "mode"])
+        .map_err(anyhow::Error::msg)?;
+    let services: Vec<ServiceInfo> = services
+        .into_iter()
+        .filter(|s| stack.is_none_or(|st| s.stack == st))
+        .filter(|s| {
+            output::passes(&filters, |k, v| match k {
+                "id" => s.id.starts_with(v),
+                // Docker matches a name filter as a prefix.
+                "name" => s.name.starts_with(v),
+                "label" => output::label_matches(&s.labels, v),
+                "mode" => mode_text(s.mode) == v,
+                _ => false,
+            })
+        })
+        .collect();
+    let rows = services
+        .iter()
+        .map(|s| {
+            let mut row = Row::new();
+            row.insert("ID".into(), output::short_id(&s.id, list.no_trunc).into());
+            row.insert("Name".into(), s.name.clone().into());
+            row.insert("Mode".into(), mode_text(s.mode).into());
+            row.insert("Replicas".into(), replicas_text(s).into());
+            row.insert("Image".into(), s.image.clone().into());
+            row.insert("Ports".into(), s.ports.join(", ").into());
+            row.insert(
+                "Stack".into(),
+                (if s.stack.is_empty() { "—" } else { &s.stack }).into(),
+            );
+            row.insert("Running".into(), s.running.into());
+            row.insert("Desired".into(), s.replicas.into());
+            row
+        })
+        .collect();
+    let listing = Listing {
+        rows,
+        columns: &[
+            ("ID", "ID"),
+            ("NAME", "Name"),
+            ("MODE", "Mode"),
+            ("REPLICAS", "Replicas"),
+            ("IMAGE", "Image"),
+            ("PORTS", "Ports"),
+        ],
+        json: serde_json::to_value(&services)?,
+        id_field: "ID",
+    };
+    print!(
+        "{}",
+        listing
+            .render(&list.format, list.quiet)
+            .map_err(anyhow::Error::msg)?
+    );
+    Ok(())
+}
+
+/// `service inspect`: the flat JSON object of each service (the `service ls` fields plus version,
+/// force, spec, rollout, update status and previous spec), as an array by default.
+fn inspect(
+    data_dir: &Path,
+    names: &[String],
+    as_text: bool,
+    format: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut found = Vec::new();
+    let mut failed = Vec::new();
+    for name in names {
+        match client::call(data_dir, Request::ServiceInspect { name: name.clone() }) {
+            Ok(Response::Service(detail)) => found.push(*detail),
+            Ok(other) => failed.push(format!("{name}: unexpected answer {other:?}")),
+            Err(e) => failed.push(format!("{e:#}")),
+        }
+    }
+    let objects: Vec<serde_json::Value> = found.iter().map(flat_json).collect::<Result<_, _>>()?;
+    if as_text {
+        for d in &found {
+            print!("{}", pretty(d));
+        }
+    } else {
+        match format {
+            None => println!("{}", serde_json::to_string_pretty(&objects)?),
+            Some("json") => {
+                for o in &objects {
+                    println!("{}", serde_json::to_string_pretty(o)?);
+                }
+            }
+            Some(template) => {
+                let t = output::Template::parse(template).map_err(anyhow::Error::msg)?;
+                for o in &objects {
+                    println!("{}", t.render(o).map_err(anyhow::Error::msg)?);
+                }
+            }
+        }
+    }
+    each_failed(failed)
+}
+
+fn flat_json(detail: &ServiceDetail) -> anyhow::Result<serde_json::Value> {
+    let mut value = serde_json::to_value(&detail.info)?;
+    if let serde_json::Value::Object(map) = &mut value {
+        map.insert("version".into(), detail.version.clone().into());
+        map.insert("force".into(), detail.force.into());
+        map.insert("spec".into(), serde_json::to_value(&detail.spec)?);
+        map.insert("rollout".into(), serde_json::to_value(&detail.rollout)?);
+        // The status's version is an HLC whose node id does not fit JSON's numbers: as text.
+        let status = detail.update_status.as_ref().map(|s| {
+            serde_json::json!({
+                "state": s.state.as_str(),
+                "version": s.version.to_string(),
+                "started_ms": s.started_ms,
+                "completed_ms": s.completed_ms,
+                "message": s.message,
+            })
+        });
+        map.insert("update_status".into(), status.into());
+        map.insert(
+            "previous_spec".into(),
+            serde_json::to_value(&detail.previous_spec)?,
+        );
+    }
+    Ok(value)
 }
 
 fn mode_text(mode: Mode) -> &'static str {

@@ -11,7 +11,7 @@ use super::error::{Failure, KeyPath, Warning};
 use super::model::{
     Lenient, ListOrEntries, RawHealthcheck, RawPort, RawPortLong, RawService, Scalar, StringOrList,
 };
-use super::{deploy, image, mounts, ports, units, words, Declared};
+use super::{deploy, image, mounts, options, ports, units, words, Declared};
 
 /// Expanded ports allowed in one stack: `1-65535` twice is legitimate, a file full of such ranges
 /// is not.
@@ -33,6 +33,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) ports_left: usize,
     /// Published ports of the services converted so far, and which service has each.
     pub(crate) published: BTreeMap<(Protocol, u16), String>,
+    /// The stack file's surroundings: its directory, the home directory, a file reader.
+    pub(crate) files: &'a options::FileContext<'a>,
 }
 
 impl<'a> Ctx<'a> {
@@ -43,6 +45,7 @@ impl<'a> Ctx<'a> {
         networks: &'a BTreeMap<String, Declared>,
         volumes: &'a BTreeMap<String, Declared>,
         warnings: &'a mut Vec<Warning>,
+        files: &'a options::FileContext<'a>,
     ) -> Self {
         Ctx {
             stack,
@@ -52,6 +55,7 @@ impl<'a> Ctx<'a> {
             warnings,
             ports_left: MAX_PORTS,
             published: BTreeMap::new(),
+            files,
         }
     }
 }
@@ -92,8 +96,9 @@ pub(crate) fn service(
     ctx: &mut Ctx<'_>,
     path: &KeyPath,
     name: &str,
-    raw: RawService,
+    mut raw: RawService,
 ) -> Result<ServiceDef, Failure> {
+    let raw_options = options::RawOptions::take(&mut raw);
     check_service_name(name)
         .map_err(|e| Failure::at(path, format!("invalid service name {name:?}: {e}")))?;
     let full = format!("{}_{name}", ctx.stack);
@@ -145,11 +150,23 @@ pub(crate) fn service(
         }
         mounts::check_duplicates(&vpath, &spec.mounts)?;
     }
+    options::apply(ctx, path, raw_options, &mut spec)?;
     let replicas = deploy::apply(
         &path.key("deploy"),
         raw.deploy.unwrap_or_default(),
         &mut spec,
     )?;
+    // Traefik routers: a label shoal cannot honour fails here with its line, one it ignores
+    // is a warning.
+    let labels_at = path.key("deploy").key("labels");
+    let routing = shoal_core::routing::routers::from_labels(&full, &spec.labels, &spec.ports)
+        .map_err(|e| Failure::at(&labels_at, e))?;
+    for (label, why) in routing.warnings {
+        ctx.warnings.push(Warning::at(
+            &labels_at.key(&label),
+            format!("label {label}: {why}"),
+        ));
+    }
     Ok(ServiceDef {
         name: full,
         stack: ctx.stack.to_string(),
@@ -344,6 +361,7 @@ fn healthcheck(path: &KeyPath, raw: RawHealthcheck) -> Result<HealthcheckSpec, F
         retries: raw.retries.map(|Lenient(n)| n),
         start_period_ms: duration(raw.start_period, "start_period")?,
         disable: raw.disable.is_some_and(|Lenient(b)| b),
+        start_interval_ms: duration(raw.start_interval, "start_interval")?,
     };
     let test_path = path.key("test");
     let test = match raw.test {

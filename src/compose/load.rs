@@ -281,7 +281,7 @@ pub(crate) fn normalize_lists(doc: &mut Value) {
         let Value::Mapping(service) = service else {
             continue;
         };
-        for key in ["environment", "labels"] {
+        for key in ["environment", "labels", "sysctls"] {
             if let Some(v) = service.get_mut(key) {
                 list_to_map(v, true);
             }

@@ -49,7 +49,9 @@
 //! `front` in stack `app` is `app_front`, unless declared `external: true` (used as is) or given a
 //! `name:`. A service that lists no network gets an empty `networks` (Swarm would attach it to
 //! `STACK_default`); one that lists `default` gets `STACK_default`. Relative bind sources
-//! (`./data`) are passed on unchanged.
+//! (`./data`, `data` with `type: bind`) are resolved against the first file's directory and `~`
+//! against the home directory, as Docker's loader does, when the caller gives them
+//! ([`parse_stack_in`]); [`parse_stack`] passes them on unchanged.
 //!
 //! # Testing
 //!
@@ -79,6 +81,7 @@ mod load;
 mod locate;
 mod model;
 mod mounts;
+mod options;
 mod ports;
 mod shape;
 mod units;
@@ -89,12 +92,17 @@ use std::collections::BTreeMap;
 use yaml_serde::Value;
 
 pub use self::error::{ComposeError, Location};
+pub use self::options::FileContext;
 // The CLI's `service update` flags take the same values as stack files.
 use self::error::{Failure, KeyPath, Segment, Warning};
 use self::interpolate::Interpolator;
 use self::load::key_text;
 use self::model::{External, Ignored, RawDeclaration, RawStack};
-pub(crate) use self::{constraint::parse_constraint, units::duration_ms, units::thousandths};
+pub(crate) use self::{
+    constraint::{parse_constraint, parse_spread},
+    units::{duration_ms, memory_bytes, thousandths},
+    words::split as split_words,
+};
 pub use shoal_core::desired::spec::ServiceDef;
 
 /// A `service update --publish-add` value: the short port syntax of stack files
@@ -171,6 +179,18 @@ pub fn parse_stack(
     files: &[(String, String)],
     env: &BTreeMap<String, String>,
 ) -> Result<StackFile, ComposeError> {
+    parse_stack_in(stack_name, files, env, &FileContext::none())
+}
+
+/// [`parse_stack`] for files that live somewhere: relative bind sources and `env_file` paths
+/// are resolved against `context.base_dir` (the first file's directory, as Docker's loader
+/// does), `~` against `context.home`, and env files are read with `context.read`.
+pub fn parse_stack_in(
+    stack_name: &str,
+    files: &[(String, String)],
+    env: &BTreeMap<String, String>,
+    context: &FileContext<'_>,
+) -> Result<StackFile, ComposeError> {
     if let Err(reason) = convert::check_name(stack_name) {
         return Err(ComposeError::StackName {
             name: stack_name.to_string(),
@@ -213,7 +233,7 @@ pub fn parse_stack(
     }
     let merged = merged.unwrap_or(Value::Null);
     let (mut stack, warnings) =
-        build(stack_name, merged, env, warnings).map_err(|f| located(files, f))?;
+        build(stack_name, merged, env, warnings, context).map_err(|f| located(files, f))?;
     stack.warnings = render_warnings(files, warnings);
     Ok(stack)
 }
@@ -290,6 +310,7 @@ fn build(
     merged: Value,
     env: &BTreeMap<String, String>,
     mut warnings: Vec<Warning>,
+    files: &FileContext<'_>,
 ) -> Result<(StackFile, Vec<Warning>), Failure> {
     let mut ignored: Vec<KeyPath> = Vec::new();
     let mut record = |p: serde_ignored::Path<'_>| ignored.push(ignored_path(&p));
@@ -327,7 +348,7 @@ fn build(
             "at least one service is required",
         ));
     }
-    let mut ctx = convert::Ctx::new(stack, env, &network_map, &volume_map, &mut warnings);
+    let mut ctx = convert::Ctx::new(stack, env, &network_map, &volume_map, &mut warnings, files);
     let mut services = Vec::with_capacity(raw_services.len());
     for (name, service) in raw_services {
         let path = services_path.key(&name);

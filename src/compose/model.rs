@@ -64,6 +64,9 @@ const KEYS: &[(&str, &str)] = &[
         "services.*.deploy.resources.reservations",
         "cpus devices generic_resources memory",
     ),
+    ("services.*.logging", "driver options"),
+    ("services.*.ulimits.*", "hard soft"),
+    ("services.*.env_file.[]", "format path required"),
     (
         "services.*.healthcheck",
         "disable interval retries start_interval start_period test timeout",
@@ -91,7 +94,13 @@ const KEYS: &[(&str, &str)] = &[
 ];
 
 /// Parents whose keys are names chosen by the author (services, networks, volumes).
-const NAMED: [&str; 4] = ["services", "networks", "volumes", "services.*.networks"];
+const NAMED: [&str; 5] = [
+    "services",
+    "networks",
+    "volumes",
+    "services.*.networks",
+    "services.*.ulimits",
+];
 
 /// What to do with a key that deserialization ignored.
 #[derive(Debug, PartialEq, Eq)]
@@ -202,6 +211,117 @@ pub(crate) struct RawService {
     pub deploy: Option<RawDeploy>,
     pub networks: Option<ListOrEntries<RawServiceNetwork>>,
     pub volumes: Option<Vec<RawMount>>,
+    pub env_file: Option<RawEnvFiles>,
+    pub user: Option<Scalar>,
+    pub working_dir: Option<String>,
+    pub hostname: Option<String>,
+    pub stop_signal: Option<Scalar>,
+    pub stop_grace_period: Option<Scalar>,
+    pub init: Option<Lenient<bool>>,
+    pub tty: Option<Lenient<bool>>,
+    pub read_only: Option<Lenient<bool>>,
+    pub cap_add: Option<Vec<String>>,
+    pub cap_drop: Option<Vec<String>>,
+    pub sysctls: Option<ListOrEntries<Scalar>>,
+    pub ulimits: Option<Entries<RawUlimit>>,
+    pub logging: Option<RawLogging>,
+    pub dns: Option<StringOrList>,
+    pub dns_search: Option<StringOrList>,
+    pub extra_hosts: Option<ListOrEntries<Scalar>>,
+}
+
+/// `env_file`: one path, or a list of paths or `{path, required}`.
+pub(crate) enum RawEnvFiles {
+    /// `env_file: a.env`.
+    One(String),
+    /// `env_file: [a.env, {path: b.env, required: false}]`.
+    List(Vec<RawEnvFile>),
+}
+
+/// One entry of an `env_file` list.
+pub(crate) enum RawEnvFile {
+    /// A path.
+    Short(String),
+    /// `{path, required, format}`.
+    Long(RawEnvFileLong),
+}
+
+/// The long `env_file` syntax.
+#[derive(Deserialize, Default)]
+pub(crate) struct RawEnvFileLong {
+    pub path: Option<String>,
+    pub required: Option<Lenient<bool>>,
+    pub format: Option<String>,
+}
+
+/// One `ulimits` entry: a number (soft and hard alike) or `{soft, hard}`.
+pub(crate) enum RawUlimit {
+    /// `nproc: 65535`.
+    Single(Scalar),
+    /// `nofile: {soft: 20000, hard: 40000}`.
+    Pair(RawUlimitPair),
+}
+
+/// `{soft, hard}`.
+#[derive(Deserialize, Default)]
+pub(crate) struct RawUlimitPair {
+    pub soft: Option<Scalar>,
+    pub hard: Option<Scalar>,
+}
+
+/// `logging`.
+#[derive(Deserialize, Default)]
+pub(crate) struct RawLogging {
+    pub driver: Option<String>,
+    pub options: Option<Entries<Option<Scalar>>>,
+}
+
+impl<'de> Deserialize<'de> for RawEnvFiles {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawEnvFiles;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a path or a list of paths")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawEnvFiles::One(v.to_string()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    out.push(item);
+                }
+                Ok(RawEnvFiles::List(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawUlimit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawUlimit;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number or a mapping with soft and hard")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawUlimit::Single(Scalar(v.to_string())))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(RawUlimit::Single(Scalar(v.to_string())))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(RawUlimit::Single(Scalar(v.to_string())))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                RawUlimitPair::deserialize(MapAccessDeserializer::new(map)).map(RawUlimit::Pair)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `services.NAME.networks.NET`: aliases, static IPs... are not modelled (warned about).
@@ -235,6 +355,7 @@ pub(crate) struct RawHealthcheck {
     pub retries: Option<Lenient<u64>>,
     pub start_period: Option<Scalar>,
     pub disable: Option<Lenient<bool>>,
+    pub start_interval: Option<Scalar>,
 }
 
 /// One entry of `volumes` in a service.
@@ -529,6 +650,11 @@ short_or_long!(
     RawPort,
     RawPortLong,
     "a port such as \"8080:80\" or a mapping with target and published"
+);
+short_or_long!(
+    RawEnvFile,
+    RawEnvFileLong,
+    "a path or a mapping with path and required"
 );
 short_or_long!(
     RawMount,

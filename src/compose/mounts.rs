@@ -184,7 +184,9 @@ pub(crate) fn mount(
         (Kind::Plain(MountKind::Bind), None) => {
             return Err(Failure::at(path, "a bind mount needs a source path"));
         }
-        (Kind::Plain(MountKind::Bind), Some(s)) => (MountKind::Bind, s),
+        (Kind::Plain(MountKind::Bind), Some(s)) => {
+            (MountKind::Bind, super::options::resolve_bind(ctx, &s))
+        }
         (Kind::Plain(MountKind::Tmpfs), None) => (MountKind::Tmpfs, String::new()),
         (Kind::Plain(MountKind::Tmpfs), Some(_)) => {
             return Err(Failure::at(path, "a tmpfs mount takes no source"));

@@ -125,6 +125,13 @@ impl Agent {
 
     /// Starts (or restarts) the process with the same data dir. A first start with a seed asks
     /// the seed for the join token; a restart needs none.
+    /// Adds agent flags (`--entrypoint web=:8081`...).
+    pub fn with_args(mut self, extra: &[&str]) -> Self {
+        self.args.extend(extra.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// Starts (or restarts) the process with the same data dir.
     pub fn start(&mut self) {
         let member = self.data_dir.join("trust").join("node.crt").exists();
         let token = match self.seed {

@@ -73,8 +73,9 @@ impl FileKind {
         // One version per kind: bump only the kind whose body changed, and add the migration
         // from the old version to `migrate` below.
         match self {
-            FileKind::DesiredState
-            | FileKind::NodeState
+            // 2: container options in service entries, `removed` in node entries (P7).
+            FileKind::DesiredState => 2,
+            FileKind::NodeState
             | FileKind::Peers
             | FileKind::CaCert
             | FileKind::CaKey
@@ -238,9 +239,23 @@ pub fn encode_desired(state: &DesiredState) -> Result<Vec<u8>, FormatError> {
     encode_file(FileKind::DesiredState, state)
 }
 
-/// Reads `desired.bin`, including the unversioned raw-bincode files written before the envelope.
-/// When `legacy` is set, the caller should write the state back with [`encode_desired`].
+/// Reads `desired.bin`, including the unversioned raw-bincode files written before the envelope
+/// and those of format version 1. When `legacy` is set, the caller should write the state back
+/// with [`encode_desired`].
 pub fn decode_desired(bytes: &[u8]) -> Result<Decoded<DesiredState>, FormatError> {
+    let kind = FileKind::DesiredState;
+    let v1 = bytes.len() >= FILE_HEADER_BYTES
+        && bytes[..4] == FILE_MAGIC
+        && bytes[4..6] == (kind as u16).to_be_bytes()
+        && bytes[6..8] == 1u16.to_be_bytes();
+    if v1 {
+        let value = DesiredState::decode_v1(&bytes[FILE_HEADER_BYTES..])
+            .map_err(|source| FormatError::Body { kind, source })?;
+        return Ok(Decoded {
+            value,
+            legacy: true,
+        });
+    }
     decode_or_legacy(
         FileKind::DesiredState,
         bytes,
@@ -341,10 +356,10 @@ mod tests {
         assert!(!again.legacy);
         // A future version is refused, not read as legacy.
         let mut future = current.clone();
-        future[6..8].copy_from_slice(&2u16.to_be_bytes());
+        future[6..8].copy_from_slice(&9u16.to_be_bytes());
         assert!(matches!(
             decode_desired(&future),
-            Err(FormatError::Version { found: 2, .. })
+            Err(FormatError::Version { found: 9, .. })
         ));
         assert!(decode_desired(b"garbage").is_err());
     }

@@ -70,7 +70,7 @@ pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), Wi
 /// First bytes of every shoal datagram: lets a node drop stray traffic cheaply.
 pub const MAGIC: [u8; 2] = *b"SH";
 /// Version of the datagram layout and of every message inside it. Bumped on incompatible change.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 
 /// What a gossip datagram carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,7 +132,7 @@ mod tests {
         assert!(matches!(open(b""), Err(WireError::BadMagic)));
         assert!(matches!(open(b"XX\x01\x01"), Err(WireError::BadMagic)));
         assert!(matches!(open(b"SH\x09\x01"), Err(WireError::Version(9))));
-        assert!(matches!(open(b"SH\x01\x63"), Err(WireError::Kind(0x63))));
+        assert!(matches!(open(b"SH\x02\x63"), Err(WireError::Kind(0x63))));
         assert!(matches!(
             open(&vec![0u8; 10_000]),
             Err(WireError::TooLarge(10_000))

@@ -1,4 +1,6 @@
-//! Layer 7, for sticky services: each HTTP/1.1 request is routed on its own. A request whose
+//! Layer 7, for sticky services and for entry points with HTTP routers: each HTTP/1.1 request is
+//! routed on its own. On an entry point, the first router (by priority) whose rule matches the
+//! request picks the service (`404` when none does). A request whose
 //! cookie names a ready replica goes there; any other request goes to the next replica in turn and
 //! its response sets the cookie, so the browser's later requests (a form's POST after its GET)
 //! reach the replica that issued the page.
@@ -24,9 +26,43 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpStream, sync::Mutex};
 use tracing::{debug, Instrument};
 
-use super::Shared;
+use super::{BalanceKey, Shared};
 use shoal_core::desired::spec::Protocol;
-use shoal_core::routing::routes::Backend;
+use shoal_core::routing::{routers, routes::Backend, rule::HttpFacts};
+
+/// What a router's rule looks at in a request.
+struct Facts<'a>(&'a Request<Incoming>);
+
+impl HttpFacts for Facts<'_> {
+    fn host(&self) -> &str {
+        self.0
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| self.0.uri().authority().map(|a| a.as_str()))
+            .unwrap_or("")
+    }
+
+    fn path(&self) -> &str {
+        self.0.uri().path()
+    }
+
+    fn method(&self) -> &str {
+        self.0.method().as_str()
+    }
+
+    fn query(&self) -> &str {
+        self.0.uri().query().unwrap_or("")
+    }
+
+    fn has_header(&self, name: &str, value: &str) -> bool {
+        self.0
+            .headers()
+            .get_all(name)
+            .iter()
+            .any(|v| v.as_bytes() == value.as_bytes())
+    }
+}
 
 type Body = BoxBody<Bytes, hyper::Error>;
 /// Connections to replicas opened for one client connection, by replica address.
@@ -62,11 +98,23 @@ async fn route(
     shared: &Shared,
     upstreams: &Upstreams,
 ) -> Response<Body> {
-    let Some(route) = shared.route((Protocol::Tcp, port)) else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this port is no longer published\n",
-        );
+    let (route, key) = match shared.route((Protocol::Tcp, port)) {
+        Some(route) => (route, BalanceKey::Port((Protocol::Tcp, port))),
+        None => {
+            let routers = shared.routers(port);
+            if routers.is_empty() {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "this port is no longer published\n",
+                );
+            }
+            let facts = Facts(&request);
+            match routers::select(&routers, |r| &r.router, &facts) {
+                Some(r) => (r.route.clone(), BalanceKey::Routed(r.route.service.clone())),
+                // Traefik's answer when no router matches.
+                None => return error(StatusCode::NOT_FOUND, "404 page not found\n"),
+            }
+        }
     };
     let wanted: Option<String> = route.sticky.as_ref().and_then(|cookie| {
         request
@@ -85,7 +133,7 @@ async fn route(
     let mut tried = Vec::new();
     let (backend, sticky_hit, mut response) = loop {
         let Some((backend, sticky_hit)) =
-            shared.pick((Protocol::Tcp, port), &route, wanted.as_deref(), &tried)
+            shared.pick(key.clone(), &route, wanted.as_deref(), &tried)
         else {
             let why = format!("no replica of {} is ready\n", route.service);
             return error(StatusCode::SERVICE_UNAVAILABLE, &why);
@@ -94,7 +142,7 @@ async fn route(
         let from_cache = cached.is_some();
         let sender = match cached {
             Some(sender) => Some(sender),
-            None => open(shared, port, &backend).await,
+            None => open(shared, &key, &backend).await,
         };
         let Some(mut sender) = sender else {
             tried.push(backend.task_id);
@@ -162,8 +210,12 @@ async fn route(
 }
 
 /// A new HTTP/1.1 connection to `backend` (its driver runs in its own task).
-async fn open(shared: &Shared, port: u16, backend: &Backend) -> Option<SendRequest<Incoming>> {
-    let stream = shared.dial((Protocol::Tcp, port), backend).await?;
+async fn open(
+    shared: &Shared,
+    key: &BalanceKey,
+    backend: &Backend,
+) -> Option<SendRequest<Incoming>> {
+    let stream = shared.dial(key.clone(), backend).await?;
     match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
         Ok((sender, connection)) => {
             tokio::spawn(

@@ -5,6 +5,10 @@
 //! service, to [`http`] (which reads and sets the cookie); UDP ports go to [`udp`] (sessions per
 //! client address).
 //!
+//! HTTP routers (Traefik's `traefik.http.routers.*` labels) are served on this node's entry
+//! points (`shoal agent --entrypoint web=:80`): a listener on an entry point's port opens once
+//! some router serves there, and [`http`] picks the router for each request.
+//!
 //! A listener that cannot bind (the port is taken on this host) is retried every
 //! [`REBIND_PERIOD`] and logged once per failure cause; the rest of the ingress goes on.
 
@@ -31,7 +35,7 @@ use shoal_core::{
     desired::spec::Protocol,
     routing::{
         balance::Balancer,
-        routes::{Backend, Route, RoutingTable},
+        routes::{Backend, Route, RouterRoute, RoutingTable},
     },
 };
 
@@ -41,14 +45,100 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often a port that could not be bound is tried again.
 pub const REBIND_PERIOD: Duration = Duration::from_secs(5);
 
-/// What every connection handler shares: the current table and each port's balancer.
+/// What every connection handler shares: the current table, each port's balancer, and this
+/// node's entry points for HTTP routers.
 pub(crate) struct Shared {
     table: watch::Receiver<Arc<RoutingTable>>,
-    balancers: Mutex<HashMap<PortKey, Balancer>>,
+    balancers: Mutex<HashMap<BalanceKey, Balancer>>,
+    /// Entry point names by port (`--entrypoint web=:80`).
+    entrypoints: BTreeMap<u16, String>,
 }
 
 /// A published port: its protocol and number.
 pub(crate) type PortKey = (Protocol, u16);
+
+/// Whose rotation a pick belongs to: a published port's, or (behind HTTP routers) a service's,
+/// shared by every router that leads to it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum BalanceKey {
+    /// A published port.
+    Port(PortKey),
+    /// A service reached through routers.
+    Routed(String),
+}
+
+impl From<PortKey> for BalanceKey {
+    fn from(port: PortKey) -> Self {
+        BalanceKey::Port(port)
+    }
+}
+
+impl std::fmt::Display for BalanceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BalanceKey::Port((protocol, port)) => write!(f, "{port}/{protocol}"),
+            BalanceKey::Routed(service) => write!(f, "routers of {service}"),
+        }
+    }
+}
+
+/// An entry point for HTTP routers, as Traefik's static configuration names one
+/// (`--entrypoint web=:80`, `--entrypoint admin=127.0.0.1:8081`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryPoint {
+    /// Its name, which routers' `entrypoints` labels refer to.
+    pub name: String,
+    /// The address to bind; None: the ingress address.
+    pub ip: Option<IpAddr>,
+    /// The port.
+    pub port: u16,
+}
+
+impl EntryPoint {
+    /// Parses `NAME=:PORT` or `NAME=IP:PORT`.
+    pub fn parse(text: &str) -> Result<EntryPoint, String> {
+        let (name, addr) = text
+            .split_once('=')
+            .ok_or_else(|| format!("{text:?}: expected NAME=:PORT"))?;
+        let valid_name = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid_name {
+            return Err(format!("{text:?}: {name:?} is not an entry point name"));
+        }
+        let (ip, port) = match addr.rsplit_once(':') {
+            Some(("", port)) => (None, port),
+            Some((ip, port)) => {
+                let ip = ip.trim_start_matches('[').trim_end_matches(']');
+                let ip = ip
+                    .parse::<IpAddr>()
+                    .map_err(|_| format!("{text:?}: {ip:?} is not an IP address"))?;
+                (Some(ip), port)
+            }
+            None => return Err(format!("{text:?}: expected NAME=:PORT")),
+        };
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("{text:?}: {port:?} is not a port"))?;
+        Ok(EntryPoint {
+            name: name.to_string(),
+            ip,
+            port,
+        })
+    }
+
+    /// Traefik's usual entry point, and shoal's default: `web=:80`.
+    pub fn default_web() -> EntryPoint {
+        EntryPoint {
+            name: "web".into(),
+            ip: None,
+            port: 80,
+        }
+    }
+}
 
 /// The routes of one protocol in `table`.
 fn routes_of(table: &RoutingTable, protocol: Protocol) -> &BTreeMap<u16, Route> {
@@ -66,51 +156,62 @@ impl Shared {
             .cloned()
     }
 
-    /// Picks a backend for a new connection, request or UDP session on `port`.
+    /// The routers serving on the entry point of `port` (none if no entry point has the port),
+    /// in the order they are tried.
+    fn routers(&self, port: u16) -> Vec<RouterRoute> {
+        let Some(name) = self.entrypoints.get(&port) else {
+            return Vec::new();
+        };
+        self.table.borrow().routers_on(name).cloned().collect()
+    }
+
+    /// Picks a backend for a new connection, request or UDP session in `key`'s rotation.
     fn pick(
         &self,
-        port: PortKey,
+        key: impl Into<BalanceKey>,
         route: &Route,
         sticky: Option<&str>,
         tried: &[String],
     ) -> Option<(Backend, bool)> {
         let mut balancers = self.balancers.lock().expect("balancers poisoned");
-        let balancer = balancers.entry(port).or_default();
+        let balancer = balancers.entry(key.into()).or_default();
         balancer
             .pick(&route.backends, sticky, tried, now_ms())
             .map(|p| (p.backend.clone(), p.sticky_hit))
     }
 
-    fn failed(&self, port: PortKey, backend: &Backend, why: &std::io::Error) {
-        warn!(port = port.1, protocol = ?port.0, task = %backend.task_id, backend = %backend.addr,
+    fn failed(&self, key: impl Into<BalanceKey>, backend: &Backend, why: &std::io::Error) {
+        let key = key.into();
+        warn!(%key, task = %backend.task_id, backend = %backend.addr,
             error = %why, "ingress: replica refused; leaving it out for a while");
         let mut balancers = self.balancers.lock().expect("balancers poisoned");
         balancers
-            .entry(port)
+            .entry(key)
             .or_default()
             .failed(&backend.task_id, now_ms());
     }
 
-    fn succeeded(&self, port: PortKey, backend: &Backend) {
+    fn succeeded(&self, key: impl Into<BalanceKey>, backend: &Backend) {
         let mut balancers = self.balancers.lock().expect("balancers poisoned");
-        if let Some(b) = balancers.get_mut(&port) {
+        if let Some(b) = balancers.get_mut(&key.into()) {
             b.succeeded(&backend.task_id);
         }
     }
 
     /// Connects to `backend`, noting whether it accepted for the balancer's passive health.
-    async fn dial(&self, port: PortKey, backend: &Backend) -> Option<TcpStream> {
+    async fn dial(&self, key: impl Into<BalanceKey>, backend: &Backend) -> Option<TcpStream> {
+        let key = key.into();
         let attempt = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend.addr));
         let error = match attempt.await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
-                self.succeeded(port, backend);
+                self.succeeded(key, backend);
                 return Some(stream);
             }
             Ok(Err(e)) => e,
             Err(_) => std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
         };
-        self.failed(port, backend, &error);
+        self.failed(key, backend, &error);
         None
     }
 
@@ -129,11 +230,31 @@ impl Shared {
 }
 
 /// Keeps a listener on `bind_ip` for every port of the table until the channel closes.
-pub async fn run(bind_ip: IpAddr, mut table: watch::Receiver<Arc<RoutingTable>>) {
+pub async fn run(bind_ip: IpAddr, table: watch::Receiver<Arc<RoutingTable>>) {
+    run_with(bind_ip, table, Vec::new()).await
+}
+
+/// [`run`], and a listener on each entry point that some HTTP router serves on. A published port
+/// wins over an entry point of the same number: it is in the desired state every node agrees on.
+pub async fn run_with(
+    bind_ip: IpAddr,
+    mut table: watch::Receiver<Arc<RoutingTable>>,
+    entrypoints: Vec<EntryPoint>,
+) {
     let shared = Arc::new(Shared {
         table: table.clone(),
         balancers: Mutex::new(HashMap::new()),
+        entrypoints: entrypoints
+            .iter()
+            .map(|e| (e.port, e.name.clone()))
+            .collect(),
     });
+    let entry_ip: BTreeMap<u16, IpAddr> = entrypoints
+        .iter()
+        .map(|e| (e.port, e.ip.unwrap_or(bind_ip)))
+        .collect();
+    // Entry points shadowed by a published port, logged once each.
+    let mut shadowed: BTreeMap<u16, String> = BTreeMap::new();
     let mut listening: BTreeMap<PortKey, JoinHandle<()>> = BTreeMap::new();
     // Ports that failed to bind, with the error last logged (to log each cause once).
     let mut unbound: BTreeMap<PortKey, String> = BTreeMap::new();
@@ -141,7 +262,26 @@ pub async fn run(bind_ip: IpAddr, mut table: watch::Receiver<Arc<RoutingTable>>)
     rebind.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let current = table.borrow_and_update().clone();
-        let published = |key: &PortKey| routes_of(&current, key.0).contains_key(&key.1);
+        // Entry points some router serves on, unless a published port has the number.
+        let mut routed: BTreeMap<u16, String> = BTreeMap::new();
+        for e in &entrypoints {
+            if current.routers_on(&e.name).next().is_none() {
+                continue;
+            }
+            if let Some(route) = current.routes.get(&e.port) {
+                if shadowed.get(&e.port) != Some(&route.service) {
+                    warn!(port = e.port, entrypoint = %e.name, service = %route.service,
+                        "ingress: entry point's port is published by a service; its routers are not served here");
+                    shadowed.insert(e.port, route.service.clone());
+                }
+                continue;
+            }
+            routed.insert(e.port, e.name.clone());
+        }
+        let published = |key: &PortKey| {
+            routes_of(&current, key.0).contains_key(&key.1)
+                || (key.0 == Protocol::Tcp && routed.contains_key(&key.1))
+        };
         listening.retain(|key, task| {
             let keep = published(key);
             if !keep {
@@ -154,12 +294,23 @@ pub async fn run(bind_ip: IpAddr, mut table: watch::Receiver<Arc<RoutingTable>>)
         unbound.retain(|key, _| published(key));
         {
             let mut balancers = shared.balancers.lock().expect("balancers poisoned");
-            balancers.retain(|key, b| match routes_of(&current, key.0).get(&key.1) {
-                Some(route) => {
-                    b.retain(&route.backends);
-                    true
+            balancers.retain(|key, b| match key {
+                BalanceKey::Port(port) => match routes_of(&current, port.0).get(&port.1) {
+                    Some(route) => {
+                        b.retain(&route.backends);
+                        true
+                    }
+                    None => false,
+                },
+                BalanceKey::Routed(service) => {
+                    match current.routers.iter().find(|r| &r.route.service == service) {
+                        Some(r) => {
+                            b.retain(&r.route.backends);
+                            true
+                        }
+                        None => false,
+                    }
                 }
-                None => false,
             });
         }
         for protocol in [Protocol::Tcp, Protocol::Udp] {
@@ -198,6 +349,30 @@ pub async fn run(bind_ip: IpAddr, mut table: watch::Receiver<Arc<RoutingTable>>)
                 }
             }
         }
+        for (port, name) in &routed {
+            let key = (Protocol::Tcp, *port);
+            if listening.contains_key(&key) {
+                continue;
+            }
+            let addr = SocketAddr::new(entry_ip[port], *port);
+            let span = info_span!("ingress", port, entrypoint = %name);
+            match TcpListener::bind(addr).await {
+                Ok(listener) => {
+                    let task = accept(listener, *port, shared.clone());
+                    info!(port, entrypoint = %name, "ingress: HTTP routers listening on {addr}");
+                    unbound.remove(&key);
+                    listening.insert(key, tokio::spawn(task.instrument(span)));
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    if unbound.get(&key) != Some(&why) {
+                        warn!(port, entrypoint = %name, error = %why,
+                            "ingress: cannot listen on {addr}; retrying every {REBIND_PERIOD:?}");
+                        unbound.insert(key, why);
+                    }
+                }
+            }
+        }
         tokio::select! {
             changed = table.changed() => if changed.is_err() { break },
             _ = rebind.tick(), if !unbound.is_empty() => {}
@@ -224,13 +399,16 @@ async fn accept(listener: TcpListener, port: u16, shared: Arc<Shared>) {
         let shared = shared.clone();
         tokio::spawn(
             async move {
-                let Some(route) = shared.route((Protocol::Tcp, port)) else {
-                    return;
-                };
-                if route.sticky.is_some() {
-                    http::serve(client, peer, port, shared).await;
-                } else {
-                    tcp::forward(client, port, &route, &shared).await;
+                match shared.route((Protocol::Tcp, port)) {
+                    Some(route) if route.sticky.is_some() => {
+                        http::serve(client, peer, port, shared).await;
+                    }
+                    Some(route) => tcp::forward(client, port, &route, &shared).await,
+                    // An entry point: HTTP, each request routed by the routers' rules.
+                    None if shared.entrypoints.contains_key(&port) => {
+                        http::serve(client, peer, port, shared).await;
+                    }
+                    None => {}
                 }
             }
             .in_current_span(),

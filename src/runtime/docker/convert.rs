@@ -8,15 +8,16 @@ use std::{
 
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary,
-    ContainerSummaryHealthStatusEnum, HealthConfig, HealthStatusEnum, HostConfig, Mount, MountType,
-    PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerSummaryHealthStatusEnum, HealthConfig, HealthStatusEnum, HostConfig,
+    HostConfigLogConfig, Mount, MountType, PortBinding, ResourcesUlimits, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 
 use super::super::{labels, ContainerStatus, LocalContainer, TaskSpec};
 use shoal_core::{
     desired::{
         hlc::Hlc,
-        spec::{HealthcheckSpec, MountKind, PortSpec, Protocol, PublishMode},
+        spec::{HealthcheckSpec, MountKind, PortSpec, Protocol, PublishMode, ServiceSpec},
     },
     identity::NodeId,
     observed::{Endpoint, Health, SlotKey},
@@ -124,7 +125,7 @@ pub(super) fn create_body(node: NodeId, task: &TaskSpec, host: IpAddr) -> Contai
         ..Default::default()
     };
 
-    ContainerCreateBody {
+    let mut body = ContainerCreateBody {
         image: Some(spec.image.clone()),
         cmd: spec.command.clone(),
         entrypoint: spec.entrypoint.clone(),
@@ -132,10 +133,106 @@ pub(super) fn create_body(node: NodeId, task: &TaskSpec, host: IpAddr) -> Contai
         labels: Some(container_labels),
         exposed_ports: (!exposed.is_empty()).then(|| exposed.into_iter().collect()),
         healthcheck: spec.healthcheck.as_ref().map(health_config),
-        // The stop signal stays the image's (STOPSIGNAL, else SIGTERM).
         stop_timeout: Some(DEFAULT_STOP_TIMEOUT_S),
         host_config: Some(host_config),
         ..Default::default()
+    };
+    container_options(spec, &mut body);
+    bind_router_ports(spec, host, &mut body);
+    body
+}
+
+/// The stop timeout of a spec in whole seconds (rounded up, so a grace period is never cut
+/// short), or the default.
+pub fn stop_timeout_s(spec: &ServiceSpec) -> i64 {
+    spec.stop_grace_ms.map_or(DEFAULT_STOP_TIMEOUT_S, |ms| {
+        i64::try_from(ms.div_ceil(1000)).unwrap_or(i64::MAX)
+    })
+}
+
+/// The container options of the spec (`user`, `stop_grace_period`, capabilities, ulimits...)
+/// into the create body; fields the spec leaves unset stay the image's or the engine's.
+fn container_options(spec: &ServiceSpec, body: &mut ContainerCreateBody) {
+    body.user = spec.user.clone();
+    body.working_dir = spec.working_dir.clone();
+    body.hostname = spec.hostname.clone();
+    // Unset: the image's STOPSIGNAL, else SIGTERM.
+    body.stop_signal = spec.stop_signal.clone();
+    body.stop_timeout = Some(stop_timeout_s(spec));
+    if spec.tty {
+        body.tty = Some(true);
+    }
+    let nonempty = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+    let host = body.host_config.get_or_insert_with(HostConfig::default);
+    host.init = spec.init;
+    if spec.read_only {
+        host.readonly_rootfs = Some(true);
+    }
+    host.cap_add = nonempty(&spec.cap_add);
+    host.cap_drop = nonempty(&spec.cap_drop);
+    host.sysctls = (!spec.sysctls.is_empty()).then(|| {
+        spec.sysctls
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    });
+    host.ulimits = (!spec.ulimits.is_empty()).then(|| {
+        spec.ulimits
+            .iter()
+            .map(|u| ResourcesUlimits {
+                name: Some(u.name.clone()),
+                soft: Some(u.soft),
+                hard: Some(u.hard),
+            })
+            .collect()
+    });
+    host.log_config = spec.logging.as_ref().map(|l| HostConfigLogConfig {
+        typ: (!l.driver.is_empty()).then(|| l.driver.clone()),
+        config: (!l.options.is_empty()).then(|| {
+            l.options
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }),
+    });
+    host.dns = nonempty(&spec.dns);
+    host.dns_search = nonempty(&spec.dns_search);
+    host.extra_hosts = nonempty(&spec.extra_hosts);
+}
+
+/// Binds the container ports that the service's Traefik routers lead to, as ingress ports are
+/// bound (an ephemeral port of the node's address), so every node's ingress reaches them even
+/// when no `ports:` entry publishes them.
+fn bind_router_ports(spec: &ServiceSpec, host: IpAddr, body: &mut ContainerCreateBody) {
+    if !shoal_core::routing::routers::has_routers(&spec.labels) {
+        return;
+    }
+    let Ok(routing) = shoal_core::routing::routers::from_labels("", &spec.labels, &spec.ports)
+    else {
+        return;
+    };
+    let host_config = body.host_config.get_or_insert_with(HostConfig::default);
+    for port in routing.ports() {
+        let key = format!("{port}/tcp");
+        let bindings = host_config
+            .port_bindings
+            .get_or_insert_with(HashMap::new)
+            .entry(key.clone())
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new);
+        let ingress_bound = bindings
+            .iter()
+            .any(|b| b.host_ip.as_deref() == Some(&host.to_string()));
+        if !ingress_bound {
+            bindings.push(PortBinding {
+                host_ip: Some(host.to_string()),
+                host_port: Some(String::new()),
+            });
+        }
+        let exposed = body.exposed_ports.get_or_insert_with(Vec::new);
+        if !exposed.contains(&key) {
+            exposed.push(key);
+        }
     }
 }
 
@@ -157,7 +254,7 @@ pub(super) fn health_config(hc: &HealthcheckSpec) -> HealthConfig {
         timeout: ns(hc.timeout_ms),
         retries: hc.retries.map(|r| i64::try_from(r).unwrap_or(i64::MAX)),
         start_period: ns(hc.start_period_ms),
-        ..Default::default()
+        start_interval: ns(hc.start_interval_ms),
     }
 }
 
@@ -481,6 +578,121 @@ mod tests {
         };
         assert!(parse_version(&v.to_string()).is_err());
         assert!(parse_version("1.2").is_err());
+    }
+
+    fn task(spec: shoal_core::desired::spec::ServiceSpec) -> TaskSpec {
+        TaskSpec {
+            service: "s_web".into(),
+            slot: SlotKey::Replica(1),
+            task_id: "t1".into(),
+            version: Hlc::ZERO,
+            force: 0,
+            spec,
+        }
+    }
+
+    #[test]
+    fn every_container_option_reaches_the_create_body() {
+        use shoal_core::desired::spec::{LoggingSpec, ServiceSpec, Ulimit};
+        let spec = ServiceSpec {
+            image: "img:1".into(),
+            user: Some("1000:1000".into()),
+            working_dir: Some("/app".into()),
+            hostname: Some("web-1".into()),
+            stop_signal: Some("SIGINT".into()),
+            stop_grace_ms: Some(2_500),
+            init: Some(true),
+            tty: true,
+            read_only: true,
+            cap_add: vec!["NET_ADMIN".into()],
+            cap_drop: vec!["MKNOD".into()],
+            sysctls: [("net.core.somaxconn".to_string(), "1024".to_string())].into(),
+            ulimits: vec![Ulimit {
+                name: "nofile".into(),
+                soft: 1024,
+                hard: 2048,
+            }],
+            logging: Some(LoggingSpec {
+                driver: "json-file".into(),
+                options: [("max-size".to_string(), "10m".to_string())].into(),
+            }),
+            dns: vec!["10.0.0.53".into()],
+            dns_search: vec!["example.com".into()],
+            extra_hosts: vec!["db:10.0.0.2".into()],
+            healthcheck: Some(HealthcheckSpec {
+                start_interval_ms: Some(500),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let body = create_body(NodeId(1), &task(spec), "10.0.0.1".parse().unwrap());
+        assert_eq!(body.user.as_deref(), Some("1000:1000"));
+        assert_eq!(body.working_dir.as_deref(), Some("/app"));
+        assert_eq!(body.hostname.as_deref(), Some("web-1"));
+        assert_eq!(body.stop_signal.as_deref(), Some("SIGINT"));
+        assert_eq!(body.stop_timeout, Some(3), "a grace period is rounded up");
+        assert_eq!(body.tty, Some(true));
+        assert_eq!(body.healthcheck.unwrap().start_interval, Some(500_000_000));
+        let host = body.host_config.unwrap();
+        assert_eq!(host.init, Some(true));
+        assert_eq!(host.readonly_rootfs, Some(true));
+        assert_eq!(host.cap_add, Some(vec!["NET_ADMIN".to_string()]));
+        assert_eq!(host.cap_drop, Some(vec!["MKNOD".to_string()]));
+        assert_eq!(host.sysctls.unwrap()["net.core.somaxconn"], "1024");
+        let u = &host.ulimits.unwrap()[0];
+        assert_eq!(
+            (u.name.as_deref(), u.soft, u.hard),
+            (Some("nofile"), Some(1024), Some(2048))
+        );
+        let log = host.log_config.unwrap();
+        assert_eq!(log.typ.as_deref(), Some("json-file"));
+        assert_eq!(log.config.unwrap()["max-size"], "10m");
+        assert_eq!(host.dns, Some(vec!["10.0.0.53".to_string()]));
+        assert_eq!(host.dns_search, Some(vec!["example.com".to_string()]));
+        assert_eq!(host.extra_hosts, Some(vec!["db:10.0.0.2".to_string()]));
+    }
+
+    #[test]
+    fn unset_options_stay_the_image_s_and_the_engine_s() {
+        let spec = shoal_core::desired::spec::ServiceSpec {
+            image: "img:1".into(),
+            ..Default::default()
+        };
+        let body = create_body(NodeId(1), &task(spec), "10.0.0.1".parse().unwrap());
+        assert_eq!(body.user, None);
+        assert_eq!(body.working_dir, None);
+        assert_eq!(body.stop_signal, None);
+        assert_eq!(body.stop_timeout, Some(DEFAULT_STOP_TIMEOUT_S));
+        assert_eq!(body.tty, None);
+        let host = body.host_config.unwrap();
+        assert_eq!(host.init, None);
+        assert_eq!(host.readonly_rootfs, None);
+        assert_eq!(host.cap_add, None);
+        assert_eq!(host.log_config, None);
+        assert_eq!(host.port_bindings, None);
+    }
+
+    #[test]
+    fn router_ports_are_bound_for_the_ingress() {
+        let mut spec = shoal_core::desired::spec::ServiceSpec {
+            image: "img:1".into(),
+            ..Default::default()
+        };
+        spec.labels.insert(
+            "traefik.http.routers.a.rule".into(),
+            "PathPrefix(`/a`)".into(),
+        );
+        spec.labels.insert(
+            "traefik.http.services.a.loadbalancer.server.port".into(),
+            "8080".into(),
+        );
+        let body = create_body(NodeId(1), &task(spec), "10.0.0.1".parse().unwrap());
+        assert_eq!(body.exposed_ports, Some(vec!["8080/tcp".to_string()]));
+        let bindings = body.host_config.unwrap().port_bindings.unwrap();
+        let b = bindings["8080/tcp"].as_ref().unwrap();
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].host_ip.as_deref(), Some("10.0.0.1"));
+        assert_eq!(b[0].host_port.as_deref(), Some(""));
     }
 
     #[test]

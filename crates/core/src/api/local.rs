@@ -29,12 +29,15 @@ pub enum Request {
         /// Labels to remove.
         label_rm: Vec<String>,
     },
-    /// Create or update a stack's services; services of the stack missing here are removed.
+    /// Create or update a stack's services; services of the stack missing here are removed
+    /// only with `prune`.
     StackDeploy {
         /// Stack name.
         stack: String,
         /// Its services, already parsed and validated by the CLI.
         services: Vec<ServiceDef>,
+        /// `--prune`: remove the stack's services that `services` lacks.
+        prune: bool,
     },
     /// Every stack.
     StackList,
@@ -107,6 +110,11 @@ pub enum Request {
         /// Node id, unique id prefix, or name.
         node: Option<String>,
     },
+    /// Create a service outside any stack (`service create`).
+    ServiceCreate {
+        /// The service; its `stack` is empty.
+        def: Box<ServiceDef>,
+    },
 }
 
 /// An agent's answer.
@@ -178,6 +186,18 @@ pub struct ServiceInfo {
     pub image: String,
     /// Published ports, like `*:8080->80/tcp`.
     pub ports: Vec<String>,
+    /// A stable id derived from the name (12 hex digits), for docker's `ID` column.
+    pub id: String,
+    /// Service labels (`deploy.labels`), for `--filter label=`.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The id `service ls` shows for a service: shoal services have no id of their own, so one is
+/// derived from the name, the same on every node.
+pub fn service_id(name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(name.as_bytes());
+    hex::encode(&digest[..6])
 }
 
 /// A task (one replica's container) as `service ps` shows it. Field names are the JSON contract.

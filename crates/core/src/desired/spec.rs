@@ -90,6 +90,8 @@ pub struct HealthcheckSpec {
     pub start_period_ms: Option<u64>,
     /// Turn off any healthcheck, including the image's.
     pub disable: bool,
+    /// Time between checks during the start period (Docker 25+ `--health-start-interval`).
+    pub start_interval_ms: Option<u64>,
 }
 
 /// What a placement constraint looks at.
@@ -336,6 +338,59 @@ pub struct ServiceSpec {
     pub networks: Vec<String>,
     /// Volumes and binds.
     pub mounts: Vec<MountSpec>,
+    /// `user`: the user (`NAME`, `UID`, `UID:GID`) the command runs as; None: the image's.
+    pub user: Option<String>,
+    /// `working_dir`; None: the image's.
+    pub working_dir: Option<String>,
+    /// `hostname` of the containers; None: Docker's (the container id).
+    pub hostname: Option<String>,
+    /// `stop_signal`; None: the image's STOPSIGNAL, else SIGTERM.
+    pub stop_signal: Option<String>,
+    /// `stop_grace_period`: how long a replica may take to stop before it is killed. None: the
+    /// agent's default (10 s). Used as the container's stop timeout and by the agent's stops.
+    pub stop_grace_ms: Option<u64>,
+    /// `init`: run an init process as PID 1; None: the engine's default.
+    pub init: Option<bool>,
+    /// `tty`: allocate a pseudo-terminal.
+    pub tty: bool,
+    /// `read_only`: mount the root filesystem read-only.
+    pub read_only: bool,
+    /// `cap_add`: kernel capabilities added.
+    pub cap_add: Vec<String>,
+    /// `cap_drop`: kernel capabilities dropped.
+    pub cap_drop: Vec<String>,
+    /// `sysctls`: namespaced kernel parameters.
+    pub sysctls: BTreeMap<String, String>,
+    /// `ulimits`, by name.
+    pub ulimits: Vec<Ulimit>,
+    /// `logging`: the containers' log driver and its options; None: the engine's default.
+    pub logging: Option<LoggingSpec>,
+    /// `dns`: resolvers for the containers.
+    pub dns: Vec<String>,
+    /// `dns_search`: search domains.
+    pub dns_search: Vec<String>,
+    /// `extra_hosts`: `HOST:IP` lines added to `/etc/hosts`.
+    pub extra_hosts: Vec<String>,
+}
+
+/// One resource limit (`ulimits: {nofile: {soft: 1024, hard: 2048}}`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Ulimit {
+    /// `nofile`, `nproc`, `core`...
+    pub name: String,
+    /// Soft limit (-1: unlimited).
+    pub soft: i64,
+    /// Hard limit (-1: unlimited).
+    pub hard: i64,
+}
+
+/// `logging`: a log driver and its options.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct LoggingSpec {
+    /// Driver name (`json-file`, `local`, `syslog`...); empty: the engine's default driver.
+    pub driver: String,
+    /// Driver options (`max-size: 10m`).
+    pub options: BTreeMap<String, String>,
 }
 
 /// A service as a stack file or `service create` describes it.

@@ -12,8 +12,8 @@ use super::{
 };
 use crate::{
     api::{
-        find_node, port_text, NodeInfo, Request, Response, Rollout, ServiceDetail, ServiceInfo,
-        StackInfo, TaskInfo,
+        find_node, port_text, service_id, NodeInfo, Request, Response, Rollout, ServiceDetail,
+        ServiceInfo, StackInfo, TaskInfo,
     },
     desired::spec::Mode,
     desired::state::{DesiredError, ServiceView},
@@ -112,11 +112,24 @@ impl Node {
                 );
                 return;
             }
-            Request::StackDeploy { stack, services } => {
+            Request::StackDeploy {
+                stack,
+                services,
+                prune,
+            } => {
                 self.apply_change(
                     Some(id),
                     now_ms,
-                    move |s, hlc| s.deploy_stack(&stack, services, hlc),
+                    move |s, hlc| s.deploy_stack_with(&stack, services, prune, hlc),
+                    service_actions,
+                );
+                return;
+            }
+            Request::ServiceCreate { def } => {
+                self.apply_change(
+                    Some(id),
+                    now_ms,
+                    move |s, hlc| s.create_service(*def, hlc),
                     service_actions,
                 );
                 return;
@@ -269,8 +282,10 @@ impl Node {
         self.membership
             .nodes()
             .iter()
-            .map(|v| {
-                let mut info = NodeInfo::from_view(v, &state.node_settings(v.identity.id));
+            .map(|v| (v, state.node_settings(v.identity.id)))
+            .filter(|(_, settings)| !settings.removed)
+            .map(|(v, settings)| {
+                let mut info = NodeInfo::from_view(v, &settings);
                 if v.is_self {
                     info.gossip_refused = refused.clone();
                 }
@@ -296,6 +311,8 @@ impl Node {
                 .map(|s| s.state.as_str().to_string()),
             image: view.spec.image.clone(),
             ports: view.spec.ports.iter().map(port_text).collect(),
+            id: service_id(&view.name),
+            labels: view.spec.labels.clone(),
         }
     }
 
@@ -482,7 +499,9 @@ fn pending(service: &ServiceView, slot: &SlotKey, node: String, reason: String) 
         error: reason,
         container_id: String::new(),
         endpoint: vec![],
-        since_ms: 0,
+        // Pending since the last write to the service (its create, update or scale), so the
+        // time counts up on every node alike.
+        since_ms: service.updated.wall_ms,
         history: false,
     }
 }

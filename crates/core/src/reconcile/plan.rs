@@ -841,6 +841,8 @@ pub fn node_facts(
         .iter()
         .filter(|v| matches!(v.status, NodeStatus::Ready | NodeStatus::Suspect))
         .filter(|v| v.identity.meta.runs_containers)
+        // A node removed with `node rm --force` that still runs is no member for placement.
+        .filter(|v| !desired.node_settings(v.identity.id).removed)
         .map(|v| {
             let settings = desired.node_settings(v.identity.id);
             NodeFacts {

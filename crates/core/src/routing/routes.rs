@@ -9,7 +9,10 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::sticky::{self, StickyCookie};
+use super::{
+    routers::{self, RouterSpec},
+    sticky::{self, StickyCookie},
+};
 use crate::{
     desired::{
         spec::{Protocol, PublishMode},
@@ -57,6 +60,15 @@ pub struct Conflict {
     pub loser: String,
 }
 
+/// A Traefik router of a service (`routers`) and where it leads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterRoute {
+    /// The router: rule, priority, entry points, container port.
+    pub router: RouterSpec,
+    /// The service, its sticky cookie and its ready replicas (at `router.port`).
+    pub route: Route,
+}
+
 /// Every port of the cluster published in ingress mode and where it leads.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoutingTable {
@@ -66,6 +78,18 @@ pub struct RoutingTable {
     pub udp: BTreeMap<u16, Route>,
     /// Ports claimed twice, for a warning.
     pub conflicts: Vec<Conflict>,
+    /// Every HTTP router of every service, in the order they are tried (see
+    /// [`routers::order`]); each node serves them on its entry points.
+    pub routers: Vec<RouterRoute>,
+}
+
+impl RoutingTable {
+    /// The routers that serve on entry point `name`, in the order they are tried.
+    pub fn routers_on<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a RouterRoute> + 'a {
+        self.routers
+            .iter()
+            .filter(move |r| r.router.serves_on(name))
+    }
 }
 
 /// The routing table for `services`, given what every node reports and how membership sees the
@@ -112,28 +136,8 @@ pub fn routing_table(
                 }
                 continue;
             }
-            let mut backends = BTreeSet::new();
-            for &(node, task) in tasks.of(&service.name) {
-                let usable = task.state == TaskState::Running && task.health.is_ready();
-                let endpoint = task
-                    .endpoints
-                    .iter()
-                    .find(|e| e.port == port.target && e.protocol == port.protocol);
-                let (Some(endpoint), true) = (endpoint, usable) else {
-                    continue;
-                };
-                let backend = Backend {
-                    task_id: task.task_id.clone(),
-                    node,
-                    addr: endpoint.addr,
-                };
-                // A suspect node's replicas stay in: suspicion is often false (a loaded host, a
-                // lost probe), and moving sticky sessions off it for that would be worse than
-                // the one connection that waits out the connect timeout if it really died.
-                if let Some(NodeStatus::Ready | NodeStatus::Suspect) = status.get(&node) {
-                    backends.insert(backend);
-                }
-            }
+            let backends =
+                ready_backends(tasks.of(&service.name), port.target, port.protocol, &status);
             let route = Route {
                 service: service.name.clone(),
                 target: port.target,
@@ -145,15 +149,69 @@ pub fn routing_table(
                         .flatten(),
                     Protocol::Udp => None,
                 },
-                backends: backends.into_iter().collect(),
+                backends,
             };
             match port.protocol {
                 Protocol::Tcp => table.routes.insert(published, route),
                 Protocol::Udp => table.udp.insert(published, route),
             };
         }
+        // Deploys refuse unreadable router labels; an old entry with one has no routers.
+        let Ok(routing) =
+            routers::from_labels(&service.name, &service.spec.labels, &service.spec.ports)
+        else {
+            continue;
+        };
+        for router in routing.routers {
+            let backends =
+                ready_backends(tasks.of(&service.name), router.port, Protocol::Tcp, &status);
+            let route = Route {
+                service: service.name.clone(),
+                target: router.port,
+                sticky: sticky::from_labels(&service.name, &service.spec.labels)
+                    .ok()
+                    .flatten(),
+                backends,
+            };
+            table.routers.push(RouterRoute { router, route });
+        }
     }
     table
+        .routers
+        .sort_by_key(|r| routers::order(&r.router, &r.route.service));
+    table
+}
+
+/// The replicas among `tasks` ready for traffic to container port `target`, in a stable order.
+fn ready_backends(
+    tasks: &[(NodeId, &crate::observed::TaskReport)],
+    target: u16,
+    protocol: Protocol,
+    status: &BTreeMap<NodeId, NodeStatus>,
+) -> Vec<Backend> {
+    let mut backends = BTreeSet::new();
+    for &(node, task) in tasks {
+        let usable = task.state == TaskState::Running && task.health.is_ready();
+        let endpoint = task
+            .endpoints
+            .iter()
+            .find(|e| e.port == target && e.protocol == protocol);
+        let (Some(endpoint), true) = (endpoint, usable) else {
+            continue;
+        };
+        let backend = Backend {
+            task_id: task.task_id.clone(),
+            node,
+            addr: endpoint.addr,
+        };
+        // A suspect node's replicas stay in: suspicion is often false (a loaded host, a lost
+        // probe), and moving sticky sessions off it for that would be worse than the one
+        // connection that waits out the connect timeout if it really died.
+        if let Some(NodeStatus::Ready | NodeStatus::Suspect) = status.get(&node) {
+            backends.insert(backend);
+        }
+    }
+    backends.into_iter().collect()
 }
 
 #[cfg(test)]
@@ -310,6 +368,51 @@ mod tests {
         let left = [view(1, NodeStatus::Left), view(2, NodeStatus::Suspect)];
         assert_eq!(ids(&left), ["t2"]);
         assert!(ids(&[]).is_empty(), "unknown nodes are not routed to");
+    }
+
+    #[test]
+    fn routers_lead_to_their_ready_replicas_in_priority_order() {
+        let router = |name: &str, rule: &str| {
+            service(
+                name,
+                &[],
+                &[
+                    (&format!("traefik.http.routers.{name}.rule"), rule),
+                    (
+                        &format!("traefik.http.services.{name}.loadbalancer.server.port"),
+                        "8080",
+                    ),
+                ],
+            )
+        };
+        let services = [
+            router("root", "PathPrefix(`/`)"),
+            router("api", "PathPrefix(`/api/`)"),
+        ];
+        let o = observed(vec![
+            (1, task("api", 1, TaskState::Running, Health::None, 8080)),
+            (
+                1,
+                task("api", 2, TaskState::Running, Health::Starting, 8080),
+            ),
+            (1, task("root", 3, TaskState::Running, Health::None, 8080)),
+        ]);
+        let table = routing_table(&services, &o, &[view(1, NodeStatus::Ready)]);
+        assert!(table.routes.is_empty(), "no published port");
+        let order: Vec<&str> = table
+            .routers
+            .iter()
+            .map(|r| r.route.service.as_str())
+            .collect();
+        assert_eq!(order, ["api", "root"], "the longer rule first");
+        let ids: Vec<&str> = table.routers[0]
+            .route
+            .backends
+            .iter()
+            .map(|b| b.task_id.as_str())
+            .collect();
+        assert_eq!(ids, ["t1"]);
+        assert_eq!(table.routers_on("web").count(), 2);
     }
 
     #[test]

@@ -176,7 +176,7 @@ fn same_site(value: &str) -> Result<Option<&'static str>, String> {
 }
 
 /// A boolean as Traefik (Go's `strconv.ParseBool`) reads it.
-fn parse_bool(value: &str) -> Result<bool, String> {
+pub(crate) fn parse_bool(value: &str) -> Result<bool, String> {
     match value.trim() {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),

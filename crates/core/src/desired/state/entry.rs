@@ -14,6 +14,15 @@ use super::{
 };
 use crate::desired::{hlc::Hlc, spec::*};
 
+/// The container ports a service's Traefik routers lead to. Replicas bind them for the ingress of
+/// every node when they are created, so a change of this set (a router label added or changed)
+/// replaces the replicas, although labels alone never do.
+pub(super) fn router_ports(labels: &BTreeMap<String, String>, ports: &[PortSpec]) -> Vec<u16> {
+    crate::routing::routers::from_labels("", labels, ports)
+        .map(|r| r.ports())
+        .unwrap_or_default()
+}
+
 /// Every register of one service. `None` means never written (on this replica, or in a delta:
 /// not part of it).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +51,23 @@ pub(super) struct ServiceEntry {
     pub update_status: Option<Reg<Option<UpdateStatus>>>,
     /// What a rollback returns to (`super::status`).
     pub previous: Option<Reg<Option<PreviousSpec>>>,
+    // Container options (P7), one register each; see `container_fields!`.
+    pub user: Option<Reg<Option<String>>>,
+    pub working_dir: Option<Reg<Option<String>>>,
+    pub hostname: Option<Reg<Option<String>>>,
+    pub stop_signal: Option<Reg<Option<String>>>,
+    pub stop_grace_ms: Option<Reg<Option<u64>>>,
+    pub init: Option<Reg<Option<bool>>>,
+    pub tty: Option<Reg<bool>>,
+    pub read_only: Option<Reg<bool>>,
+    pub cap_add: Option<Reg<Vec<String>>>,
+    pub cap_drop: Option<Reg<Vec<String>>>,
+    pub sysctls: Option<Reg<BTreeMap<String, String>>>,
+    pub ulimits: Option<Reg<Vec<Ulimit>>>,
+    pub logging: Option<Reg<Option<LoggingSpec>>>,
+    pub dns: Option<Reg<Vec<String>>>,
+    pub dns_search: Option<Reg<Vec<String>>>,
+    pub extra_hosts: Option<Reg<Vec<String>>>,
 }
 
 /// Applies `$m!(field)` to every single-register field of [`ServiceEntry`], so merge, validation
@@ -67,6 +93,31 @@ macro_rules! scalar_fields {
         $m!(deleted);
         $m!(update_status);
         $m!(previous);
+        container_fields!($m);
+    };
+}
+
+/// Applies `$m!(field)` to every container-option register: single registers that a deploy
+/// writes from the spec field of the same name and that shape the containers (so they count in
+/// the spec version).
+macro_rules! container_fields {
+    ($m:ident) => {
+        $m!(user);
+        $m!(working_dir);
+        $m!(hostname);
+        $m!(stop_signal);
+        $m!(stop_grace_ms);
+        $m!(init);
+        $m!(tty);
+        $m!(read_only);
+        $m!(cap_add);
+        $m!(cap_drop);
+        $m!(sysctls);
+        $m!(ulimits);
+        $m!(logging);
+        $m!(dns);
+        $m!(dns_search);
+        $m!(extra_hosts);
     };
 }
 
@@ -111,6 +162,22 @@ impl ServiceEntry {
             resources: value(&self.resources),
             networks: value(&self.networks),
             mounts: value(&self.mounts),
+            user: value(&self.user),
+            working_dir: value(&self.working_dir),
+            hostname: value(&self.hostname),
+            stop_signal: value(&self.stop_signal),
+            stop_grace_ms: value(&self.stop_grace_ms),
+            init: value(&self.init),
+            tty: value(&self.tty),
+            read_only: value(&self.read_only),
+            cap_add: value(&self.cap_add),
+            cap_drop: value(&self.cap_drop),
+            sysctls: value(&self.sysctls),
+            ulimits: value(&self.ulimits),
+            logging: value(&self.logging),
+            dns: value(&self.dns),
+            dns_search: value(&self.dns_search),
+            extra_hosts: value(&self.extra_hosts),
         }
     }
 
@@ -118,7 +185,7 @@ impl ServiceEntry {
     /// replica count, the update/rollback configs, deploy labels and `deleted`. The force counter
     /// counts, since forcing means replacing every replica.
     pub fn version(&self) -> Option<Hlc> {
-        [
+        let latest = [
             marker(&self.image),
             marker(&self.command),
             marker(&self.entrypoint),
@@ -136,7 +203,15 @@ impl ServiceEntry {
         ]
         .into_iter()
         .flatten()
-        .max()
+        .max();
+        let mut latest = latest;
+        macro_rules! latest {
+            ($f:ident) => {
+                latest = latest.max(marker(&self.$f));
+            };
+        }
+        container_fields!(latest);
+        latest
     }
 
     /// Latest write to any register.
@@ -241,6 +316,27 @@ impl ServiceEntry {
         );
         put(&mut d.networks, &self.networks, s.networks.clone(), all, at);
         put(&mut d.mounts, &self.mounts, s.mounts.clone(), all, at);
+        // A fresh create overwrites only the options this entry ever held (from before a
+        // remove): one never written reads as its default already, and leaving it out keeps
+        // the deltas of services that set none as small as before these options existed.
+        macro_rules! container {
+            ($f:ident) => {
+                put(
+                    &mut d.$f,
+                    &self.$f,
+                    s.$f.clone(),
+                    all && self.$f.is_some(),
+                    at,
+                );
+            };
+        }
+        container_fields!(container);
+        if !all && self.is_live() {
+            let before = router_ports(&map_value(&self.labels), &value(&self.ports));
+            if before != router_ports(&s.labels, &s.ports) {
+                self.bump_force(&mut d, at);
+            }
+        }
         put(&mut d.deleted, &self.deleted, false, true, at);
         if all {
             // A fresh service has no rollout and nothing to roll back to.
@@ -250,6 +346,12 @@ impl ServiceEntry {
             self.record_rollout(&mut d, at);
         }
         d
+    }
+
+    /// Writes a force bump into `d`: every replica is replaced.
+    pub fn bump_force(&self, d: &mut ServiceEntry, at: Hlc) {
+        let bumped = self.force().saturating_add(1);
+        put(&mut d.force, &self.force, bumped, true, at);
     }
 
     /// The registers that set every field of `spec` (not the stack, replica count, force counter
@@ -292,6 +394,12 @@ impl ServiceEntry {
             at,
         );
         put(&mut d.mounts, &self.mounts, s.mounts.clone(), true, at);
+        macro_rules! container {
+            ($f:ident) => {
+                put(&mut d.$f, &self.$f, s.$f.clone(), true, at);
+            };
+        }
+        container_fields!(container);
         d
     }
 

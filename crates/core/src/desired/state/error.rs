@@ -54,6 +54,9 @@ pub enum DesiredError {
         /// The stack that owns it.
         stack: String,
     },
+    /// `service create` of a name a live service has. The state was not changed.
+    #[error("service {0} already exists")]
+    ServiceExists(String),
     /// A deploy without services (use stack removal instead). The state was not changed.
     #[error("stack {0} has no services")]
     EmptyStack(String),

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    entry::{NodeEntry, ServiceEntry},
+    entry::{router_ports, NodeEntry, ServiceEntry},
     error::{check_keys, check_name, check_replicas},
     reg::{put, put_map},
     DesiredError, DesiredState,
@@ -137,10 +137,23 @@ fn edited(
 }
 
 impl DesiredState {
-    /// `docker stack deploy`: creates the services in `services`, updates the live ones in place
-    /// (writing only fields that differ), and removes live services of `stack` that the list
-    /// lacks. Each service's `name` must be `STACK_...` and its `stack` must be `stack`.
+    /// `docker stack deploy --prune`: creates the services in `services`, updates the live ones
+    /// in place (writing only fields that differ), and removes live services of `stack` that the
+    /// list lacks. Each service's `name` must be `STACK_...` and its `stack` must be `stack`.
     pub fn deploy_stack(&mut self, stack: &str, services: Vec<ServiceDef>, hlc: Hlc) -> Delta {
+        self.deploy_stack_with(stack, services, true, hlc)
+    }
+
+    /// `docker stack deploy [--prune]`: as [`Self::deploy_stack`], but the live services of
+    /// `stack` that the list lacks are removed only when `prune` is set (Docker's default keeps
+    /// them).
+    pub fn deploy_stack_with(
+        &mut self,
+        stack: &str,
+        services: Vec<ServiceDef>,
+        prune: bool,
+        hlc: Hlc,
+    ) -> Delta {
         check_name("stack", stack)?;
         if services.is_empty() {
             return Err(DesiredError::EmptyStack(stack.to_string()));
@@ -152,9 +165,10 @@ impl DesiredState {
                 return Err(DesiredError::DuplicateService(def.name.clone()));
             }
         }
-        // Every live service of the stack is either in the file or removed by this deploy, so
-        // only other stacks' ports stay taken; the file's services then claim theirs in order.
-        let mut held = self.port_holders(|_, e| e.stack() != stack);
+        // Every live service of the stack is either in the file, removed by this deploy or kept
+        // as it is (no prune): the file's services claim their ports in order over the others'.
+        let kept = |name: &str| !prune && !names.contains(name);
+        let mut held = self.port_holders(|name, e| e.stack() != stack || kept(name));
         for def in &services {
             let own = self.own_ports(&def.name);
             claim_ports(&mut held, &def.name, &def.spec.ports, &own)?;
@@ -167,10 +181,42 @@ impl DesiredState {
             delta.services.insert(def.name.clone(), written);
         }
         for (name, entry) in &self.services {
-            if entry.is_live() && entry.stack() == stack && !names.contains(name.as_str()) {
+            let gone = entry.is_live() && entry.stack() == stack && !names.contains(name.as_str());
+            if gone && prune {
                 delta.services.insert(name.clone(), entry.tombstone(hlc));
             }
         }
+        Ok(self.apply(delta))
+    }
+
+    /// `docker service create`: a service of no stack (`def.stack` empty). Refused if a live
+    /// service has the name, or a port it publishes is taken.
+    pub fn create_service(&mut self, def: ServiceDef, hlc: Hlc) -> Delta {
+        check_name("service", &def.name)?;
+        if !def.stack.is_empty() {
+            return Err(DesiredError::WrongStack {
+                service: def.name.clone(),
+                stack: String::new(),
+            });
+        }
+        if def.spec.image.is_empty() {
+            return Err(DesiredError::EmptyImage(def.name.clone()));
+        }
+        check_replicas(&def.name, def.replicas)?;
+        let spec = &def.spec;
+        check_keys("env var", entries(&spec.env))?;
+        check_keys("label", entries(&spec.labels))?;
+        check_keys("container label", entries(&spec.container_labels))?;
+        if self.live(&def.name).is_ok() {
+            return Err(DesiredError::ServiceExists(def.name.clone()));
+        }
+        let mut held = self.port_holders(|_, _| true);
+        claim_ports(&mut held, &def.name, &def.spec.ports, &BTreeSet::new())?;
+        let absent = ServiceEntry::default();
+        let current = self.services.get(&def.name).unwrap_or(&absent);
+        let written = current.write_def(&def, true, hlc);
+        let mut delta = DesiredState::default();
+        delta.services.insert(def.name.clone(), written);
         Ok(self.apply(delta))
     }
 
@@ -279,7 +325,7 @@ impl DesiredState {
         }
         let env = edited(spec.env, &update.env_add, &update.env_rm);
         put_map(&mut d.env, &c.env, &env, false, hlc);
-        let labels = edited(spec.labels, &update.label_add, &update.label_rm);
+        let labels = edited(spec.labels.clone(), &update.label_add, &update.label_rm);
         put_map(&mut d.labels, &c.labels, &labels, false, hlc);
         let cl = edited(spec.container_labels, cl_add, cl_rm);
         put_map(
@@ -314,9 +360,11 @@ impl DesiredState {
         if let Some(p) = update.ports {
             put(&mut d.ports, &c.ports, p, false, hlc);
         }
-        if update.force {
-            let bumped = c.force().saturating_add(1);
-            put(&mut d.force, &c.force, bumped, true, hlc);
+        let new_ports = d.ports.as_ref().map_or(&spec.ports, |r| &r.val);
+        let routed_changed =
+            router_ports(&spec.labels, &spec.ports) != router_ports(&labels, new_ports);
+        if update.force || routed_changed {
+            c.bump_force(&mut d, hlc);
         }
         c.record_rollout(&mut d, hlc);
         let mut delta = DesiredState::default();
@@ -615,5 +663,118 @@ mod tests {
             |s| s.deploy_stack("wiki", vec![def("wiki", "web", vec![tcp(80)])], at(5)),
             taken("wiki_web", 80, Protocol::Tcp, "blog_web"),
         );
+    }
+
+    #[test]
+    fn deploy_keeps_missing_services_unless_pruned() {
+        let mut s = DesiredState::default();
+        let two = vec![
+            def("shop", "web", vec![tcp(80)]),
+            def("shop", "api", vec![tcp(81)]),
+        ];
+        s.deploy_stack_with("shop", two, false, at(1)).unwrap();
+        s.deploy_stack_with("shop", vec![def("shop", "web", vec![])], false, at(2))
+            .unwrap();
+        assert!(s.service("shop_api").is_some(), "kept without --prune");
+        // A kept service's port stays taken, even for its own stack.
+        refused(
+            &mut s,
+            |s| {
+                s.deploy_stack_with(
+                    "shop",
+                    vec![def("shop", "web", vec![tcp(81)])],
+                    false,
+                    at(3),
+                )
+            },
+            taken("shop_web", 81, Protocol::Tcp, "shop_api"),
+        );
+        s.deploy_stack_with("shop", vec![def("shop", "web", vec![tcp(81)])], true, at(4))
+            .unwrap();
+        assert!(s.service("shop_api").is_none(), "removed with --prune");
+    }
+
+    #[test]
+    fn a_created_service_has_no_stack_and_its_own_name() {
+        let mut s = DesiredState::default();
+        let mut solo = def("x", "y", vec![tcp(8080)]);
+        solo.name = "web".into();
+        solo.stack = String::new();
+        s.create_service(solo.clone(), at(1)).unwrap();
+        let view = s.service("web").unwrap();
+        assert_eq!((view.stack.as_str(), view.replicas), ("", 1));
+        refused(
+            &mut s,
+            |s| s.create_service(solo.clone(), at(2)),
+            DesiredError::ServiceExists("web".into()),
+        );
+        let mut other = solo.clone();
+        other.name = "web2".into();
+        refused(
+            &mut s,
+            |s| s.create_service(other, at(3)),
+            taken("web2", 8080, Protocol::Tcp, "web"),
+        );
+        // A stack cannot deploy over it, nor list it among its services.
+        refused(
+            &mut s,
+            |s| s.deploy_stack("shop", vec![def("shop", "web", vec![tcp(8080)])], at(4)),
+            taken("shop_web", 8080, Protocol::Tcp, "web"),
+        );
+        s.remove_service("web", at(5)).unwrap();
+        s.create_service(solo, at(6)).unwrap();
+    }
+
+    #[test]
+    fn a_removed_node_stays_removed() {
+        let mut s = DesiredState::default();
+        assert!(!s.node_settings(NodeId(7)).removed);
+        let delta = s.remove_node(NodeId(7));
+        assert!(!delta.is_empty());
+        assert!(s.node_settings(NodeId(7)).removed);
+        let mut other = DesiredState::default();
+        other.merge_delta(delta);
+        assert!(other.node_settings(NodeId(7)).removed);
+    }
+
+    #[test]
+    fn a_change_of_routed_ports_replaces_the_replicas() {
+        let mut s = DesiredState::default();
+        s.deploy_stack("shop", vec![def("shop", "web", vec![])], at(1))
+            .unwrap();
+        let v1 = s.service("shop_web").unwrap().version;
+        let route = |port: &str| ServiceUpdate {
+            label_add: vec![
+                (
+                    "traefik.http.routers.w.rule".into(),
+                    "PathPrefix(`/`)".into(),
+                ),
+                (
+                    "traefik.http.services.w.loadbalancer.server.port".into(),
+                    port.into(),
+                ),
+            ],
+            ..ServiceUpdate::default()
+        };
+        s.update_service("shop_web", route("8080"), at(2)).unwrap();
+        let v2 = s.service("shop_web").unwrap().version;
+        assert!(v2 > v1, "a new routed port: replicas must bind it");
+        s.update_service("shop_web", route("8080"), at(3)).unwrap();
+        assert_eq!(
+            s.service("shop_web").unwrap().version,
+            v2,
+            "same port: no change"
+        );
+        // Other labels never replace replicas.
+        let sticky = ServiceUpdate {
+            label_add: vec![("shoal.ingress.sticky".into(), "true".into())],
+            ..ServiceUpdate::default()
+        };
+        s.update_service("shop_web", sticky, at(4)).unwrap();
+        assert_eq!(s.service("shop_web").unwrap().version, v2);
+        // A redeploy that drops the router changes the routed ports too.
+        s.deploy_stack("shop", vec![def("shop", "web", vec![])], at(5))
+            .unwrap();
+        assert!(s.service("shop_web").unwrap().version > v2);
     }
 }

@@ -94,6 +94,9 @@ pub struct NodeSettings {
     pub availability: Availability,
     /// Labels from `node update --label-add`.
     pub labels: BTreeMap<String, String>,
+    /// `node rm`: no longer listed, owns no slots, and its certificate is refused (from the
+    /// cluster entry's removed set).
+    pub removed: bool,
 }
 
 impl DesiredState {
@@ -128,13 +131,17 @@ impl DesiredState {
 
     /// The settings of `node`, defaults if never written.
     pub fn node_settings(&self, node: NodeId) -> NodeSettings {
-        self.nodes
+        let mut settings = self
+            .nodes
             .get(&node)
             .map(|e| NodeSettings {
                 availability: e.availability(),
                 labels: e.labels(),
+                removed: false,
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        settings.removed = self.removed_nodes().contains(&node);
+        settings
     }
 
     /// Every node that ever had a setting written, sorted by id.
