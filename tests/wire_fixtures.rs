@@ -78,6 +78,7 @@ fn desired() -> DesiredState {
     state
         .deploy_stack("web", vec![service()], hlc())
         .expect("a valid stack");
+    state.admit_node(NodeId(1), hlc()).expect("a free slot");
     state
 }
 
@@ -101,6 +102,7 @@ fn task() -> TaskReport {
         }],
         since_ms: 1_700_000_000_500,
         started_ms: Some(1_700_000_000_700),
+        addresses: vec![("web_default".into(), "10.240.0.2".parse().unwrap())],
     }
 }
 
@@ -371,6 +373,15 @@ fn committed_fixtures_still_decode() {
         (3, "shoal-demo:v1")
     );
     assert!(web.update_status.is_none());
+    // A desired.bin of format version 1 (before networks): it migrates, marked for a rewrite.
+    let v1 = must(
+        "file_desired_v1",
+        format::decode_desired(&read("file_desired_v1")),
+    );
+    assert!(v1.legacy);
+    let app = v1.value.service("web_app").unwrap();
+    assert_eq!((app.replicas, app.spec.image.as_str()), (3, "shoal-demo:1"));
+    assert!(v1.value.networks().is_empty());
     must(
         "file_keyring",
         format::decode_file::<Keyring>(FileKind::Keyring, &read("file_keyring")),

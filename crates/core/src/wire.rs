@@ -70,7 +70,7 @@ pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), Wi
 /// First bytes of every shoal datagram: lets a node drop stray traffic cheaply.
 pub const MAGIC: [u8; 2] = *b"SH";
 /// Version of the datagram layout and of every message inside it. Bumped on incompatible change.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 
 /// What a gossip datagram carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -46,6 +46,9 @@
 //!      file. A key that a concurrent update added on another node, unseen by the deploying node,
 //!      is not overwritten and survives into the re-created service.
 //! 7. **Stacks** are not stored: a stack exists while at least one live service names it.
+//!    **Networks** are (a spec, a claimed range, virtual-address claims, a `deleted` flag, and
+//!    each node's address-slot claim beside them): see `network.rs` for what deploys and removals
+//!    do to them and `crate::net::layout` for how claims become addresses.
 //! 8. **Clock trouble.** An operation's writes carry the HLC the caller passes. If a register
 //!    already holds a stamp at least that large (a node with a clock far in the future wrote it,
 //!    and `Clock::observe` refused to follow; or a stamp was reused), the write carries the
@@ -61,6 +64,7 @@
 mod entry;
 mod error;
 mod legacy;
+mod network;
 mod ops;
 mod reg;
 mod status;
@@ -72,9 +76,14 @@ use crdts::CvRDT;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use self::entry::{NodeEntry, ServiceEntry};
+use self::{
+    entry::{NodeEntry, ServiceEntry},
+    network::{merge_hosts, NetworkEntry},
+    reg::Reg,
+};
 pub use self::{
     error::{DesiredError, MergeConflict, MAX_REPLICAS},
+    network::NetworkView,
     ops::ServiceUpdate,
     status::{auto_stamp, AutoOutcome, AutoWrite, PreviousSpec, UpdateState, UpdateStatus},
     view::{NodeSettings, ServiceView, StackView},
@@ -89,6 +98,10 @@ pub struct DesiredState {
     services: BTreeMap<String, ServiceEntry>,
     /// Nodes that ever had a setting written.
     nodes: BTreeMap<NodeId, NodeEntry>,
+    /// Networks by full name, removed ones included (`network`).
+    networks: BTreeMap<String, NetworkEntry>,
+    /// Every node's address-slot claim (`None`: forgotten), see `crate::net::layout`.
+    hosts: BTreeMap<NodeId, Reg<Option<u16>>>,
 }
 
 impl DesiredState {
@@ -108,6 +121,12 @@ impl DesiredState {
                 changed |= self.nodes.entry(node).or_default().merge(entry);
             }
         }
+        for (name, entry) in delta.networks {
+            if !entry.is_empty() {
+                changed |= self.networks.entry(name).or_default().merge(entry);
+            }
+        }
+        changed |= merge_hosts(&mut self.hosts, delta.hosts);
         changed
     }
 
@@ -125,12 +144,17 @@ impl DesiredState {
     pub fn max_hlc(&self) -> Option<Hlc> {
         let services = self.services.values().filter_map(ServiceEntry::updated);
         let nodes = self.nodes.values().filter_map(NodeEntry::updated);
-        services.chain(nodes).max()
+        let networks = self.networks.values().filter_map(NetworkEntry::updated);
+        let hosts = self.hosts.values().map(|r| r.marker);
+        services.chain(nodes).chain(networks).chain(hosts).max()
     }
 
     /// Whether no register is held (an empty delta: nothing to gossip).
     pub fn is_empty(&self) -> bool {
-        self.services.is_empty() && self.nodes.is_empty()
+        self.services.is_empty()
+            && self.nodes.is_empty()
+            && self.networks.is_empty()
+            && self.hosts.is_empty()
     }
 
     /// Bytes of the wire encoding, to decide whether a delta fits a gossip datagram.
@@ -164,7 +188,12 @@ impl CvRDT for DesiredState {
                 mine.check(&node.short(), theirs)?;
             }
         }
-        Ok(())
+        for (name, theirs) in &other.networks {
+            if let Some(mine) = self.networks.get(name) {
+                mine.check(name, theirs)?;
+            }
+        }
+        reg::check_map("hosts", &self.hosts, &other.hosts)
     }
 
     fn merge(&mut self, other: Self) {

@@ -289,6 +289,7 @@ mod tests {
             endpoints: vec![],
             since_ms,
             started_ms: None,
+            addresses: vec![],
         }
     }
 
@@ -515,6 +516,7 @@ mod tests {
             health: Health::Healthy,
             created_ms: 0,
             endpoints: vec![],
+            addresses: vec![],
         }];
         let live = live();
         let reported = observed.by_service();

@@ -218,6 +218,7 @@ impl Reconciler {
                 endpoints: vec![],
                 since_ms: now_ms,
                 started_ms: None,
+                addresses: vec![],
             };
             let tasks = self
                 .history
@@ -750,6 +751,7 @@ fn pending(
         endpoints: vec![],
         since_ms: now,
         started_ms: None,
+        addresses: vec![],
     }
 }
 
@@ -787,6 +789,7 @@ pub fn task_of(c: &LocalContainer, desired_running: bool, error: Option<String>)
         // Without the reconciler's memory of when it was first seen running (`with_start`), a
         // running container is taken to run since its creation.
         started_ms: (c.status == ContainerStatus::Running).then_some(c.created_ms),
+        addresses: c.addresses.clone(),
     }
 }
 

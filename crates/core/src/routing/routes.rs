@@ -220,6 +220,7 @@ mod tests {
             }],
             since_ms: 0,
             started_ms: None,
+            addresses: vec![],
         }
     }
 

@@ -42,6 +42,10 @@ pub(super) struct ServiceEntry {
     pub update_status: Option<Reg<Option<UpdateStatus>>>,
     /// What a rollback returns to (`super::status`).
     pub previous: Option<Reg<Option<PreviousSpec>>>,
+    /// Network attachments with aliases (`ServiceSpec::attachments`).
+    pub attachments: Option<Reg<Vec<NetworkAttachment>>>,
+    /// `deploy.endpoint_mode`.
+    pub endpoint_mode: Option<Reg<EndpointMode>>,
 }
 
 /// Applies `$m!(field)` to every single-register field of [`ServiceEntry`], so merge, validation
@@ -67,6 +71,8 @@ macro_rules! scalar_fields {
         $m!(deleted);
         $m!(update_status);
         $m!(previous);
+        $m!(attachments);
+        $m!(endpoint_mode);
     };
 }
 
@@ -111,12 +117,22 @@ impl ServiceEntry {
             resources: value(&self.resources),
             networks: value(&self.networks),
             mounts: value(&self.mounts),
+            attachments: value(&self.attachments),
+            endpoint_mode: value(&self.endpoint_mode),
         }
     }
 
+    /// When the service was created: the stamp of its `stack` register, which a create writes
+    /// and nothing else rewrites while it lives (a service never changes stacks). Orders claims
+    /// on virtual addresses.
+    pub fn created(&self) -> Option<Hlc> {
+        marker(&self.stack)
+    }
+
     /// Latest write to a register that shapes the containers: everything but the stack, the
-    /// replica count, the update/rollback configs, deploy labels and `deleted`. The force counter
-    /// counts, since forcing means replacing every replica.
+    /// replica count, the update/rollback configs, deploy labels, the endpoint mode (it changes
+    /// what the name resolves to, not the containers) and `deleted`. The force counter counts,
+    /// since forcing means replacing every replica.
     pub fn version(&self) -> Option<Hlc> {
         [
             marker(&self.image),
@@ -133,6 +149,7 @@ impl ServiceEntry {
             marker(&self.networks),
             marker(&self.mounts),
             marker(&self.force),
+            marker(&self.attachments),
         ]
         .into_iter()
         .flatten()
@@ -241,6 +258,10 @@ impl ServiceEntry {
         );
         put(&mut d.networks, &self.networks, s.networks.clone(), all, at);
         put(&mut d.mounts, &self.mounts, s.mounts.clone(), all, at);
+        let att = s.attachments.clone();
+        put(&mut d.attachments, &self.attachments, att, all, at);
+        let em = s.endpoint_mode;
+        put(&mut d.endpoint_mode, &self.endpoint_mode, em, all, at);
         put(&mut d.deleted, &self.deleted, false, true, at);
         if all {
             // A fresh service has no rollout and nothing to roll back to.
@@ -292,6 +313,10 @@ impl ServiceEntry {
             at,
         );
         put(&mut d.mounts, &self.mounts, s.mounts.clone(), true, at);
+        let att = s.attachments.clone();
+        put(&mut d.attachments, &self.attachments, att, true, at);
+        let em = s.endpoint_mode;
+        put(&mut d.endpoint_mode, &self.endpoint_mode, em, true, at);
         d
     }
 

@@ -15,8 +15,8 @@ use crate::{
     desired::{
         hlc::Hlc,
         spec::{
-            Availability, Constraint, HealthcheckSpec, Mode, PortSpec, Protocol, RestartPolicy,
-            ServiceDef, UpdateConfig,
+            Availability, Constraint, HealthcheckSpec, Mode, NetworkDef, PortSpec, Protocol,
+            RestartPolicy, ServiceDef, UpdateConfig,
         },
     },
     identity::NodeId,
@@ -137,14 +137,33 @@ fn edited(
 }
 
 impl DesiredState {
+    /// `docker stack deploy` of a stack that declares no networks: see
+    /// [`DesiredState::deploy_stack_with_networks`].
+    pub fn deploy_stack(&mut self, stack: &str, services: Vec<ServiceDef>, hlc: Hlc) -> Delta {
+        self.deploy_stack_with_networks(stack, Vec::new(), services, hlc)
+    }
+
     /// `docker stack deploy`: creates the services in `services`, updates the live ones in place
     /// (writing only fields that differ), and removes live services of `stack` that the list
     /// lacks. Each service's `name` must be `STACK_...` and its `stack` must be `stack`.
-    pub fn deploy_stack(&mut self, stack: &str, services: Vec<ServiceDef>, hlc: Hlc) -> Delta {
+    ///
+    /// `networks` are the stack's declared networks. A service that names no network is attached
+    /// to `STACK_default`; the networks the services use are created if they do not exist
+    /// (external ones must), and each service claims a virtual address on each (see
+    /// `network.rs`).
+    pub fn deploy_stack_with_networks(
+        &mut self,
+        stack: &str,
+        networks: Vec<NetworkDef>,
+        mut services: Vec<ServiceDef>,
+        hlc: Hlc,
+    ) -> Delta {
         check_name("stack", stack)?;
         if services.is_empty() {
             return Err(DesiredError::EmptyStack(stack.to_string()));
         }
+        let mut delta = DesiredState::default();
+        self.deploy_networks(stack, &networks, &mut services, &mut delta, hlc)?;
         let mut names = BTreeSet::new();
         for def in &services {
             self.check_def(stack, def)?;
@@ -159,7 +178,6 @@ impl DesiredState {
             let own = self.own_ports(&def.name);
             claim_ports(&mut held, &def.name, &def.spec.ports, &own)?;
         }
-        let mut delta = DesiredState::default();
         let absent = ServiceEntry::default();
         for def in &services {
             let current = self.services.get(&def.name).unwrap_or(&absent);
@@ -204,17 +222,21 @@ impl DesiredState {
         }
     }
 
-    /// `docker stack rm`: removes every live service of `stack`.
+    /// `docker stack rm`: removes every live service of `stack`, and the networks the stack
+    /// created that no other stack's live service uses.
     pub fn remove_stack(&mut self, stack: &str, hlc: Hlc) -> Delta {
         let mut delta = DesiredState::default();
+        let mut leaving = BTreeSet::new();
         for (name, entry) in &self.services {
             if entry.is_live() && entry.stack() == stack {
                 delta.services.insert(name.clone(), entry.tombstone(hlc));
+                leaving.insert(name.clone());
             }
         }
         if delta.is_empty() {
             return Err(DesiredError::UnknownStack(stack.to_string()));
         }
+        self.stack_network_tombstones(stack, &leaving, &mut delta, hlc);
         Ok(self.apply(delta))
     }
 
@@ -387,7 +409,7 @@ impl DesiredState {
         }
     }
 
-    fn apply(&mut self, delta: DesiredState) -> DesiredState {
+    pub(super) fn apply(&mut self, delta: DesiredState) -> DesiredState {
         self.merge_delta(delta.clone());
         delta
     }
