@@ -4,8 +4,13 @@
 //! (`src/agent/netplane/`, `src/agent/dns.rs`, `src/runtime/docker/network.rs`); the design, the
 //! packet path and the limits are in `docs/networking.md`.
 
+pub mod dns;
+#[cfg(test)]
+mod fixture;
 mod ipv4;
 pub mod layout;
+pub mod plane;
+pub mod services;
 
 pub use ipv4::{Ipv4Net, Ipv4NetError};
 pub use layout::Layout;
