@@ -9,6 +9,8 @@ pub mod engine;
 pub mod framing;
 pub mod ingress;
 pub mod local_api;
+#[cfg(target_os = "linux")]
+pub mod netplane;
 pub mod persist;
 pub mod quic;
 pub mod shell;

@@ -227,7 +227,18 @@ pub fn rules(layout: &Layout, view: &NetView, me: NodeId) -> Vec<RuleSpec> {
                 "tcp-reset",
             ],
         ));
-        out.push(rule(Filter, FORWARD_CHAIN, &["-d", &block, "-j", "REJECT"]));
+        out.push(rule(
+            Filter,
+            FORWARD_CHAIN,
+            &[
+                "-d",
+                &block,
+                "-j",
+                "REJECT",
+                "--reject-with",
+                "icmp-port-unreachable",
+            ],
+        ));
     }
     // Members of a network talk to each other, across nodes.
     for (_, range, _) in &ranges {
