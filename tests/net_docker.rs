@@ -266,3 +266,111 @@ async fn replicas_attach_in_order_and_report_their_addresses() {
     assert!(err.0.contains("not on this node"), "{err}");
     docker.remove(&id, 1).await.unwrap();
 }
+
+/// An image with busybox only (its `nslookup`), imported from the host's static busybox;
+/// `None` when the host has none.
+fn busybox_image() -> Option<String> {
+    let image = "p6test-busybox:latest".to_string();
+    if image_exists(&image) {
+        return Some(image);
+    }
+    let busybox = std::path::Path::new("/bin/busybox");
+    if !busybox.exists() {
+        return None;
+    }
+    let dir = tempfile::tempdir().ok()?;
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).ok()?;
+    std::fs::copy(busybox, bin.join("busybox")).ok()?;
+    let tar = dir.path().join("rootfs.tar");
+    let ok = Command::new("tar")
+        .args(["-C", dir.path().to_str()?, "-cf", tar.to_str()?, "bin"])
+        .status()
+        .ok()?
+        .success()
+        && Command::new("docker")
+            .args(["import", tar.to_str()?, &image])
+            .output()
+            .ok()?
+            .status
+            .success();
+    ok.then_some(image)
+}
+
+// Multi-threaded: the test blocks on `docker exec` while the server's tasks answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_resolves_service_names_through_the_node_dns() {
+    use std::{collections::BTreeMap, sync::Arc};
+
+    use shoal::agent::dns::DnsServer;
+    use shoal_core::net::services::{Membership, NetView, ServiceNet};
+
+    let Some(docker) = engine().await else { return };
+    let Some(image) = busybox_image() else {
+        eprintln!("skipping: no /bin/busybox to make a client image from");
+        return;
+    };
+    let node = TestNode::new();
+    let name = unique("dns");
+    let net = node.local(&name, 0);
+    docker.ensure_network(node.id, &net).await.unwrap();
+
+    // The node's DNS server on the bridge's address, answering for the network.
+    let vip = net.subnet.nth(250).unwrap();
+    let mut view = NetView::default();
+    view.services.insert(
+        "p6_web".into(),
+        ServiceNet {
+            name: "p6_web".into(),
+            short: "web".into(),
+            mode: shoal_core::desired::spec::EndpointMode::Vip,
+            networks: BTreeMap::from([(
+                name.clone(),
+                Membership {
+                    aliases: vec!["www".into()],
+                    vip: Some(vip),
+                    ready: vec![],
+                },
+            )]),
+        },
+    );
+    let server = DnsServer::new(vec![]);
+    let listen = std::net::SocketAddr::new(net.gateway.into(), 53);
+    let failed = server.listen_on(&[listen]).await;
+    assert!(failed.is_empty(), "cannot listen on {listen}: {failed:?}");
+
+    let mut t = task("p6test_client", &[&name]);
+    t.spec.image = image;
+    t.spec.command = Some(vec!["/bin/busybox".into(), "sleep".into(), "60".into()]);
+    let id = docker.create(node.id, &t).await.unwrap();
+    let c = running(&docker, node.id, &id).await;
+    // The network's range is left out of the view: only the replica's own address (as its
+    // node reports it) puts the asker on the network. A question relayed from anywhere else
+    // (the gateway, the host) would get NXDOMAIN.
+    let std::net::IpAddr::V4(own) = c.addresses[0].1 else {
+        panic!("{:?}", c.addresses)
+    };
+    view.owners.insert(own, "p6_web".into());
+    server.set_view(Arc::new(view));
+    let lookup = |what: &str| {
+        let out = Command::new("docker")
+            .args(["exec", &id, "/bin/busybox", "nslookup", what])
+            .output()
+            .expect("docker exec");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    // Through the engine's embedded DNS, which forwards to the gateway from the replica's own
+    // address: the server sees the asker on the network and answers.
+    let answer = lookup("web");
+    assert!(answer.contains(&vip.to_string()), "{answer}");
+    let answer = lookup("www");
+    assert!(answer.contains(&vip.to_string()), "{answer}");
+    docker.remove(&id, 1).await.unwrap();
+    let _ = Command::new("docker")
+        .args(["rmi", "p6test-busybox:latest"])
+        .output();
+}

@@ -5,6 +5,7 @@
 //! snapshots to disk ([`persist`]), published ports ([`ingress`]).
 
 pub mod datadir;
+pub mod dns;
 pub mod engine;
 pub mod framing;
 pub mod ingress;
