@@ -421,7 +421,7 @@ fn network_declarations(
                     shoal_core::net::layout::MIN_SUBNET_LEN,
                     shoal_core::net::layout::MAX_SUBNET_LEN,
                 );
-                if !(min..=max).contains(&parsed.len()) {
+                if !(min..=max).contains(&parsed.prefix_len()) {
                     return Err(Failure::at(
                         &sub_at,
                         format!(

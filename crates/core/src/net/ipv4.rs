@@ -32,14 +32,8 @@ impl Ipv4Net {
     }
 
     /// The prefix length.
-    pub fn len(&self) -> u8 {
+    pub fn prefix_len(&self) -> u8 {
         self.len
-    }
-
-    /// Whether this is `0.0.0.0/0`... or any prefix: never empty. (Keeps clippy's `len`
-    /// convention; a prefix always holds at least one address.)
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     /// How many addresses it spans.

@@ -202,7 +202,7 @@ impl Layout {
         }
         let count = DEFAULT_POOL.subnets(POOL_RANGE_LEN);
         for n in order.iter().filter(|n| n.explicit.is_none()) {
-            let claim_ok = n.claimed.len() == POOL_RANGE_LEN
+            let claim_ok = n.claimed.prefix_len() == POOL_RANGE_LEN
                 && DEFAULT_POOL.contains(n.claimed.addr())
                 && taken(&placed, &n.claimed).is_none();
             let range = if claim_ok {

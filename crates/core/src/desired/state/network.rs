@@ -380,7 +380,7 @@ impl DesiredState {
         }
         let range = match spec.subnet {
             Some(subnet) => {
-                if !(MIN_SUBNET_LEN..=MAX_SUBNET_LEN).contains(&subnet.len()) {
+                if !(MIN_SUBNET_LEN..=MAX_SUBNET_LEN).contains(&subnet.prefix_len()) {
                     return Err(DesiredError::InvalidNetwork {
                         network: name.to_string(),
                         reason: format!(
@@ -647,7 +647,7 @@ mod tests {
         assert_eq!(net.spec.driver, OVERLAY_DRIVER);
         let layout = s.layout();
         let range = layout.networks["app_default"].range;
-        assert_eq!(range.len(), 16);
+        assert_eq!(range.prefix_len(), 16);
         assert!(crate::net::layout::DEFAULT_POOL.contains(range.addr()));
         let vip = layout.vip("app_default", "app_web").unwrap();
         assert!(layout.networks["app_default"].vip_block().contains(vip));
