@@ -147,6 +147,7 @@ fn reconcile_round(cluster: &[NodeFacts], services: usize, replicas: u64) {
                 health: Health::Healthy,
                 created_ms: 1,
                 endpoints: vec![],
+                addresses: vec![],
             });
         }
     }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 mod helpers;
 
 use helpers::{env, fails_at, files, parse, parse_with};
-use shoal::compose::{parse_stack, Declared, StackFile};
+use shoal::compose::{parse_stack, Declared, NetworkDef, StackFile};
 use shoal_core::desired::spec::*;
 
 const HA_STACK: &str = include_str!("fixtures/compose/ha-stack.yml");
@@ -28,6 +28,13 @@ fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
+}
+
+fn attached(network: &str, aliases: &[&str]) -> NetworkAttachment {
+    NetworkAttachment {
+        network: network.into(),
+        aliases: strings(aliases),
+    }
 }
 
 #[test]
@@ -122,6 +129,8 @@ fn ha_stack_every_field() {
         },
         networks: strings(&["shop_front"]),
         mounts: vec![],
+        attachments: vec![attached("shop_front", &[])],
+        endpoint_mode: EndpointMode::Vip,
         ..ServiceSpec::default()
     };
     assert_eq!(web.spec, expected);
@@ -206,6 +215,8 @@ fn ha_stack_every_field() {
                 read_only: false,
             },
         ],
+        attachments: vec![attached("shop_front", &[]), attached("back", &[])],
+        endpoint_mode: EndpointMode::Vip,
         ..ServiceSpec::default()
     };
     assert_eq!(api.spec, expected);
@@ -230,6 +241,7 @@ fn ha_stack_every_field() {
         }]
     );
     assert_eq!(db.spec.networks, ["back"]);
+    assert_eq!(db.spec.endpoint_mode, EndpointMode::Dnsrr);
     assert_eq!(
         db.spec.placement.constraints,
         [Constraint {
@@ -262,11 +274,19 @@ fn ha_stack_every_field() {
     );
     assert_eq!(
         stack.warnings,
-        [
-            "stack.yml:96:5: services.db.container_name: not supported by shoal, ignored",
-            "stack.yml:105:7: services.db.deploy.endpoint_mode: not supported by shoal, ignored",
-            "stack.yml:113:5: networks.back.driver: not supported by shoal, ignored",
-        ]
+        ["stack.yml:96:5: services.db.container_name: not supported by shoal, ignored",]
+    );
+    let net = |name: &str, external: bool| NetworkDef {
+        name: name.into(),
+        external,
+        spec: NetworkSpec {
+            driver: OVERLAY_DRIVER.into(),
+            ..NetworkSpec::default()
+        },
+    };
+    assert_eq!(
+        stack.network_defs,
+        [net("shop_front", false), net("back", true)]
     );
 }
 
@@ -459,11 +479,93 @@ secrets:
             "stack.yml:6:5: services.web.build: not supported by shoal, ignored",
             "stack.yml:7:5: services.web.container_name: not supported by shoal, ignored",
             "stack.yml:8:5: services.web.depends_on: not supported by shoal, ignored",
-                        "stack.yml:12:7: services.web.deploy.endpoint_mode: not supported by shoal, ignored",
             "stack.yml:14:18: services.web.deploy.resources.limits.pids: not supported by shoal, ignored",
             "stack.yml:17:5: services.db.build: not supported by shoal, ignored",
             "stack.yml:18:1: configs: not supported by shoal, ignored",
             "stack.yml:20:1: secrets: not supported by shoal, ignored",
         ]
+    );
+}
+
+#[test]
+fn networks_with_settings_and_aliases() {
+    let text = r#"
+services:
+  web:
+    image: demo:1
+    networks:
+      front:
+        aliases: [www, site.local]
+        ipv4_address: 10.0.0.9
+      default:
+  job:
+    image: demo:1
+networks:
+  front:
+    driver: bridge
+    attachable: true
+    internal: "true"
+    labels: [team=web]
+    ipam:
+      config:
+        - subnet: 10.30.0.0/16
+"#;
+    let stack = parse(text).unwrap();
+    let web = service(&stack, "shop_web");
+    assert_eq!(
+        web.spec.attachments,
+        [
+            attached("shop_front", &["www", "site.local"]),
+            attached("shop_default", &[])
+        ]
+    );
+    assert_eq!(web.spec.networks, ["shop_front", "shop_default"]);
+    // The deploy attaches a service without networks to STACK_default, not the file.
+    assert!(service(&stack, "shop_job").spec.attachments.is_empty());
+    let front = &stack.network_defs[0];
+    assert_eq!(front.name, "shop_front");
+    assert!(front.spec.attachable && front.spec.internal);
+    assert_eq!(front.spec.driver, OVERLAY_DRIVER);
+    assert_eq!(front.spec.subnet, Some("10.30.0.0/16".parse().unwrap()));
+    assert_eq!(front.spec.labels, map(&[("team", "web")]));
+    let warnings = stack.warnings.join("\n");
+    assert!(warnings.contains("networks.front.driver"), "{warnings}");
+    assert!(
+        warnings.contains("services.web.networks.front.ipv4_address"),
+        "{warnings}"
+    );
+}
+
+#[test]
+fn network_mistakes_are_refused_with_their_line() {
+    let base = "services:\n  web:\n    image: demo:1\n";
+    fails_at(
+        &format!(
+            "{base}    networks:\n      front:\n        aliases: [\"a b\"]\nnetworks:\n  front:\n"
+        ),
+        6,
+        &["services.web.networks.front.aliases[0]", "not a DNS name"],
+    );
+    fails_at(
+        &format!(
+            "{base}networks:\n  front:\n    ipam:\n      config:\n        - subnet: 10.1.0.0/24\n"
+        ),
+        8,
+        &["networks.front.ipam.config[0].subnet", "/8 to /22"],
+    );
+    fails_at(
+        &format!(
+            "{base}networks:\n  front:\n    ipam:\n      config:\n        - subnet: nonsense\n"
+        ),
+        8,
+        &[
+            "networks.front.ipam.config[0].subnet",
+            "invalid IPv4 subnet",
+        ],
+    );
+    fails_at(
+        &format!("{base}    networks: [back]\nnetworks:\n  front:\n"),
+        4,
+        &["services.web.networks", "not declared", "declared: front"],
     );
 }

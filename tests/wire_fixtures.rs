@@ -78,6 +78,7 @@ fn desired() -> DesiredState {
     state
         .deploy_stack("web", vec![service()], hlc())
         .expect("a valid stack");
+    state.admit_node(NodeId(1), hlc()).expect("a free slot");
     state
 }
 
@@ -101,6 +102,7 @@ fn task() -> TaskReport {
         }],
         since_ms: 1_700_000_000_500,
         started_ms: Some(1_700_000_000_700),
+        addresses: vec![("web_default".into(), "10.240.0.2".parse().unwrap())],
     }
 }
 
@@ -181,6 +183,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 stack: "web".into(),
                 services: vec![service()],
                 prune: true,
+                networks: vec![],
             })
             .unwrap(),
         ),

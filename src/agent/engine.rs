@@ -5,12 +5,15 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{debug, warn, Instrument};
 
 use super::shell::Command;
-use crate::runtime::{docker::Docker, Action, ContainerRuntime};
-use shoal_core::{identity::NodeId, node::Input};
+use crate::runtime::{
+    docker::{Docker, NetworkError},
+    Action, ContainerRuntime,
+};
+use shoal_core::{identity::NodeId, net::LocalNetwork, node::Input};
 
 /// How long a replica gets to stop gracefully before it is killed.
 pub const STOP_TIMEOUT_S: u64 = 10;
@@ -27,6 +30,7 @@ const ENGINE_CONCURRENCY: usize = 8;
 /// Handle to the executor.
 pub struct Engine {
     actions: mpsc::UnboundedSender<Vec<Action>>,
+    networks: watch::Sender<Vec<LocalNetwork>>,
 }
 
 impl Engine {
@@ -35,14 +39,25 @@ impl Engine {
     pub fn start(me: NodeId, docker: Docker, commands: mpsc::Sender<Command>) -> Self {
         let docker = Arc::new(docker);
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(execute(me, docker.clone(), rx, commands.clone()).in_current_span());
-        tokio::spawn(watch(me, docker, commands).in_current_span());
-        Engine { actions: tx }
+        let (networks, networks_rx) = watch::channel(Vec::new());
+        tokio::spawn(
+            execute(me, docker.clone(), rx, networks_rx, commands.clone()).in_current_span(),
+        );
+        tokio::spawn(watch_engine(me, docker, commands).in_current_span());
+        Engine {
+            actions: tx,
+            networks,
+        }
     }
 
     /// Queues one round's actions.
     pub fn execute(&self, actions: Vec<Action>) {
         let _ = self.actions.send(actions);
+    }
+
+    /// The networks this node's engine must hold: made (or fixed) before the next creates.
+    pub fn set_networks(&self, networks: Vec<LocalNetwork>) {
+        self.networks.send_replace(networks);
     }
 }
 
@@ -54,10 +69,30 @@ async fn execute(
     me: NodeId,
     docker: Arc<Docker>,
     mut rx: mpsc::UnboundedReceiver<Vec<Action>>,
+    mut networks: watch::Receiver<Vec<LocalNetwork>>,
     commands: mpsc::Sender<Command>,
 ) {
     let permits = Arc::new(Semaphore::new(ENGINE_CONCURRENCY));
-    while let Some(actions) = rx.recv().await {
+    loop {
+        let actions = tokio::select! {
+            actions = rx.recv() => match actions {
+                Some(actions) => actions,
+                None => return,
+            },
+            changed = networks.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                Vec::new()
+            }
+        };
+        if networks.has_changed().unwrap_or(false) || actions.is_empty() {
+            let want = networks.borrow_and_update().clone();
+            ensure_networks(me, &docker, &want).await;
+        }
+        if actions.is_empty() {
+            continue;
+        }
         let (removes, creates): (Vec<_>, Vec<_>) = actions
             .into_iter()
             .partition(|a| matches!(a, Action::Remove { .. }));
@@ -105,6 +140,26 @@ async fn execute(
     }
 }
 
+/// Brings the engine's networks to `want`. A bridge whose subnet moved (claims made apart in a
+/// partition) cannot be renumbered while containers use it: those are removed (the node's
+/// reconciler replaces them, on the renumbered network) and it is tried again.
+async fn ensure_networks(me: NodeId, docker: &Docker, want: &[LocalNetwork]) {
+    for problem in docker.reconcile_networks(me, want).await {
+        match problem {
+            NetworkError::InUse { ref containers, .. } => {
+                warn!(error = %problem, "networks: replacing the replicas of a renumbered network");
+                for container in containers {
+                    let _ = docker.remove(container, STOP_TIMEOUT_S).await;
+                }
+            }
+            other => warn!(error = %other, "networks: the engine could not make one"),
+        }
+    }
+    for problem in docker.reconcile_networks(me, want).await {
+        warn!(error = %problem, "networks: the engine could not make one");
+    }
+}
+
 async fn relist(me: NodeId, docker: &Docker, commands: &mpsc::Sender<Command>) {
     let input = match docker.list(me).await {
         Ok(list) => Input::Listed(list),
@@ -114,7 +169,7 @@ async fn relist(me: NodeId, docker: &Docker, commands: &mpsc::Sender<Command>) {
 }
 
 /// Re-lists on every engine event about this node's containers, and periodically.
-async fn watch(me: NodeId, docker: Arc<Docker>, commands: mpsc::Sender<Command>) {
+async fn watch_engine(me: NodeId, docker: Arc<Docker>, commands: mpsc::Sender<Command>) {
     let (wake_tx, mut wake_rx) = mpsc::channel(64);
     let watcher = docker.clone();
     tokio::spawn(async move { watcher.watch(me, wake_tx).await }.in_current_span());

@@ -5,10 +5,14 @@
 //! snapshots to disk ([`persist`]), published ports ([`ingress`]).
 
 pub mod datadir;
+pub mod dns;
 pub mod engine;
 pub mod framing;
 pub mod ingress;
 pub mod local_api;
+#[cfg(target_os = "linux")]
+pub mod netplane;
+pub mod network;
 pub mod persist;
 pub mod quic;
 pub mod shell;
@@ -65,6 +69,9 @@ pub struct AgentConfig {
     pub no_ingress: bool,
     /// The cluster's join token, for a node that is not a member yet.
     pub token: Option<String>,
+    /// Program the kernel's routes and firewall rules for the service networks (off when
+    /// several agents share one host).
+    pub netplane: bool,
     /// Entry points for HTTP routers (Traefik's static configuration), each listened on once a
     /// router serves there.
     pub entrypoints: Vec<ingress::EntryPoint>,
@@ -95,6 +102,7 @@ impl AgentConfig {
             ingress_addr: None,
             no_ingress: false,
             token: None,
+            netplane: true,
             entrypoints: vec![ingress::EntryPoint::default_web()],
         }
     }
@@ -345,6 +353,7 @@ pub async fn run(
             node_id: state.id,
             trust: trust.clone(),
             accepted,
+            networks: network::Networks::start(state.id, config.netplane),
             routes: routes_tx,
             commands: commands_tx,
         };

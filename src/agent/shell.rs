@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 use super::{
     datadir::{DataDir, NodeState},
     engine::Engine,
+    network::Networks,
     persist::Persister,
     quic::{Accepted, Peers},
     tls::ca::CLIENT_VALIDITY,
@@ -91,6 +92,8 @@ pub struct Outlets {
     pub trust: Arc<Trust>,
     /// Members' accepted connections (closed when a node is removed).
     pub accepted: Accepted,
+    /// The DNS server and the kernel's routes and rules of the service networks.
+    pub networks: Networks,
     /// The ingress routing table.
     pub routes: watch::Sender<Arc<RoutingTable>>,
     /// For replies to the node's calls.
@@ -258,6 +261,7 @@ impl Shell {
             routes,
             admissions,
             removed,
+            network,
             stopped,
         } = effects;
         let o = &self.outlets;
@@ -283,6 +287,13 @@ impl Shell {
             if let Some(reply) = self.api_waiting.remove(&id) {
                 let _ = reply.send(response);
             }
+        }
+        // Before the actions: their creates may need these networks on the engine.
+        if let Some(network) = network {
+            if let Some(engine) = &o.engine {
+                engine.set_networks(network.local.clone());
+            }
+            o.networks.set(network);
         }
         if !actions.is_empty() {
             match &o.engine {

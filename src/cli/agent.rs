@@ -45,6 +45,11 @@ pub struct AgentArgs {
     /// Serve no published ports on this node.
     #[arg(long)]
     no_ingress: bool,
+    /// Program no kernel routes or firewall rules for service networks: for several agents
+    /// sharing one host (their bridges are all local), or a host whose network is managed
+    /// otherwise. Names still resolve; replicas on other hosts are not reachable.
+    #[arg(long)]
+    no_netplane: bool,
     /// The cluster's join token (`shoal cluster join-token` on a member prints it); needed only
     /// the first time a node joins.
     #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true)]
@@ -74,6 +79,7 @@ pub fn run(data_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
     config.join_timeout = Duration::from_secs(args.join_timeout);
     config.ingress_addr = args.ingress_addr;
     config.no_ingress = args.no_ingress;
+    config.netplane = !args.no_netplane;
     config.token = args.token.filter(|t| !t.trim().is_empty());
     if !args.entrypoints.is_empty() {
         let (mut ports, mut names) = (

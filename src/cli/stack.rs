@@ -209,6 +209,7 @@ fn deploy(
             stack: name.to_string(),
             services: stack.services,
             prune,
+            networks: stack.network_defs,
         },
     )?;
     print_receipt(response)?;

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use shoal_core::desired::spec::{
-    HealthcheckSpec, PortSpec, Protocol, PublishMode, ServiceDef, ServiceSpec,
+    HealthcheckSpec, NetworkAttachment, PortSpec, Protocol, PublishMode, ServiceDef, ServiceSpec,
 };
 
 use super::error::{Failure, KeyPath, Warning};
@@ -140,7 +140,8 @@ pub(crate) fn service(
         spec.healthcheck = Some(healthcheck(&path.key("healthcheck"), h)?);
     }
     if let Some(nets) = raw.networks {
-        spec.networks = networks(ctx, &path.key("networks"), nets)?;
+        spec.attachments = networks(ctx, &path.key("networks"), nets)?;
+        spec.networks = spec.attachments.iter().map(|a| a.network.clone()).collect();
     }
     if let Some(list) = raw.volumes {
         let vpath = path.key("volumes");
@@ -405,27 +406,30 @@ fn healthcheck(path: &KeyPath, raw: RawHealthcheck) -> Result<HealthcheckSpec, F
     Ok(spec)
 }
 
+/// The service's networks in file order (the first is where its DNS server is), with their
+/// aliases; both list and mapping forms.
 fn networks(
     ctx: &mut Ctx<'_>,
     path: &KeyPath,
     raw: ListOrEntries<super::model::RawServiceNetwork>,
-) -> Result<Vec<String>, Failure> {
-    let names: Vec<(String, KeyPath)> = match raw {
+) -> Result<Vec<NetworkAttachment>, Failure> {
+    let entries: Vec<(String, KeyPath, Vec<Scalar>)> = match raw {
         ListOrEntries::List(items) => items
             .into_iter()
             .enumerate()
-            .map(|(i, Scalar(s))| (s, path.index(i)))
+            .map(|(i, Scalar(s))| (s, path.index(i), Vec::new()))
             .collect(),
         ListOrEntries::Map(entries) => entries
             .into_iter()
-            .map(|(k, _)| {
+            .map(|(k, v)| {
                 let at = path.key(&k);
-                (k, at)
+                let aliases = v.and_then(|v| v.aliases).unwrap_or_default();
+                (k, at, aliases)
             })
             .collect(),
     };
-    let mut out: Vec<String> = Vec::new();
-    for (name, at) in names {
+    let mut out: Vec<NetworkAttachment> = Vec::new();
+    for (name, at, aliases) in entries {
         let resolved = match ctx.networks.get(&name) {
             Some(d) => d.name.clone(),
             // Swarm creates STACK_default without a declaration.
@@ -433,13 +437,63 @@ fn networks(
             None => {
                 return Err(Failure::at(
                     &at,
-                    format!("network {name:?} is not declared in the top-level networks"),
+                    format!(
+                        "network {name:?} is not declared in the top-level networks{}",
+                        declared_hint(ctx.networks)
+                    ),
                 ))
             }
         };
-        if !out.contains(&resolved) {
-            out.push(resolved);
+        let mut names: Vec<String> = Vec::new();
+        for (i, Scalar(alias)) in aliases.into_iter().enumerate() {
+            if !is_dns_name(&alias) {
+                return Err(Failure::at(
+                    &at.key("aliases").index(i),
+                    format!(
+                        "alias {alias:?} is not a DNS name (letters, digits, '-' and '_', in \
+                         dot-separated labels)"
+                    ),
+                ));
+            }
+            if !names.contains(&alias) {
+                names.push(alias);
+            }
+        }
+        match out.iter_mut().find(|a| a.network == resolved) {
+            Some(a) => {
+                for n in names {
+                    if !a.aliases.contains(&n) {
+                        a.aliases.push(n);
+                    }
+                }
+            }
+            None => out.push(NetworkAttachment {
+                network: resolved,
+                aliases: names,
+            }),
         }
     }
     Ok(out)
+}
+
+/// ` (declared: a, b)`, or nothing when none is.
+fn declared_hint(networks: &BTreeMap<String, Declared>) -> String {
+    if networks.is_empty() {
+        String::new()
+    } else {
+        let keys: Vec<&str> = networks.keys().map(String::as_str).collect();
+        format!(" (declared: {})", keys.join(", "))
+    }
+}
+
+fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        })
 }

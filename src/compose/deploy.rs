@@ -20,6 +20,7 @@ pub(crate) fn apply(
     spec: &mut ServiceSpec,
 ) -> Result<u64, Failure> {
     spec.mode = raw.mode.unwrap_or_default();
+    spec.endpoint_mode = raw.endpoint_mode.unwrap_or_default();
     let global = spec.mode == Mode::Global;
     let replicas =
         match raw.replicas {

@@ -47,11 +47,12 @@
 //!
 //! Services become `STACK_SERVICE`. As in Swarm, networks and named volumes are stack-scoped:
 //! `front` in stack `app` is `app_front`, unless declared `external: true` (used as is) or given a
-//! `name:`. A service that lists no network gets an empty `networks` (Swarm would attach it to
-//! `STACK_default`); one that lists `default` gets `STACK_default`. Relative bind sources
-//! (`./data`, `data` with `type: bind`) are resolved against the first file's directory and `~`
-//! against the home directory, as Docker's loader does, when the caller gives them
-//! ([`parse_stack_in`]); [`parse_stack`] passes them on unchanged.
+//! `name:`. A service that lists no network gets no attachment here: the deploy attaches it to
+//! `STACK_default` (as Swarm does; `desired::state`); one that lists `default` gets
+//! `STACK_default`. Declared networks come out as [`StackFile::network_defs`], to send with the
+//! services. Relative bind sources (`./data`, `data` with `type: bind`) are resolved against the
+//! first file's directory and `~` against the home directory, as Docker's loader does, when the
+//! caller gives them ([`parse_stack_in`]); [`parse_stack`] passes them on unchanged.
 //!
 //! # Testing
 //!
@@ -97,13 +98,14 @@ pub use self::options::FileContext;
 use self::error::{Failure, KeyPath, Segment, Warning};
 use self::interpolate::Interpolator;
 use self::load::key_text;
-use self::model::{External, Ignored, RawDeclaration, RawStack};
+use self::model::Lenient;
+use self::model::{External, Ignored, RawDeclaration, RawNetwork, RawStack};
 pub(crate) use self::{
     constraint::{parse_constraint, parse_spread},
     units::{duration_ms, memory_bytes, thousandths},
     words::split as split_words,
 };
-pub use shoal_core::desired::spec::ServiceDef;
+pub use shoal_core::desired::spec::{NetworkDef, ServiceDef};
 
 /// A `service update --publish-add` value: the short port syntax of stack files
 /// (`8080:80`, `8080:80/udp`, ranges), published in ingress mode. The host-IP and empty-port
@@ -151,6 +153,9 @@ pub struct StackFile {
     /// Human-readable warnings, each naming a key path: ignored keys (one per key), unset
     /// variables (one per variable), environment entries dropped for lack of a value...
     pub warnings: Vec<String>,
+    /// The top-level networks with their settings, in file order: what the deploy creates
+    /// (those its services use) or checks (external ones).
+    pub network_defs: Vec<NetworkDef>,
 }
 
 /// A network or volume declared at the top level of a stack file.
@@ -334,7 +339,8 @@ fn build(
     }
 
     let root = KeyPath::root();
-    let networks = declarations(stack, &root.key("networks"), raw.networks)?;
+    let (networks, network_defs) =
+        network_declarations(stack, &root.key("networks"), raw.networks, &mut warnings)?;
     let volumes = declarations(stack, &root.key("volumes"), raw.volumes)?;
     let by_key = |d: &[Declared]| -> BTreeMap<String, Declared> {
         d.iter().map(|d| (d.key.clone(), d.clone())).collect()
@@ -359,8 +365,108 @@ fn build(
         networks,
         volumes,
         warnings: Vec::new(),
+        network_defs,
     };
     Ok((stack, warnings))
+}
+
+/// Top-level networks with their real names, and their settings.
+fn network_declarations(
+    stack: &str,
+    path: &KeyPath,
+    raw: Option<model::Entries<Option<RawNetwork>>>,
+    warnings: &mut Vec<Warning>,
+) -> Result<(Vec<Declared>, Vec<NetworkDef>), Failure> {
+    use shoal_core::desired::spec::{NetworkSpec, OVERLAY_DRIVER};
+    let entries = raw.map(|e| e.0).unwrap_or_default();
+    let mut plain = Vec::new();
+    let mut settings = Vec::new();
+    for (key, net) in entries {
+        let net = net.unwrap_or_default();
+        plain.push((
+            key.clone(),
+            Some(RawDeclaration {
+                external: net.external,
+                name: net.name,
+            }),
+        ));
+        let at = path.key(&key);
+        let mut spec = NetworkSpec {
+            driver: OVERLAY_DRIVER.to_string(),
+            attachable: net.attachable.is_some_and(|Lenient(b)| b),
+            internal: net.internal.is_some_and(|Lenient(b)| b),
+            ..NetworkSpec::default()
+        };
+        match net.driver.as_deref() {
+            None | Some("overlay") => {}
+            Some(other) => warnings.push(Warning::at(
+                &at.key("driver"),
+                format!(
+                    "driver {other:?} taken as \"overlay\": shoal's networks span the cluster \
+                     as overlay ones do"
+                ),
+            )),
+        }
+        if let Some(labels) = net.labels {
+            spec.labels = convert::pairs(&at.key("labels"), labels)?
+                .into_iter()
+                .map(|(k, v, _)| (k, v.unwrap_or_default()))
+                .collect();
+        }
+        if let Some(ipam) = net.ipam {
+            let ipam_at = at.key("ipam");
+            if let Some(driver) = ipam.driver.filter(|d| d != "default") {
+                warnings.push(Warning::at(
+                    &ipam_at.key("driver"),
+                    format!("IPAM driver {driver:?} ignored: shoal allocates addresses itself"),
+                ));
+            }
+            let configs = ipam.config.unwrap_or_default();
+            for (i, config) in configs.iter().enumerate() {
+                let Some(subnet) = &config.subnet else {
+                    continue;
+                };
+                let sub_at = ipam_at.key("config").index(i).key("subnet");
+                if i > 0 {
+                    warnings.push(Warning::at(
+                        &sub_at,
+                        "only the first subnet is used (one IPv4 range per network)",
+                    ));
+                    continue;
+                }
+                let parsed: shoal_core::net::Ipv4Net =
+                    subnet.parse().map_err(|e: shoal_core::net::Ipv4NetError| {
+                        Failure::at(&sub_at, e.to_string())
+                    })?;
+                let (min, max) = (
+                    shoal_core::net::layout::MIN_SUBNET_LEN,
+                    shoal_core::net::layout::MAX_SUBNET_LEN,
+                );
+                if !(min..=max).contains(&parsed.prefix_len()) {
+                    return Err(Failure::at(
+                        &sub_at,
+                        format!(
+                            "give a /{min} to /{max}: each node takes a /24 of it, and the last \
+                             /24 holds the services' virtual addresses"
+                        ),
+                    ));
+                }
+                spec.subnet = Some(parsed);
+            }
+        }
+        settings.push(spec);
+    }
+    let declared = declarations(stack, path, Some(model::Entries(plain)))?;
+    let defs = declared
+        .iter()
+        .zip(settings)
+        .map(|(d, spec)| NetworkDef {
+            name: d.name.clone(),
+            external: d.external,
+            spec,
+        })
+        .collect();
+    Ok((declared, defs))
 }
 
 /// Top-level networks or volumes with their real names.

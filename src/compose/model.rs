@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::error::{KeyPath, Segment};
 use shoal_core::desired::spec::{
-    FailureAction, Mode, Protocol, PublishMode, RestartCondition, UpdateOrder,
+    EndpointMode, FailureAction, Mode, Protocol, PublishMode, RestartCondition, UpdateOrder,
 };
 
 /// Every key compose defines, by where it may appear (the parent's path with service, network
@@ -89,6 +89,11 @@ const KEYS: &[(&str, &str)] = &[
         "attachable driver driver_opts enable_ipv4 enable_ipv6 external internal ipam labels name",
     ),
     ("networks.*.external", "name"),
+    ("networks.*.ipam", "config driver options"),
+    (
+        "networks.*.ipam.config.[]",
+        "aux_addresses gateway ip_range subnet",
+    ),
     ("volumes.*", "driver driver_opts external labels name"),
     ("volumes.*.external", "name"),
 ];
@@ -187,8 +192,34 @@ pub(crate) struct RawStack {
     #[allow(dead_code)] // Any version is accepted; reading it keeps it out of the warnings.
     pub version: Option<Scalar>,
     pub services: Option<Entries<RawService>>,
-    pub networks: Option<Entries<Option<RawDeclaration>>>,
+    pub networks: Option<Entries<Option<RawNetwork>>>,
     pub volumes: Option<Entries<Option<RawDeclaration>>>,
+}
+
+/// A top-level network: what a volume has, and its settings. Driver options and IPv6 are not
+/// modelled (warned about).
+#[derive(Deserialize, Default)]
+pub(crate) struct RawNetwork {
+    pub external: Option<External>,
+    pub name: Option<String>,
+    pub driver: Option<String>,
+    pub attachable: Option<Lenient<bool>>,
+    pub internal: Option<Lenient<bool>>,
+    pub labels: Option<ListOrEntries<Scalar>>,
+    pub ipam: Option<RawIpam>,
+}
+
+/// `networks.NAME.ipam`: the first config's subnet is taken.
+#[derive(Deserialize, Default)]
+pub(crate) struct RawIpam {
+    pub driver: Option<String>,
+    pub config: Option<Vec<RawIpamConfig>>,
+}
+
+/// One `ipam.config` entry.
+#[derive(Deserialize, Default)]
+pub(crate) struct RawIpamConfig {
+    pub subnet: Option<String>,
 }
 
 /// A top-level network or volume. Driver options are not modelled (warned about).
@@ -324,9 +355,12 @@ impl<'de> Deserialize<'de> for RawUlimit {
     }
 }
 
-/// `services.NAME.networks.NET`: aliases, static IPs... are not modelled (warned about).
+/// `services.NAME.networks.NET`: aliases; static addresses, priorities... are not modelled
+/// (warned about).
 #[derive(Deserialize, Default)]
-pub(crate) struct RawServiceNetwork {}
+pub(crate) struct RawServiceNetwork {
+    pub aliases: Option<Vec<Scalar>>,
+}
 
 /// One entry of `ports`.
 pub(crate) enum RawPort {
@@ -389,6 +423,7 @@ pub(crate) struct RawDeploy {
     pub restart_policy: Option<RawRestartPolicy>,
     pub resources: Option<RawResources>,
     pub labels: Option<ListOrEntries<Scalar>>,
+    pub endpoint_mode: Option<EndpointMode>,
 }
 
 /// `deploy.placement`.

@@ -98,6 +98,9 @@ impl Agent {
             // Membership and desired-state tests run no containers; Docker tests opt in.
             "--runtime".into(),
             "none".into(),
+            // Several agents share this host: their bridges are all local, and no agent may
+            // rewrite the host's routes and rules for the others.
+            "--no-netplane".into(),
         ];
         for seed in join {
             args.push("--join".into());

@@ -73,7 +73,8 @@ impl FileKind {
         // One version per kind: bump only the kind whose body changed, and add the migration
         // from the old version to `migrate` below.
         match self {
-            // 2: container options in service entries, `removed` in node entries (P7).
+            // 2: container options (P7), networks, node address slots, service network
+            // attachments (P6), the cluster entry (trust); 1 is migrated.
             FileKind::DesiredState => 2,
             FileKind::NodeState
             | FileKind::Peers
@@ -167,6 +168,18 @@ pub fn encode_file<T: Serialize>(kind: FileKind, value: &T) -> Result<Vec<u8>, F
 
 /// Checks the header of a file of `kind` and returns its body.
 pub fn decode_bytes(kind: FileKind, bytes: &[u8]) -> Result<&[u8], FormatError> {
+    let (version, body) = decode_versioned(kind, bytes, kind.current_version())?;
+    debug_assert_eq!(version, kind.current_version());
+    Ok(body)
+}
+
+/// Checks the header of a file of `kind` whose version is from `oldest` to the current one
+/// (older versions go through a migration), and returns the version and the body.
+fn decode_versioned(
+    kind: FileKind,
+    bytes: &[u8],
+    oldest: u16,
+) -> Result<(u16, &[u8]), FormatError> {
     if bytes.len() < FILE_HEADER_BYTES {
         return Err(if bytes.starts_with(&FILE_MAGIC[..bytes.len().min(4)]) {
             FormatError::Truncated(kind)
@@ -185,14 +198,14 @@ pub fn decode_bytes(kind: FileKind, bytes: &[u8]) -> Result<&[u8], FormatError> 
         });
     }
     let version = u16::from_be_bytes([bytes[6], bytes[7]]);
-    if version != kind.current_version() {
+    if version < oldest || version > kind.current_version() {
         return Err(FormatError::Version {
             kind,
             found: version,
             supported: kind.current_version(),
         });
     }
-    Ok(&bytes[FILE_HEADER_BYTES..])
+    Ok((version, &bytes[FILE_HEADER_BYTES..]))
 }
 
 /// Decodes a bincode file of `kind`.
@@ -240,24 +253,24 @@ pub fn encode_desired(state: &DesiredState) -> Result<Vec<u8>, FormatError> {
 }
 
 /// Reads `desired.bin`, including the unversioned raw-bincode files written before the envelope
-/// and those of format version 1. When `legacy` is set, the caller should write the state back
-/// with [`encode_desired`].
+/// and those of format version 1. When `legacy` is set (either kind of old file), the caller
+/// should write the state back with [`encode_desired`].
 pub fn decode_desired(bytes: &[u8]) -> Result<Decoded<DesiredState>, FormatError> {
     let kind = FileKind::DesiredState;
-    let v1 = bytes.len() >= FILE_HEADER_BYTES
-        && bytes[..4] == FILE_MAGIC
-        && bytes[4..6] == (kind as u16).to_be_bytes()
-        && bytes[6..8] == 1u16.to_be_bytes();
-    if v1 {
-        let value = DesiredState::decode_v1(&bytes[FILE_HEADER_BYTES..])
-            .map_err(|source| FormatError::Body { kind, source })?;
+    if bytes.starts_with(&FILE_MAGIC) {
+        let (version, body) = decode_versioned(kind, bytes, 1)?;
+        let decode = match version {
+            1 => DesiredState::decode_v1,
+            _ => wire::decode::<DesiredState>,
+        };
+        let value = decode(body).map_err(|source| FormatError::Body { kind, source })?;
         return Ok(Decoded {
             value,
-            legacy: true,
+            legacy: version < kind.current_version(),
         });
     }
     decode_or_legacy(
-        FileKind::DesiredState,
+        kind,
         bytes,
         wire::decode::<DesiredState>,
         DesiredState::decode_legacy,
@@ -354,12 +367,18 @@ mod tests {
         let current = encode_desired(&read.value).unwrap();
         let again = decode_desired(&current).unwrap();
         assert!(!again.legacy);
+        // Format version 1 (before networks) migrates too, and says so.
+        let mut v1 = encode_bytes(FileKind::DesiredState, &[0u8, 0]);
+        v1[6..8].copy_from_slice(&1u16.to_be_bytes());
+        let read = decode_desired(&v1).unwrap();
+        assert!(read.legacy);
+        assert_eq!(read.value, DesiredState::default());
         // A future version is refused, not read as legacy.
         let mut future = current.clone();
-        future[6..8].copy_from_slice(&9u16.to_be_bytes());
+        future[6..8].copy_from_slice(&3u16.to_be_bytes());
         assert!(matches!(
             decode_desired(&future),
-            Err(FormatError::Version { found: 9, .. })
+            Err(FormatError::Version { found: 3, .. })
         ));
         assert!(decode_desired(b"garbage").is_err());
     }

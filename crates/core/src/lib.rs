@@ -14,7 +14,8 @@
 //! - State: [`desired`] (the CRDT of stacks, services and node settings), [`replica`] (one
 //!   node's copy of it and how it spreads), [`observed`] (what each node runs).
 //! - Decisions: [`reconcile`] (placement, pacing, the per-node plan), [`routing`] (which
-//!   replicas a published port leads to, sticky cookies), [`runtime`] (the vocabulary of
+//!   replicas a published port leads to, sticky cookies), [`net`] (service networks: address
+//!   allocation, routes and firewall rules, service DNS), [`runtime`] (the vocabulary of
 //!   containers and the trait an engine implements).
 //! - [`node`]: the whole node as one state machine, `handle(input, now) -> effects`, over all
 //!   of the above; the agent and the simulator both drive it.
@@ -34,6 +35,7 @@ pub mod format;
 pub mod identity;
 pub mod join;
 pub mod membership;
+pub mod net;
 pub mod node;
 pub mod observed;
 pub mod reconcile;

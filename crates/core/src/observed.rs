@@ -152,6 +152,10 @@ pub struct TaskReport {
     /// `None` before that, or if it never ran. A rollout's `monitor` counts from here, and a
     /// finished task in the history keeps it, so a failure can be told from a late one.
     pub started_ms: Option<u64>,
+    /// Its container's address on each service network it is attached to (network name,
+    /// address), while it runs: where other nodes' DNS answers and virtual addresses send
+    /// traffic for it.
+    pub addresses: Vec<(String, std::net::IpAddr)>,
 }
 
 impl TaskReport {

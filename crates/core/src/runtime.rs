@@ -49,6 +49,9 @@ pub struct LocalContainer {
     pub created_ms: u64,
     /// Where other nodes reach its ports published in ingress or host mode, by container port.
     pub endpoints: Vec<Endpoint>,
+    /// Its address on each shoal network it is attached to (network name, address), sorted by
+    /// network; empty unless it runs.
+    pub addresses: Vec<(String, std::net::IpAddr)>,
 }
 
 /// Lifecycle of a container as the runtime reports it.

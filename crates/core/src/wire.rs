@@ -132,7 +132,10 @@ mod tests {
         assert!(matches!(open(b""), Err(WireError::BadMagic)));
         assert!(matches!(open(b"XX\x01\x01"), Err(WireError::BadMagic)));
         assert!(matches!(open(b"SH\x09\x01"), Err(WireError::Version(9))));
-        assert!(matches!(open(b"SH\x02\x63"), Err(WireError::Kind(0x63))));
+        assert!(matches!(
+            open(&[b'S', b'H', WIRE_VERSION, 0x63]),
+            Err(WireError::Kind(0x63))
+        ));
         assert!(matches!(
             open(&vec![0u8; 10_000]),
             Err(WireError::TooLarge(10_000))

@@ -8,9 +8,9 @@ use std::{
 
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary,
-    ContainerSummaryHealthStatusEnum, HealthConfig, HealthStatusEnum, HostConfig,
-    HostConfigLogConfig, Mount, MountType, PortBinding, ResourcesUlimits, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerSummaryHealthStatusEnum, EndpointSettings, HealthConfig, HealthStatusEnum, HostConfig,
+    HostConfigLogConfig, Mount, MountType, NetworkingConfig, PortBinding, ResourcesUlimits,
+    RestartPolicy, RestartPolicyNameEnum,
 };
 
 use super::super::{labels, ContainerStatus, LocalContainer, TaskSpec};
@@ -26,8 +26,22 @@ use shoal_core::{
 /// Longest any single engine call may take (a stop gets its own timeout plus [`STOP_GRACE`]).
 use super::DEFAULT_STOP_TIMEOUT_S;
 
-/// The container to create for `task` on `node`.
-pub(super) fn create_body(node: NodeId, task: &TaskSpec, host: IpAddr) -> ContainerCreateBody {
+/// The container to create for `task` on `node`. `networks` are the engine networks of its
+/// service networks, in order, with their gateways: it is created on the first (the others are
+/// connected before it starts, see `network::connect_rest`), and its DNS server is the first's
+/// gateway, where the node's DNS server listens. Without networks it goes on the engine's
+/// default bridge.
+///
+/// No aliases are given to the engine: its embedded DNS (which every container on a user-defined
+/// network asks first) would answer them with this node's replicas alone. The node's own DNS
+/// answers service names and aliases with the whole cluster's (`shoal_core::net::dns`), and the
+/// engine forwards to it every name it does not know.
+pub(super) fn create_body(
+    node: NodeId,
+    task: &TaskSpec,
+    host: IpAddr,
+    networks: &[(String, Option<std::net::Ipv4Addr>)],
+) -> ContainerCreateBody {
     let spec = &task.spec;
     let slot = slot_label(&task.slot);
 
@@ -121,9 +135,16 @@ pub(super) fn create_body(node: NodeId, task: &TaskSpec, host: IpAddr) -> Contai
             .map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
         mounts: (!mounts.is_empty()).then_some(mounts),
         port_bindings: (!bindings.is_empty()).then_some(bindings),
-        // The default bridge network, for now; service networks (`spec.networks`) come later.
+        network_mode: networks.first().map(|(name, _)| name.clone()),
+        dns: networks
+            .first()
+            .and_then(|(_, gateway)| *gateway)
+            .map(|gw| vec![gw.to_string()]),
         ..Default::default()
     };
+    let networking_config = networks.first().map(|(name, _)| NetworkingConfig {
+        endpoints_config: Some(HashMap::from([(name.clone(), EndpointSettings::default())])),
+    });
 
     let mut body = ContainerCreateBody {
         image: Some(spec.image.clone()),
@@ -135,6 +156,7 @@ pub(super) fn create_body(node: NodeId, task: &TaskSpec, host: IpAddr) -> Contai
         healthcheck: spec.healthcheck.as_ref().map(health_config),
         stop_timeout: Some(DEFAULT_STOP_TIMEOUT_S),
         host_config: Some(host_config),
+        networking_config,
         ..Default::default()
     };
     container_options(spec, &mut body);
@@ -334,10 +356,10 @@ pub(super) fn to_local(
         .and_then(parse_rfc3339_ms)
         .unwrap_or(0);
 
-    let endpoints = if status == ContainerStatus::Running {
-        endpoints(inspect, host)
+    let (endpoints, addresses) = if status == ContainerStatus::Running {
+        (endpoints(inspect, host), addresses(inspect))
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
 
     let image = config.and_then(|c| c.image.clone()).unwrap_or_default();
@@ -353,7 +375,29 @@ pub(super) fn to_local(
         health,
         created_ms,
         endpoints,
+        addresses,
     })
+}
+
+/// The container's address on each shoal network it is attached to, by shoal network name.
+pub(super) fn addresses(inspect: &ContainerInspectResponse) -> Vec<(String, IpAddr)> {
+    let Some(networks) = inspect
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+    else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, IpAddr)> = networks
+        .iter()
+        .filter_map(|(name, endpoint)| {
+            let network = super::network::shoal_network_of(name)?;
+            let ip = endpoint.ip_address.as_deref()?.parse().ok()?;
+            Some((network.to_string(), ip))
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// Every published port of the container, as the host address (`host` when Docker bound it to
@@ -625,7 +669,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let body = create_body(NodeId(1), &task(spec), "10.0.0.1".parse().unwrap());
+        let body = create_body(NodeId(1), &task(spec), "10.0.0.1".parse().unwrap(), &[]);
         assert_eq!(body.user.as_deref(), Some("1000:1000"));
         assert_eq!(body.working_dir.as_deref(), Some("/app"));
         assert_eq!(body.hostname.as_deref(), Some("web-1"));
@@ -658,7 +702,7 @@ mod tests {
             image: "img:1".into(),
             ..Default::default()
         };
-        let body = create_body(NodeId(1), &task(spec), "10.0.0.1".parse().unwrap());
+        let body = create_body(NodeId(1), &task(spec), "10.0.0.1".parse().unwrap(), &[]);
         assert_eq!(body.user, None);
         assert_eq!(body.working_dir, None);
         assert_eq!(body.stop_signal, None);
@@ -686,7 +730,7 @@ mod tests {
             "traefik.http.services.a.loadbalancer.server.port".into(),
             "8080".into(),
         );
-        let body = create_body(NodeId(1), &task(spec), "10.0.0.1".parse().unwrap());
+        let body = create_body(NodeId(1), &task(spec), "10.0.0.1".parse().unwrap(), &[]);
         assert_eq!(body.exposed_ports, Some(vec!["8080/tcp".to_string()]));
         let bindings = body.host_config.unwrap().port_bindings.unwrap();
         let b = bindings["8080/tcp"].as_ref().unwrap();

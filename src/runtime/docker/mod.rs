@@ -41,9 +41,14 @@ use tokio::sync::{mpsc, OnceCell};
 use tracing::Instrument;
 
 mod convert;
+mod network;
 
 use convert::{create_body, summary_health, to_local};
 pub use convert::{parse_rfc3339_ms, parse_slot, parse_version, slot_label, version_label};
+pub use network::{
+    engine_network_name, shoal_network_of, EngineNetwork, Ensured, NetworkError, BRIDGE_MTU,
+    NETWORK_LABEL,
+};
 
 use super::{labels, ContainerRuntime, LocalContainer, RuntimeError, TaskSpec};
 use shoal_core::{identity::NodeId, observed::SlotKey};
@@ -493,7 +498,14 @@ impl Docker {
         name: String,
     ) -> Result<String, RuntimeError> {
         let client = self.client().await?;
-        let body = create_body(node, task, self.host_address);
+        let networks: Vec<String> = task
+            .spec
+            .network_attachments()
+            .into_iter()
+            .map(|a| a.network)
+            .collect();
+        let attached = self.attachments(node, &networks).await?;
+        let body = create_body(node, task, self.host_address, &attached);
         tracing::debug!(image = %task.spec.image, "docker: create");
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let created =
@@ -521,6 +533,13 @@ impl Docker {
             };
         for warning in &created.warnings {
             tracing::warn!(container = %name, "docker: create: {warning}");
+        }
+        if let Err(e) = self
+            .connect_rest(&created.id, attached.get(1..).unwrap_or(&[]))
+            .await
+        {
+            self.discard(&created.id).await;
+            return Err(RuntimeError(format!("create {name}: {e}")));
         }
         tracing::debug!(id = %created.id, "docker: start");
         if let Err(e) = call(

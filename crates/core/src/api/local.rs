@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     desired::{
-        spec::{Availability, Mode, PortSpec, Protocol, ServiceDef, ServiceSpec},
+        spec::{Availability, Mode, NetworkDef, PortSpec, Protocol, ServiceDef, ServiceSpec},
         state::{NodeSettings, ServiceUpdate, UpdateStatus},
     },
     identity::NodeIdentity,
@@ -38,6 +38,8 @@ pub enum Request {
         services: Vec<ServiceDef>,
         /// `--prune`: remove the stack's services that `services` lacks.
         prune: bool,
+        /// The networks the stack file declares (its services' `networks:` name them).
+        networks: Vec<NetworkDef>,
     },
     /// Every stack.
     StackList,

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::net::Ipv4Net;
+
 /// How many replicas a service runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -371,6 +373,12 @@ pub struct ServiceSpec {
     pub dns_search: Vec<String>,
     /// `extra_hosts`: `HOST:IP` lines added to `/etc/hosts`.
     pub extra_hosts: Vec<String>,
+    /// The networks it attaches to, in order, with per-network aliases: the authority when not
+    /// empty (`networks` then holds the same names); an empty list falls back to `networks`
+    /// (specs written before attachments existed). See [`ServiceSpec::network_attachments`].
+    pub attachments: Vec<NetworkAttachment>,
+    /// How its name resolves: one virtual address, or the replicas' own addresses.
+    pub endpoint_mode: EndpointMode,
 }
 
 /// One resource limit (`ulimits: {nofile: {soft: 1024, hard: 2048}}`).
@@ -391,6 +399,87 @@ pub struct LoggingSpec {
     pub driver: String,
     /// Driver options (`max-size: 10m`).
     pub options: BTreeMap<String, String>,
+}
+
+impl ServiceSpec {
+    /// The networks the service attaches to, in order (the first is where its replicas' DNS
+    /// server listens), with their aliases.
+    pub fn network_attachments(&self) -> Vec<NetworkAttachment> {
+        if !self.attachments.is_empty() {
+            return self.attachments.clone();
+        }
+        self.networks
+            .iter()
+            .map(|n| NetworkAttachment {
+                network: n.clone(),
+                aliases: Vec::new(),
+            })
+            .collect()
+    }
+}
+
+/// `deploy.endpoint_mode`: what the service's name resolves to on its networks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointMode {
+    /// One stable virtual address per network, balanced over the ready replicas by the node the
+    /// connection starts from (Swarm's default).
+    #[default]
+    Vip,
+    /// DNS round robin: the ready replicas' own addresses.
+    Dnsrr,
+}
+
+impl EndpointMode {
+    /// The word stack files use.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EndpointMode::Vip => "vip",
+            EndpointMode::Dnsrr => "dnsrr",
+        }
+    }
+}
+
+/// A service's place on one network (`services.NAME.networks.NET` of a stack file).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NetworkAttachment {
+    /// The network's full name (`STACK_front`, or an external network's own name).
+    pub network: String,
+    /// Further names the service answers to on this network (besides its full and short names).
+    pub aliases: Vec<String>,
+}
+
+/// The only network driver shoal has: a bridge per node, routed between nodes (see
+/// `docs/networking.md`); Swarm's `overlay` name is what stack files say.
+pub const OVERLAY_DRIVER: &str = "overlay";
+
+/// A network's settings. Networks are not updated once created (as in Swarm, a redeploy with
+/// other settings keeps the network as it is).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub struct NetworkSpec {
+    /// Always [`OVERLAY_DRIVER`]; kept so that `network inspect` shows what was asked.
+    pub driver: String,
+    /// Swarm's `attachable` (standalone containers may join): recorded, not acted on.
+    pub attachable: bool,
+    /// No traffic leaves the network's range: no masquerading out, nothing forwarded in.
+    pub internal: bool,
+    /// Network labels.
+    pub labels: BTreeMap<String, String>,
+    /// The range asked for (`ipam.config[0].subnet`); `None` takes a /16 of the default pool.
+    pub subnet: Option<Ipv4Net>,
+    /// The stack that created it (`stack rm` removes it); `None` for `network create`.
+    pub stack: Option<String>,
+}
+
+/// A network as a stack file or `network create` declares it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkDef {
+    /// Full name: `STACK_KEY`, the `name:` given, or an external network's own name.
+    pub name: String,
+    /// `external: true`: it must exist already, and the stack does not own it.
+    pub external: bool,
+    /// Its settings (ignored when external).
+    pub spec: NetworkSpec,
 }
 
 /// A service as a stack file or `service create` describes it.

@@ -46,6 +46,9 @@
 //!      file. A key that a concurrent update added on another node, unseen by the deploying node,
 //!      is not overwritten and survives into the re-created service.
 //! 7. **Stacks** are not stored: a stack exists while at least one live service names it.
+//!    **Networks** are (a spec, a claimed range, virtual-address claims, a `deleted` flag, and
+//!    each node's address-slot claim beside them): see `network.rs` for what deploys and removals
+//!    do to them and `crate::net::layout` for how claims become addresses.
 //! 8. **Clock trouble.** An operation's writes carry the HLC the caller passes. If a register
 //!    already holds a stamp at least that large (a node with a clock far in the future wrote it,
 //!    and `Clock::observe` refused to follow; or a stamp was reused), the write carries the
@@ -62,6 +65,7 @@ mod cluster;
 mod entry;
 mod error;
 mod legacy;
+mod network;
 mod ops;
 mod reg;
 mod status;
@@ -73,9 +77,14 @@ use crdts::CvRDT;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use self::entry::{NodeEntry, ServiceEntry};
+use self::{
+    entry::{NodeEntry, ServiceEntry},
+    network::{merge_hosts, NetworkEntry},
+    reg::Reg,
+};
 pub use self::{
     error::{DesiredError, MergeConflict, MAX_REPLICAS},
+    network::NetworkView,
     ops::ServiceUpdate,
     status::{auto_stamp, AutoOutcome, AutoWrite, PreviousSpec, UpdateState, UpdateStatus},
     view::{NodeSettings, ServiceView, StackView},
@@ -90,6 +99,10 @@ pub struct DesiredState {
     services: BTreeMap<String, ServiceEntry>,
     /// Nodes that ever had a setting written.
     nodes: BTreeMap<NodeId, NodeEntry>,
+    /// Networks by full name, removed ones included (`network`).
+    networks: BTreeMap<String, NetworkEntry>,
+    /// Every node's address-slot claim (`None`: forgotten), see `crate::net::layout`.
+    hosts: BTreeMap<NodeId, Reg<Option<u16>>>,
     /// The cluster's secrets and removed nodes ([`cluster`]).
     cluster: cluster::ClusterEntry,
 }
@@ -111,6 +124,12 @@ impl DesiredState {
                 changed |= self.nodes.entry(node).or_default().merge(entry);
             }
         }
+        for (name, entry) in delta.networks {
+            if !entry.is_empty() {
+                changed |= self.networks.entry(name).or_default().merge(entry);
+            }
+        }
+        changed |= merge_hosts(&mut self.hosts, delta.hosts);
         changed |= self.cluster.merge(delta.cluster);
         changed
     }
@@ -129,12 +148,23 @@ impl DesiredState {
     pub fn max_hlc(&self) -> Option<Hlc> {
         let services = self.services.values().filter_map(ServiceEntry::updated);
         let nodes = self.nodes.values().filter_map(NodeEntry::updated);
-        services.chain(nodes).chain(self.cluster.updated()).max()
+        let networks = self.networks.values().filter_map(NetworkEntry::updated);
+        let hosts = self.hosts.values().map(|r| r.marker);
+        services
+            .chain(nodes)
+            .chain(networks)
+            .chain(hosts)
+            .chain(self.cluster.updated())
+            .max()
     }
 
     /// Whether no register is held (an empty delta: nothing to gossip).
     pub fn is_empty(&self) -> bool {
-        self.services.is_empty() && self.nodes.is_empty() && self.cluster.is_empty()
+        self.services.is_empty()
+            && self.nodes.is_empty()
+            && self.networks.is_empty()
+            && self.hosts.is_empty()
+            && self.cluster.is_empty()
     }
 
     /// Bytes of the wire encoding, to decide whether a delta fits a gossip datagram.
@@ -168,6 +198,12 @@ impl CvRDT for DesiredState {
                 mine.check(&node.short(), theirs)?;
             }
         }
+        for (name, theirs) in &other.networks {
+            if let Some(mine) = self.networks.get(name) {
+                mine.check(name, theirs)?;
+            }
+        }
+        reg::check_map("hosts", &self.hosts, &other.hosts)?;
         self.cluster.check(&other.cluster)
     }
 

@@ -20,6 +20,7 @@
 //! - [`queries`]: read-only CLI answers (`node ls`, `service ps`, ...).
 
 mod changes;
+mod network;
 mod queries;
 mod sync;
 mod trust;
@@ -49,6 +50,7 @@ use crate::{
 };
 
 pub use changes::ChangeOutcome;
+pub use network::NetState;
 pub use trust::{mark as key_mark, Admission, RETIRE_AFTER};
 use workload::Workload;
 
@@ -215,6 +217,10 @@ pub struct Effects {
     pub routes: Option<Arc<RoutingTable>>,
     /// What the shell needs to decide join requests.
     pub admissions: Vec<(RequestId, Admission)>,
+    /// The service networks, when they changed: the engine must hold `local` before replicas
+    /// that use them are created; the DNS server answers from `view`; the kernel's routes and
+    /// rules follow both.
+    pub network: Option<NetState>,
     /// The nodes removed from the cluster, when that set changed: their certificates must be
     /// refused from now on.
     pub removed: Option<std::collections::BTreeSet<crate::identity::NodeId>>,
@@ -315,6 +321,7 @@ pub struct Node {
     ca_digest: Option<CaDigest>,
     /// The removed nodes last handed to the shell.
     removed: std::collections::BTreeSet<crate::identity::NodeId>,
+    network: network::Networks,
     effects: Effects,
 }
 
@@ -364,6 +371,7 @@ impl Node {
             retire_ready_ms: None,
             ca_digest,
             removed: Default::default(),
+            network: Default::default(),
             effects: Effects::default(),
             settings,
         };

@@ -116,11 +116,12 @@ impl Node {
                 stack,
                 services,
                 prune,
+                networks,
             } => {
                 self.apply_change(
                     Some(id),
                     now_ms,
-                    move |s, hlc| s.deploy_stack_with(&stack, services, prune, hlc),
+                    move |s, hlc| s.deploy_stack_with(&stack, networks, services, prune, hlc),
                     service_actions,
                 );
                 return;

@@ -102,6 +102,7 @@ impl Node {
     pub(super) fn reconcile(&mut self, now_ms: u64) -> Option<u64> {
         self.refresh_removed(now_ms);
         self.refresh_keyring(now_ms);
+        self.refresh_network(now_ms);
         self.publish_routes();
         if !self.settled {
             return None;

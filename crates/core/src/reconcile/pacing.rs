@@ -297,6 +297,7 @@ mod tests {
             endpoints: vec![],
             since_ms,
             started_ms: None,
+            addresses: vec![],
         }
     }
 
@@ -524,6 +525,7 @@ mod tests {
             health: Health::Healthy,
             created_ms: 0,
             endpoints: vec![],
+            addresses: vec![],
         }];
         let live = live();
         let reported = observed.by_service();

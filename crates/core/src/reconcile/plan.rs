@@ -223,6 +223,7 @@ impl Reconciler {
                 endpoints: vec![],
                 since_ms: now_ms,
                 started_ms: None,
+                addresses: vec![],
             };
             let tasks = self
                 .history
@@ -782,6 +783,7 @@ fn pending(
         endpoints: vec![],
         since_ms: now,
         started_ms: None,
+        addresses: vec![],
     }
 }
 
@@ -819,6 +821,7 @@ pub fn task_of(c: &LocalContainer, desired_running: bool, error: Option<String>)
         // Without the reconciler's memory of when it was first seen running (`with_start`), a
         // running container is taken to run since its creation.
         started_ms: (c.status == ContainerStatus::Running).then_some(c.created_ms),
+        addresses: c.addresses.clone(),
     }
 }
 

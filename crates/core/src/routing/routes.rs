@@ -278,6 +278,7 @@ mod tests {
             }],
             since_ms: 0,
             started_ms: None,
+            addresses: vec![],
         }
     }
 

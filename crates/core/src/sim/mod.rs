@@ -538,6 +538,7 @@ impl Sim {
             stopped,
             admissions: _,
             removed: _,
+            network: _,
         } = effects;
         for (after, timer) in timers {
             self.schedule_input(from, after.as_millis() as u64, Input::Timer(timer));

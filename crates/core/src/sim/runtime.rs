@@ -199,6 +199,7 @@ impl ContainerRuntime for FakeRuntime {
             health: Health::Starting,
             created_ms: s.now_ms,
             endpoints,
+            addresses: vec![],
         };
         s.containers.push(container);
         s.created.push(id.clone());

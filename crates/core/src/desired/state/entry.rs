@@ -68,6 +68,10 @@ pub(super) struct ServiceEntry {
     pub dns: Option<Reg<Vec<String>>>,
     pub dns_search: Option<Reg<Vec<String>>>,
     pub extra_hosts: Option<Reg<Vec<String>>>,
+    /// Network attachments with aliases (`ServiceSpec::attachments`).
+    pub attachments: Option<Reg<Vec<NetworkAttachment>>>,
+    /// `deploy.endpoint_mode`.
+    pub endpoint_mode: Option<Reg<EndpointMode>>,
 }
 
 /// Applies `$m!(field)` to every single-register field of [`ServiceEntry`], so merge, validation
@@ -93,6 +97,8 @@ macro_rules! scalar_fields {
         $m!(deleted);
         $m!(update_status);
         $m!(previous);
+        $m!(attachments);
+        $m!(endpoint_mode);
         container_fields!($m);
     };
 }
@@ -162,6 +168,8 @@ impl ServiceEntry {
             resources: value(&self.resources),
             networks: value(&self.networks),
             mounts: value(&self.mounts),
+            attachments: value(&self.attachments),
+            endpoint_mode: value(&self.endpoint_mode),
             user: value(&self.user),
             working_dir: value(&self.working_dir),
             hostname: value(&self.hostname),
@@ -181,9 +189,17 @@ impl ServiceEntry {
         }
     }
 
+    /// When the service was created: the stamp of its `stack` register, which a create writes
+    /// and nothing else rewrites while it lives (a service never changes stacks). Orders claims
+    /// on virtual addresses.
+    pub fn created(&self) -> Option<Hlc> {
+        marker(&self.stack)
+    }
+
     /// Latest write to a register that shapes the containers: everything but the stack, the
-    /// replica count, the update/rollback configs, deploy labels and `deleted`. The force counter
-    /// counts, since forcing means replacing every replica.
+    /// replica count, the update/rollback configs, deploy labels, the endpoint mode (it changes
+    /// what the name resolves to, not the containers) and `deleted`. The force counter counts,
+    /// since forcing means replacing every replica.
     pub fn version(&self) -> Option<Hlc> {
         let latest = [
             marker(&self.image),
@@ -200,6 +216,7 @@ impl ServiceEntry {
             marker(&self.networks),
             marker(&self.mounts),
             marker(&self.force),
+            marker(&self.attachments),
         ]
         .into_iter()
         .flatten()
@@ -316,6 +333,10 @@ impl ServiceEntry {
         );
         put(&mut d.networks, &self.networks, s.networks.clone(), all, at);
         put(&mut d.mounts, &self.mounts, s.mounts.clone(), all, at);
+        let att = s.attachments.clone();
+        put(&mut d.attachments, &self.attachments, att, all, at);
+        let em = s.endpoint_mode;
+        put(&mut d.endpoint_mode, &self.endpoint_mode, em, all, at);
         // A fresh create overwrites only the options this entry ever held (from before a
         // remove): one never written reads as its default already, and leaving it out keeps
         // the deltas of services that set none as small as before these options existed.
@@ -394,6 +415,10 @@ impl ServiceEntry {
             at,
         );
         put(&mut d.mounts, &self.mounts, s.mounts.clone(), true, at);
+        let att = s.attachments.clone();
+        put(&mut d.attachments, &self.attachments, att, true, at);
+        let em = s.endpoint_mode;
+        put(&mut d.endpoint_mode, &self.endpoint_mode, em, true, at);
         macro_rules! container {
             ($f:ident) => {
                 put(&mut d.$f, &self.$f, s.$f.clone(), true, at);

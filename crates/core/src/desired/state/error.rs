@@ -1,6 +1,9 @@
 //! Why an operation was refused, and the input rules it checks.
 
-use crate::desired::{hlc::Hlc, spec::Protocol};
+use crate::{
+    desired::{hlc::Hlc, spec::Protocol},
+    identity::NodeId,
+};
 
 /// Largest replica count accepted: far above any real cluster's needs, low enough that a typo
 /// (`scale web=1000000`) cannot make every node plan a million slots.
@@ -114,6 +117,69 @@ pub enum DesiredError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A network's name or settings cannot be used. The state was not changed.
+    #[error("network {network}: {reason}")]
+    InvalidNetwork {
+        /// The network.
+        network: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `network create` of a name a live network has. The state was not changed.
+    #[error("network with name {0} already exists")]
+    NetworkExists(String),
+    /// No live network has this name. The state was not changed.
+    #[error("network {0} not found")]
+    UnknownNetwork(String),
+    /// `network rm` of a network live services attach to. The state was not changed.
+    #[error(
+        "network {network} is in use by service{} {}: remove {} or deploy {} without it first",
+        if services.len() == 1 { "" } else { "s" },
+        services.join(", "),
+        if services.len() == 1 { "it" } else { "them" },
+        if services.len() == 1 { "it" } else { "them" }
+    )]
+    NetworkInUse {
+        /// The network.
+        network: String,
+        /// The live services attached to it.
+        services: Vec<String>,
+    },
+    /// A stack file declares an external network that does not exist (Swarm's message). The
+    /// state was not changed.
+    #[error(
+        "network \"{0}\" is declared as external, but could not be found. You need to create a \
+         swarm-scoped network before the stack is deployed"
+    )]
+    ExternalNetworkMissing(String),
+    /// A service attaches to a network that is neither declared by its stack nor live. The state
+    /// was not changed.
+    #[error("service {service} refers to undefined network {network}: declare it in the stack's networks")]
+    ServiceNetworkUnknown {
+        /// The service.
+        service: String,
+        /// The network it names.
+        network: String,
+    },
+    /// An alias that is not a DNS name. The state was not changed.
+    #[error("service {service}: invalid network alias {alias:?} (use DNS labels: letters, digits, '-', '_', separated by dots)")]
+    InvalidAlias {
+        /// The service.
+        service: String,
+        /// The alias.
+        alias: String,
+    },
+    /// Every /16 of the default address pool is taken. The state was not changed.
+    #[error(
+        "network {0}: the default address pool (10.240.0.0/12, 16 networks) is exhausted: give \
+         the network a subnet (ipam.config), or remove unused networks"
+    )]
+    PoolExhausted(String),
+    /// Every node slot is taken. The state was not changed.
+    #[error(
+        "node {0}: every one of the 255 node address slots is taken (forget nodes that are gone)"
+    )]
+    NoNodeSlot(NodeId),
 }
 
 /// Two replicas hold different values under the same stamp for one register: a stamp was issued

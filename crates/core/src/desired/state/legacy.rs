@@ -3,7 +3,9 @@
 //! - v0, written before the versioned envelope (`crate::format`): raw bincode of a state whose
 //!   service entries lacked the rollout registers (update status, previous spec);
 //! - v1: the envelope's first version, whose service entries lacked the container-option
-//!   registers (user, stop grace period, capabilities...) and node entries the `removed` one.
+//!   registers (user, stop grace period, capabilities...) and the network attachments and
+//!   endpoint mode, whose healthchecks lacked `start_interval`, and whose state had no networks,
+//!   node address slots or cluster entry.
 
 use std::collections::BTreeMap;
 
@@ -269,7 +271,7 @@ impl DesiredState {
                 .into_iter()
                 .map(|(id, n)| (id, n.into()))
                 .collect(),
-            cluster: Default::default(),
+            ..DesiredState::default()
         })
     }
 
@@ -287,7 +289,7 @@ impl DesiredState {
                 .into_iter()
                 .map(|(id, n)| (id, n.into()))
                 .collect(),
-            cluster: Default::default(),
+            ..DesiredState::default()
         })
     }
 }

@@ -15,8 +15,8 @@ use crate::{
     desired::{
         hlc::Hlc,
         spec::{
-            Availability, Constraint, HealthcheckSpec, Mode, PortSpec, Protocol, RestartPolicy,
-            ServiceDef, UpdateConfig,
+            Availability, Constraint, HealthcheckSpec, Mode, NetworkDef, PortSpec, Protocol,
+            RestartPolicy, ServiceDef, UpdateConfig,
         },
     },
     identity::NodeId,
@@ -137,20 +137,37 @@ fn edited(
 }
 
 impl DesiredState {
-    /// `docker stack deploy --prune`: creates the services in `services`, updates the live ones
-    /// in place (writing only fields that differ), and removes live services of `stack` that the
-    /// list lacks. Each service's `name` must be `STACK_...` and its `stack` must be `stack`.
+    /// `docker stack deploy --prune` of a stack that declares no networks: see
+    /// [`DesiredState::deploy_stack_with`].
     pub fn deploy_stack(&mut self, stack: &str, services: Vec<ServiceDef>, hlc: Hlc) -> Delta {
-        self.deploy_stack_with(stack, services, true, hlc)
+        self.deploy_stack_with(stack, Vec::new(), services, true, hlc)
     }
 
-    /// `docker stack deploy [--prune]`: as [`Self::deploy_stack`], but the live services of
-    /// `stack` that the list lacks are removed only when `prune` is set (Docker's default keeps
-    /// them).
+    /// `docker stack deploy --prune` with the stack's declared networks.
+    pub fn deploy_stack_with_networks(
+        &mut self,
+        stack: &str,
+        networks: Vec<NetworkDef>,
+        services: Vec<ServiceDef>,
+        hlc: Hlc,
+    ) -> Delta {
+        self.deploy_stack_with(stack, networks, services, true, hlc)
+    }
+
+    /// `docker stack deploy [--prune]`: creates the services in `services`, updates the live
+    /// ones in place (writing only fields that differ), and, when `prune` is set, removes live
+    /// services of `stack` that the list lacks (Docker's default keeps them). Each service's
+    /// `name` must be `STACK_...` and its `stack` must be `stack`.
+    ///
+    /// `networks` are the stack's declared networks. A service that names no network is attached
+    /// to `STACK_default`; the networks the services use are created if they do not exist
+    /// (external ones must), and each service claims a virtual address on each (see
+    /// `network.rs`).
     pub fn deploy_stack_with(
         &mut self,
         stack: &str,
-        services: Vec<ServiceDef>,
+        networks: Vec<NetworkDef>,
+        mut services: Vec<ServiceDef>,
         prune: bool,
         hlc: Hlc,
     ) -> Delta {
@@ -158,6 +175,8 @@ impl DesiredState {
         if services.is_empty() {
             return Err(DesiredError::EmptyStack(stack.to_string()));
         }
+        let mut delta = DesiredState::default();
+        self.deploy_networks(stack, &networks, &mut services, &mut delta, hlc)?;
         let mut names = BTreeSet::new();
         for def in &services {
             self.check_def(stack, def)?;
@@ -173,7 +192,6 @@ impl DesiredState {
             let own = self.own_ports(&def.name);
             claim_ports(&mut held, &def.name, &def.spec.ports, &own)?;
         }
-        let mut delta = DesiredState::default();
         let absent = ServiceEntry::default();
         for def in &services {
             let current = self.services.get(&def.name).unwrap_or(&absent);
@@ -250,17 +268,21 @@ impl DesiredState {
         }
     }
 
-    /// `docker stack rm`: removes every live service of `stack`.
+    /// `docker stack rm`: removes every live service of `stack`, and the networks the stack
+    /// created that no other stack's live service uses.
     pub fn remove_stack(&mut self, stack: &str, hlc: Hlc) -> Delta {
         let mut delta = DesiredState::default();
+        let mut leaving = BTreeSet::new();
         for (name, entry) in &self.services {
             if entry.is_live() && entry.stack() == stack {
                 delta.services.insert(name.clone(), entry.tombstone(hlc));
+                leaving.insert(name.clone());
             }
         }
         if delta.is_empty() {
             return Err(DesiredError::UnknownStack(stack.to_string()));
         }
+        self.stack_network_tombstones(stack, &leaving, &mut delta, hlc);
         Ok(self.apply(delta))
     }
 
@@ -435,7 +457,7 @@ impl DesiredState {
         }
     }
 
-    fn apply(&mut self, delta: DesiredState) -> DesiredState {
+    pub(super) fn apply(&mut self, delta: DesiredState) -> DesiredState {
         self.merge_delta(delta.clone());
         delta
     }
@@ -672,9 +694,16 @@ mod tests {
             def("shop", "web", vec![tcp(80)]),
             def("shop", "api", vec![tcp(81)]),
         ];
-        s.deploy_stack_with("shop", two, false, at(1)).unwrap();
-        s.deploy_stack_with("shop", vec![def("shop", "web", vec![])], false, at(2))
+        s.deploy_stack_with("shop", vec![], two, false, at(1))
             .unwrap();
+        s.deploy_stack_with(
+            "shop",
+            vec![],
+            vec![def("shop", "web", vec![])],
+            false,
+            at(2),
+        )
+        .unwrap();
         assert!(s.service("shop_api").is_some(), "kept without --prune");
         // A kept service's port stays taken, even for its own stack.
         refused(
@@ -682,6 +711,7 @@ mod tests {
             |s| {
                 s.deploy_stack_with(
                     "shop",
+                    vec![],
                     vec![def("shop", "web", vec![tcp(81)])],
                     false,
                     at(3),
@@ -689,8 +719,14 @@ mod tests {
             },
             taken("shop_web", 81, Protocol::Tcp, "shop_api"),
         );
-        s.deploy_stack_with("shop", vec![def("shop", "web", vec![tcp(81)])], true, at(4))
-            .unwrap();
+        s.deploy_stack_with(
+            "shop",
+            vec![],
+            vec![def("shop", "web", vec![tcp(81)])],
+            true,
+            at(4),
+        )
+        .unwrap();
         assert!(s.service("shop_api").is_none(), "removed with --prune");
     }
 

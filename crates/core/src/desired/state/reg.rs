@@ -50,7 +50,11 @@ pub(super) fn merge_reg<V: PartialEq + Serialize>(
     }
 }
 
-pub(super) fn merge_map(mine: &mut RegMap, theirs: RegMap) -> bool {
+/// Joins keyed registers (env vars and labels, and the networks' keyed claims).
+pub(super) fn merge_map<K: Ord, V: PartialEq + Serialize>(
+    mine: &mut BTreeMap<K, Reg<V>>,
+    theirs: BTreeMap<K, Reg<V>>,
+) -> bool {
     let mut changed = false;
     for (key, t) in theirs {
         match mine.entry(key) {
@@ -83,7 +87,11 @@ pub(super) fn check_reg<V: PartialEq>(
     }
 }
 
-pub(super) fn check_map(what: &str, mine: &RegMap, theirs: &RegMap) -> Result<(), MergeConflict> {
+pub(super) fn check_map<K: Ord + std::fmt::Display, V: PartialEq>(
+    what: &str,
+    mine: &BTreeMap<K, Reg<V>>,
+    theirs: &BTreeMap<K, Reg<V>>,
+) -> Result<(), MergeConflict> {
     for (key, t) in theirs {
         check_reg(&format!("{what}.{key}"), mine.get(key), Some(t))?;
     }
@@ -105,7 +113,7 @@ pub(super) fn marker<V>(r: &Option<Reg<V>>) -> Option<Hlc> {
     r.as_ref().map(|r| r.marker)
 }
 
-pub(super) fn map_marker(m: &RegMap) -> Option<Hlc> {
+pub(super) fn map_marker<K, V>(m: &BTreeMap<K, Reg<V>>) -> Option<Hlc> {
     m.values().map(|r| r.marker).max()
 }
 

@@ -40,6 +40,7 @@ fn container(task: &TaskSpec, status: ContainerStatus, health: Health) -> LocalC
         health,
         created_ms: 0,
         endpoints: vec![],
+        addresses: vec![],
     }
 }
 

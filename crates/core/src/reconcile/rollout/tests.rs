@@ -81,6 +81,7 @@ fn task(slot: u64, version: Hlc, state: TaskState, started: Option<u64>, since: 
         endpoints: vec![],
         since_ms: since,
         started_ms: started,
+        addresses: vec![],
     }
 }
 
@@ -404,6 +405,7 @@ impl Cluster {
             health: Health::Starting,
             created_ms: self.now,
             endpoints: vec![],
+            addresses: vec![],
         });
     }
 
