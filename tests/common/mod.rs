@@ -348,14 +348,34 @@ impl ContainerGuard {
     }
 }
 
+impl ContainerGuard {
+    /// Removes the engine networks of the guarded nodes (once their containers are gone): the
+    /// next test's cluster allocates the same subnets, which the engine refuses to overlap.
+    fn sweep_networks(&self) {
+        for id in &self.0 {
+            let filter = format!("label=io.shoal.node={id}");
+            let Ok(out) = Command::new("docker")
+                .args(["network", "ls", "-q", "--filter", &filter])
+                .output()
+            else {
+                return;
+            };
+            for net in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("docker").args(["network", "rm", net]).output();
+            }
+        }
+    }
+}
+
 impl Drop for ContainerGuard {
     fn drop(&mut self) {
         for _ in 0..10 {
             if self.sweep() == 0 {
-                return;
+                break;
             }
             std::thread::sleep(Duration::from_millis(300));
         }
+        self.sweep_networks();
     }
 }
 
