@@ -19,10 +19,13 @@
 //! status 0.
 //!
 //! `shoal-demo healthcheck` asks `http://127.0.0.1:$PORT/health` and exits 0 on a 200, else 1: an
-//! image built `FROM scratch` has no curl, so its `HEALTHCHECK` runs the binary itself.
+//! image built `FROM scratch` has no curl, so its `HEALTHCHECK` runs the binary itself. For the
+//! same reason `shoal-demo resolve NAME` and `shoal-demo get URL [COUNT [INTERVAL_MS]]` look at
+//! the service network from inside a replica (see `client.rs`).
 
 #![forbid(unsafe_code)]
 
+mod client;
 mod token;
 
 use std::{
@@ -62,9 +65,12 @@ const EXIT_DELAY: Duration = Duration::from_millis(100);
 /// How long the health check waits to connect and for the answer.
 const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-const USAGE: &str = "usage: shoal-demo [healthcheck]
+const USAGE: &str = "usage: shoal-demo [healthcheck | resolve NAME | get URL [COUNT [INTERVAL_MS]]]
   (no argument)  serve on 0.0.0.0:$PORT (default 8080)
   healthcheck    exit 0 if http://127.0.0.1:$PORT/health answers 200, else 1
+  resolve NAME   print the IPv4 addresses NAME resolves to (from inside a replica)
+  get URL        GET http://URL COUNT times (default 1), INTERVAL_MS apart; a line each, then
+                 a summary with latencies; exit 1 if any failed
 environment: PORT, REPLICA_ID, VERSION, BROKEN=1";
 
 fn main() -> ExitCode {
@@ -79,6 +85,27 @@ fn main() -> ExitCode {
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         [] => serve(port),
         ["healthcheck" | "--healthcheck"] => healthcheck(port),
+        ["resolve", name] => match client::resolve(name) {
+            Ok(addrs) => {
+                for a in addrs {
+                    println!("{a}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("shoal-demo resolve {name}: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        ["get", url, ref rest @ ..] if rest.len() <= 2 => {
+            let count = rest.first().and_then(|c| c.parse().ok()).unwrap_or(1);
+            let interval = rest.get(1).and_then(|i| i.parse().ok()).unwrap_or(0);
+            if client::get(url, count, Duration::from_millis(interval)) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         ["-h" | "--help" | "help"] => {
             println!("{USAGE}");
             ExitCode::SUCCESS

@@ -217,7 +217,11 @@ fn container_options(spec: &ServiceSpec, body: &mut ContainerCreateBody) {
                 .collect()
         }),
     });
-    host.dns = nonempty(&spec.dns);
+    // The cluster's DNS server (the first network's gateway, set above) stays first: it answers
+    // service names and forwards the rest; the service's own resolvers come after it.
+    let mut dns = host.dns.take().unwrap_or_default();
+    dns.extend(spec.dns.iter().cloned());
+    host.dns = (!dns.is_empty()).then_some(dns);
     host.dns_search = nonempty(&spec.dns_search);
     host.extra_hosts = nonempty(&spec.extra_hosts);
 }
