@@ -13,10 +13,10 @@ use crate::runtime::{
     docker::{Docker, NetworkError},
     Action, ContainerRuntime,
 };
-use shoal_core::{identity::NodeId, net::LocalNetwork, node::Input};
+use shoal_core::{
+    identity::NodeId, net::LocalNetwork, node::Input, runtime::DEFAULT_STOP_TIMEOUT_S,
+};
 
-/// How long a replica gets to stop gracefully before it is killed.
-pub const STOP_TIMEOUT_S: u64 = 10;
 /// Re-list (and inspect) every container at least this often. Engine events and the watcher's
 /// cheap safety poll already wake a re-list on any change of state or health, so this only
 /// bounds how stale details the poll cannot see (ports, exit codes) can get; every 2 s it cost
@@ -98,13 +98,18 @@ async fn execute(
             .partition(|a| matches!(a, Action::Remove { .. }));
         let mut set = tokio::task::JoinSet::new();
         for action in removes {
-            if let Action::Remove { container, .. } = action {
+            if let Action::Remove {
+                container,
+                stop_timeout_s,
+                ..
+            } = action
+            {
                 let docker = docker.clone();
                 let permits = permits.clone();
                 set.spawn(
                     async move {
                         let _permit = permits.acquire().await;
-                        if let Err(e) = docker.remove(&container, STOP_TIMEOUT_S).await {
+                        if let Err(e) = docker.remove(&container, stop_timeout_s).await {
                             warn!(container = %short(&container), error = %e,
                                 "could not remove container");
                         }
@@ -149,7 +154,7 @@ async fn ensure_networks(me: NodeId, docker: &Docker, want: &[LocalNetwork]) {
             NetworkError::InUse { ref containers, .. } => {
                 warn!(error = %problem, "networks: replacing the replicas of a renumbered network");
                 for container in containers {
-                    let _ = docker.remove(container, STOP_TIMEOUT_S).await;
+                    let _ = docker.remove(container, DEFAULT_STOP_TIMEOUT_S).await;
                 }
             }
             other => warn!(error = %other, "networks: the engine could not make one"),

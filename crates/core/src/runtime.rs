@@ -107,7 +107,18 @@ pub enum Action {
         container: String,
         /// Why, for the log.
         reason: String,
+        /// How long it gets after SIGTERM (its service's `stop_grace_period`) before SIGKILL.
+        stop_timeout_s: u64,
     },
+}
+
+/// How long a replica gets to stop when its service sets no `stop_grace_period` (Docker's).
+pub const DEFAULT_STOP_TIMEOUT_S: u64 = 10;
+
+/// The stop timeout of a replica of `spec` (whole seconds, rounded up), or the default.
+pub fn stop_timeout_s(spec: Option<&ServiceSpec>) -> u64 {
+    spec.and_then(|s| s.stop_grace_ms)
+        .map_or(DEFAULT_STOP_TIMEOUT_S, |ms| ms.div_ceil(1000))
 }
 
 /// Why a runtime call failed, in the runtime's words.

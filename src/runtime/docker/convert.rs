@@ -20,11 +20,10 @@ use shoal_core::{
         spec::{HealthcheckSpec, MountKind, PortSpec, Protocol, PublishMode, ServiceSpec},
     },
     identity::NodeId,
+    net::dns::SEARCH_DOMAIN,
     observed::{Endpoint, Health, SlotKey},
+    runtime,
 };
-
-/// Longest any single engine call may take (a stop gets its own timeout plus [`STOP_GRACE`]).
-use super::DEFAULT_STOP_TIMEOUT_S;
 
 /// The container to create for `task` on `node`. `networks` are the engine networks of its
 /// service networks, in order, with their gateways: it is created on the first (the others are
@@ -140,6 +139,12 @@ pub(super) fn create_body(
             .first()
             .and_then(|(_, gateway)| *gateway)
             .map(|gw| vec![gw.to_string()]),
+        // The engine's DNS answers a one-label name (`api`) itself, never asking the node's:
+        // resolvers try `api.shoal.internal` first instead, which it does forward (see
+        // `shoal_core::net::dns`). `ndots:1` is also what makes the engine hold back the bare
+        // name rather than forward it upstream.
+        dns_search: (!networks.is_empty()).then(|| vec![SEARCH_DOMAIN.to_string()]),
+        dns_options: (!networks.is_empty()).then(|| vec!["ndots:1".to_string()]),
         ..Default::default()
     };
     let networking_config = networks.first().map(|(name, _)| NetworkingConfig {
@@ -154,7 +159,9 @@ pub(super) fn create_body(
         labels: Some(container_labels),
         exposed_ports: (!exposed.is_empty()).then(|| exposed.into_iter().collect()),
         healthcheck: spec.healthcheck.as_ref().map(health_config),
-        stop_timeout: Some(DEFAULT_STOP_TIMEOUT_S),
+        // Used by a plain `docker stop` and when the engine shuts down; shoal's own removals
+        // pass the same figure themselves.
+        stop_timeout: Some(stop_timeout_s(spec)),
         host_config: Some(host_config),
         networking_config,
         ..Default::default()
@@ -164,12 +171,9 @@ pub(super) fn create_body(
     body
 }
 
-/// The stop timeout of a spec in whole seconds (rounded up, so a grace period is never cut
-/// short), or the default.
-pub fn stop_timeout_s(spec: &ServiceSpec) -> i64 {
-    spec.stop_grace_ms.map_or(DEFAULT_STOP_TIMEOUT_S, |ms| {
-        i64::try_from(ms.div_ceil(1000)).unwrap_or(i64::MAX)
-    })
+/// The stop timeout stored in a replica of `spec` (the engine's type).
+fn stop_timeout_s(spec: &ServiceSpec) -> i64 {
+    i64::try_from(runtime::stop_timeout_s(Some(spec))).unwrap_or(i64::MAX)
 }
 
 /// The container options of the spec (`user`, `stop_grace_period`, capabilities, ulimits...)
@@ -180,7 +184,7 @@ fn container_options(spec: &ServiceSpec, body: &mut ContainerCreateBody) {
     body.hostname = spec.hostname.clone();
     // Unset: the image's STOPSIGNAL, else SIGTERM.
     body.stop_signal = spec.stop_signal.clone();
-    body.stop_timeout = Some(stop_timeout_s(spec));
+
     if spec.tty {
         body.tty = Some(true);
     }
@@ -222,7 +226,9 @@ fn container_options(spec: &ServiceSpec, body: &mut ContainerCreateBody) {
     let mut dns = host.dns.take().unwrap_or_default();
     dns.extend(spec.dns.iter().cloned());
     host.dns = (!dns.is_empty()).then_some(dns);
-    host.dns_search = nonempty(&spec.dns_search);
+    let mut search = host.dns_search.take().unwrap_or_default();
+    search.extend(spec.dns_search.iter().cloned());
+    host.dns_search = (!search.is_empty()).then_some(search);
     host.extra_hosts = nonempty(&spec.extra_hosts);
 }
 
@@ -700,6 +706,41 @@ mod tests {
         assert_eq!(host.extra_hosts, Some(vec!["db:10.0.0.2".to_string()]));
     }
 
+    /// On a service network the node's DNS server comes first and the cluster's search domain
+    /// leads, so a one-label service name reaches the node's server (the engine's own DNS
+    /// would answer it emptily); the service's own settings follow.
+    #[test]
+    fn a_replica_on_a_network_asks_the_cluster_dns_first() {
+        let spec = shoal_core::desired::spec::ServiceSpec {
+            image: "img:1".into(),
+            dns: vec!["10.0.0.53".into()],
+            dns_search: vec!["example.com".into()],
+            ..Default::default()
+        };
+        let gateway = "10.253.1.1".parse().unwrap();
+        let networks = [("net_back".to_string(), Some(gateway))];
+        let body = create_body(
+            NodeId(1),
+            &task(spec),
+            "10.0.0.1".parse().unwrap(),
+            &networks,
+        );
+        let host = body.host_config.unwrap();
+        assert_eq!(
+            host.dns,
+            Some(vec!["10.253.1.1".to_string(), "10.0.0.53".to_string()])
+        );
+        assert_eq!(
+            host.dns_search,
+            Some(vec![
+                "shoal.internal".to_string(),
+                "example.com".to_string()
+            ])
+        );
+        assert_eq!(host.dns_options, Some(vec!["ndots:1".to_string()]));
+        assert_eq!(host.network_mode.as_deref(), Some("net_back"));
+    }
+
     #[test]
     fn unset_options_stay_the_image_s_and_the_engine_s() {
         let spec = shoal_core::desired::spec::ServiceSpec {
@@ -710,7 +751,7 @@ mod tests {
         assert_eq!(body.user, None);
         assert_eq!(body.working_dir, None);
         assert_eq!(body.stop_signal, None);
-        assert_eq!(body.stop_timeout, Some(DEFAULT_STOP_TIMEOUT_S));
+        assert_eq!(body.stop_timeout, Some(10));
         assert_eq!(body.tty, None);
         let host = body.host_config.unwrap();
         assert_eq!(host.init, None);

@@ -59,9 +59,6 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How long [`Docker::ping`] waits for an answer.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
-/// Stop timeout stored in each container (used by a plain `docker stop` and when the engine shuts
-/// down; shoal's own removals pass theirs).
-pub const DEFAULT_STOP_TIMEOUT_S: i64 = 10;
 /// How often [`Docker::watch`] looks at the node's containers.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// Inspections of one listing run at most this many at once: an engine under load queues every

@@ -4,11 +4,18 @@
 //! every name it does not know). The answer depends on which networks the asker is on, found
 //! from its address ([`NetView::networks_of`]): a service answers only on its own networks.
 //!
+//! The engine's embedded DNS never forwards a name of one label (`api`): it answers it from its
+//! own records or not at all. So replicas get [`SEARCH_DOMAIN`] as their first search domain
+//! (with `ndots:1`, so that resolvers try it first for such a name), and `api.shoal.internal`
+//! reaches this server, which answers it as `api`.
+//!
 //! | name | answer |
 //! |---|---|
 //! | `STACK_SERVICE`, `SERVICE` (its stack's short name), an alias on that network | the service's virtual address there (`endpoint_mode: vip`), or its ready replicas' addresses (`dnsrr`) |
 //! | `tasks.` followed by any of those | every ready replica's address on that network |
 //! | a service's name, but on no network of the asker's | NXDOMAIN (not asked upstream: the name is the cluster's) |
+//! | any of those followed by `.shoal.internal` | the same |
+//! | anything else under `shoal.internal` | NXDOMAIN |
 //! | anything else | forwarded to the host's resolvers |
 //!
 //! Names compare without case and without a trailing dot. Several services answering to one
@@ -24,6 +31,10 @@ use std::{
 
 use super::services::NetView;
 use crate::desired::spec::EndpointMode;
+
+/// The cluster's search domain: `NAME.shoal.internal` is `NAME` (`.internal` is reserved for
+/// private use, so no public name is shadowed).
+pub const SEARCH_DOMAIN: &str = "shoal.internal";
 
 /// The record type asked for, as far as the resolver cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,12 +62,22 @@ pub enum Answer {
 /// Answers `name` of type `qtype` for the container at `asker`.
 pub fn resolve(view: &NetView, asker: IpAddr, name: &str, qtype: QueryType) -> Answer {
     let lower = name.trim_end_matches('.').to_ascii_lowercase();
+    // Under the cluster's domain the answer is ours alone: nothing is asked upstream.
+    let (ours, lower) = match lower.strip_suffix(SEARCH_DOMAIN) {
+        Some("") => return Answer::NxDomain,
+        Some(rest) if rest.ends_with('.') => (true, rest.trim_end_matches('.').to_string()),
+        _ => (false, lower),
+    };
     let (tasks, wanted) = match lower.strip_prefix("tasks.") {
         Some(rest) => (true, rest),
         None => (false, lower.as_str()),
     };
     if wanted.is_empty() {
-        return Answer::Forward;
+        return if ours {
+            Answer::NxDomain
+        } else {
+            Answer::Forward
+        };
     }
     let visible = match asker {
         IpAddr::V4(ip) => view.networks_of(ip),
@@ -91,6 +112,7 @@ pub fn resolve(view: &NetView, asker: IpAddr, name: &str, qtype: QueryType) -> A
         }
         (true, _) => Answer::NoData,
         (false, true) => Answer::NxDomain,
+        (false, false) if ours => Answer::NxDomain,
         (false, false) => Answer::Forward,
     }
 }
@@ -137,6 +159,25 @@ mod tests {
             resolve(&w.view, web, "api", QueryType::Other),
             Answer::NoData
         );
+    }
+
+    /// `NAME.shoal.internal` is how a one-label name reaches this server through the engine's
+    /// DNS; under that domain nothing is forwarded.
+    #[test]
+    fn the_search_domain_answers_as_the_bare_name() {
+        let w = world(|_, _| {});
+        let web = addr(&w, "app_front", 10, 2);
+        let a = |name: &str| resolve(&w.view, web, name, QueryType::A);
+        let front_api = vip(&w, "app_front", "app_api");
+        assert_eq!(a("api.shoal.internal"), Answer::Addresses(vec![front_api]));
+        assert_eq!(a("API.Shoal.Internal."), Answer::Addresses(vec![front_api]));
+        assert_eq!(a("tasks.web.shoal.internal"), a("tasks.web"));
+        assert_eq!(a("db.shoal.internal"), Answer::NxDomain);
+        assert_eq!(a("nothing.shoal.internal"), Answer::NxDomain);
+        assert_eq!(a("tasks.shoal.internal"), Answer::NxDomain);
+        assert_eq!(a("shoal.internal"), Answer::NxDomain);
+        // Only the whole label: `xshoal.internal` is someone else's.
+        assert_eq!(a("api.xshoal.internal"), Answer::Forward);
     }
 
     #[test]

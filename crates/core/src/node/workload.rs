@@ -73,7 +73,9 @@ impl Workload {
     /// Logs an action and keeps it, unless it is a removal already under way.
     fn admit(&mut self, action: Action) -> Option<Action> {
         match &action {
-            Action::Remove { container, reason } => {
+            Action::Remove {
+                container, reason, ..
+            } => {
                 if !self.removing.insert(container.clone()) {
                     return None;
                 }

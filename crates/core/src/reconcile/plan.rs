@@ -37,7 +37,7 @@ use crate::{
     observed::{
         Health, NodeReport, ObservedState, SlotKey, TaskReport, TaskState, HISTORY_PER_SLOT,
     },
-    runtime::{Action, ContainerStatus, LocalContainer, TaskSpec},
+    runtime::{stop_timeout_s, Action, ContainerStatus, LocalContainer, TaskSpec},
 };
 
 /// Restart bookkeeping of one slot on this node.
@@ -400,7 +400,12 @@ impl Reconciler {
         for c in inputs.local {
             if !claimed.contains(&c.id) {
                 let reason = format!("{} slot {} is no longer desired", c.service, c.slot);
-                self.retire(c, reason, now, &mut plan);
+                let spec = inputs
+                    .services
+                    .iter()
+                    .find(|s| s.name == c.service)
+                    .map(|s| &s.spec);
+                self.retire(c, reason, spec, now, &mut plan);
             }
         }
         let listed: BTreeSet<&str> = inputs.local.iter().map(|c| c.id.as_str()).collect();
@@ -559,6 +564,7 @@ impl Reconciler {
                     plan.actions.push(Action::Remove {
                         container: c.id.clone(),
                         reason: format!("{} slot {slot}: {reason}", service.name),
+                        stop_timeout_s: stop_timeout_s(Some(spec)),
                     });
                     self.record(c, state, Some(reason), now);
                 }
@@ -575,7 +581,7 @@ impl Reconciler {
         });
         for extra in alive.iter().skip(1) {
             let reason = format!("{} slot {slot}: duplicate replica", service.name);
-            self.retire(extra, reason, now, plan);
+            self.retire(extra, reason, Some(spec), now, plan);
         }
         let keeper = alive.first().copied();
         let life = self.slots.entry(key.clone()).or_default();
@@ -607,7 +613,7 @@ impl Reconciler {
                     "{} slot {slot}: replaced by version {}",
                     service.name, service.version
                 );
-                old_draining |= !self.retire(c, reason, now, plan) && stop_first;
+                old_draining |= !self.retire(c, reason, Some(spec), now, plan) && stop_first;
             } else {
                 // Serving until its turn (still desired), or until its start-first successor is
                 // ready (on its way out).
@@ -686,7 +692,7 @@ impl Reconciler {
                     service.name,
                     owner.short()
                 );
-                self.retire(c, reason, now, plan);
+                self.retire(c, reason, Some(&service.spec), now, plan);
             } else {
                 // Still serving until the new owner's replica is ready.
                 plan.tasks
@@ -700,7 +706,14 @@ impl Reconciler {
     /// routing before it gets SIGTERM, so that no new connection reaches a replica on its way
     /// down; the connections it has finish meanwhile. One that does not serve stops at once.
     /// Returns whether it was stopped now (false while it drains).
-    fn retire(&mut self, c: &LocalContainer, reason: String, now: u64, plan: &mut Plan) -> bool {
+    fn retire(
+        &mut self,
+        c: &LocalContainer,
+        reason: String,
+        spec: Option<&ServiceSpec>,
+        now: u64,
+        plan: &mut Plan,
+    ) -> bool {
         let serving = c.status == ContainerStatus::Running && c.health.is_ready();
         let since = if serving {
             *self.draining.entry(c.id.clone()).or_insert(now)
@@ -719,6 +732,7 @@ impl Reconciler {
         plan.actions.push(Action::Remove {
             container: c.id.clone(),
             reason,
+            stop_timeout_s: stop_timeout_s(spec),
         });
         self.record(c, TaskState::Shutdown, None, now);
         true

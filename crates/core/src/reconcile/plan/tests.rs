@@ -650,3 +650,39 @@ fn a_rollback_paces_with_rollback_config() {
         );
     }
 }
+
+/// A replica is stopped with its service's `stop_grace_period` (rounded up to whole seconds);
+/// one whose service is gone gets the engine's default.
+#[test]
+fn a_removal_carries_the_services_stop_grace_period() {
+    let mut svc = service(2, RestartPolicy::default());
+    svc.spec.stop_grace_ms = Some(45_500);
+    let mut world = World::one_node(svc);
+    let first = creates(&world.round(1_000, &[]));
+    assert_eq!(first.len(), 2);
+    // Scaled to one: the extra replica does not serve (no health yet), so it stops at once.
+    world.services[0].replicas = 1;
+    let local: Vec<_> = first
+        .iter()
+        .map(|t| container(t, ContainerStatus::Running, Health::Starting))
+        .collect();
+    let plan = world.round(2_000, &local);
+    assert_eq!(stop_timeouts(&plan), vec![46], "{:?}", plan.actions);
+
+    world.services.clear();
+    let plan = world.round(3_000, &local[..1]);
+    assert_eq!(
+        stop_timeouts(&plan),
+        vec![crate::runtime::DEFAULT_STOP_TIMEOUT_S]
+    );
+}
+
+fn stop_timeouts(plan: &Plan) -> Vec<u64> {
+    plan.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Remove { stop_timeout_s, .. } => Some(*stop_timeout_s),
+            Action::Create(_) => None,
+        })
+        .collect()
+}
