@@ -1,10 +1,13 @@
 //! Membership benchmark: prints how long it takes until every member sees a join and a crash, in
 //! simulation (100 and 1,000 members, virtual time) and with 5 real agents on loopback (wall
-//! time), plus the agents' idle RSS and CPU. Run with `cargo bench --bench membership`.
+//! time), plus the agents' idle RSS and CPU, the part of that CPU that sealing takes, and how
+//! long a new node takes to join with a token. Run with `cargo bench --bench membership`.
 //! `SHOAL_BENCH_SIM_SIZES=100,1000` picks the simulated sizes.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "shared/seal_cost.rs"]
+mod seal_cost;
 
 use std::time::{Duration, Instant};
 
@@ -92,12 +95,16 @@ fn real_figures() {
 
     std::thread::sleep(Duration::from_secs(2));
     let before: Vec<(u64, u64)> = agents.iter().map(|a| common::proc_stat(a.pid())).collect();
+    let udp_before = udp_out_datagrams();
     let idle = Duration::from_secs(10);
     std::thread::sleep(idle);
     let after: Vec<(u64, u64)> = agents.iter().map(|a| common::proc_stat(a.pid())).collect();
+    let udp_after = udp_out_datagrams();
     let hz = 100.0; // USER_HZ on Linux
+    let mut cpu_sum = 0.0;
     for (i, (b, a)) in before.iter().zip(after.iter()).enumerate() {
         let cpu = (a.1 - b.1) as f64 / hz / idle.as_secs_f64() * 100.0;
+        cpu_sum += cpu;
         println!(
             "real 5 agents: n{} idle RSS {:>6} KiB, CPU {:.2}% of one core",
             i + 1,
@@ -105,6 +112,43 @@ fn real_figures() {
             cpu
         );
     }
+    // Sealing's share of that idle CPU, same run: every datagram is sealed once by its sender
+    // and opened once by its receiver, so each agent pays (seal + open) per datagram it sends,
+    // on average. The cost is of a full 1,200-byte datagram (an upper bound: idle probes are
+    // ~200 bytes). The host's UDP counter also counts the few datagrams of other processes.
+    if let (Some(b), Some(a)) = (udp_before, udp_after) {
+        let per_agent = (a - b) as f64 / idle.as_secs_f64() / agents.len() as f64;
+        let cost = seal_cost::measure(1_200, 50_000);
+        let sealing = per_agent * (cost.seal_ns + cost.open_ns) / 1e9 * 100.0;
+        let with = cpu_sum / agents.len() as f64;
+        println!(
+            "real 5 agents: {per_agent:.1} datagrams/s sent per agent; sealing costs \
+             {:.0} + {:.0} ns each, {sealing:.4}% of one core per agent; idle CPU \
+             {with:.2}% with sealing, {:.2}% without",
+            cost.seal_ns,
+            cost.open_ns,
+            (with - sealing).max(0.0)
+        );
+    }
+
+    // A new node joins with a token: the token handshake (CA check, secret proof, certificate
+    // signing over QUIC) and the first gossip, until every member sees it ready.
+    let host6 = ["127.0.0.6"];
+    let port6 = common::free_ports(&host6, 1);
+    let addr6 = format!("{}:{port6}", host6[0]).parse().unwrap();
+    let mut joiner = common::Agent::new(root.path(), "n6", addr6, &[agents[0].addr]);
+    let token = common::token_of(agents[0].addr);
+    let start6 = Instant::now();
+    joiner.start_with_token(Some(&token));
+    agents.push(joiner);
+    common::wait_for(Duration::from_secs(30), || common::all_ready(&agents, 6))
+        .expect("n6 joins");
+    println!(
+        "real 5 agents: a 6th node joining with a token ready everywhere {:>5} ms after its start",
+        start6.elapsed().as_millis()
+    );
+    // It leaves at once, so that the crash below is the only failure.
+    agents.pop().expect("pushed above").sigterm();
 
     agents[2].kill9();
     let crash = common::wait_for(Duration::from_secs(60), || {
@@ -128,6 +172,16 @@ fn real_figures() {
         "real 5 agents: SIGTERM seen as left by all {:>5} ms",
         left.as_millis()
     );
+}
+
+/// The host's count of UDP datagrams sent (`/proc/net/snmp`).
+fn udp_out_datagrams() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let names: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let values: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let at = names.iter().position(|n| *n == "OutDatagrams")?;
+    values.get(at)?.parse().ok()
 }
 
 fn main() {
