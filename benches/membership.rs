@@ -2,7 +2,7 @@
 //! simulation (100 and 1,000 members, virtual time) and with 5 real agents on loopback (wall
 //! time), plus the agents' idle RSS and CPU, the part of that CPU that sealing takes, and how
 //! long a new node takes to join with a token. Run with `cargo bench --bench membership`.
-//! `SHOAL_BENCH_SIM_SIZES=100,1000` picks the simulated sizes.
+//! `SHOAL_BENCH_SIM_SIZES=50,100,1000` (the default) picks the simulated sizes.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -35,11 +35,15 @@ fn sim_figures(n: usize, seed: u64) {
     let boot = sim
         .run_until(600_000, 100, |s| s.converged(NodeStatus::Down))
         .expect("cluster converges");
+    // Idle: once the bootstrap's gossip backlog has drained (30 s), over 30 s.
+    sim.run_for(30_000);
     let packets_before = sim.report.packets_sent;
     let bytes_before = sim.report.bytes_sent;
-    sim.run_for(10_000);
-    let idle_pkts = (sim.report.packets_sent - packets_before) as f64 / 10.0 / n as f64;
-    let idle_bytes = (sim.report.bytes_sent - bytes_before) as f64 / 10.0 / n as f64;
+    let calls_before = sim.report.call_bytes;
+    sim.run_for(30_000);
+    let idle_pkts = (sim.report.packets_sent - packets_before) as f64 / 30.0 / n as f64;
+    let idle_bytes = (sim.report.bytes_sent - bytes_before) as f64 / 30.0 / n as f64;
+    let idle_calls = (sim.report.call_bytes - calls_before) as f64 / 30.0 / n as f64;
 
     // One more node joins through member 0.
     sim.start(n, &[0]);
@@ -54,12 +58,14 @@ fn sim_figures(n: usize, seed: u64) {
         .expect("crash seen everywhere");
     println!(
         "sim n={n:>5} seed={seed}: bootstrap converged {:>6} ms | join seen by all {:>5} ms | \
-         crash seen by all {:>6} ms | idle {:.1} pkt/s/node, {:.0} B/s/node | wall {:.1}s",
+         crash seen by all {:>6} ms | idle gossip {:.1} pkt/s/node, {:.0} B/s/node; QUIC \
+         messages {:.0} B/s/node | wall {:.1}s",
         boot,
         join,
         crash,
         idle_pkts,
         idle_bytes,
+        idle_calls,
         wall.elapsed().as_secs_f64()
     );
 }
@@ -141,8 +147,7 @@ fn real_figures() {
     let start6 = Instant::now();
     joiner.start_with_token(Some(&token));
     agents.push(joiner);
-    common::wait_for(Duration::from_secs(30), || common::all_ready(&agents, 6))
-        .expect("n6 joins");
+    common::wait_for(Duration::from_secs(30), || common::all_ready(&agents, 6)).expect("n6 joins");
     println!(
         "real 5 agents: a 6th node joining with a token ready everywhere {:>5} ms after its start",
         start6.elapsed().as_millis()
@@ -190,7 +195,7 @@ fn main() {
     let sizes: Vec<usize> = std::env::var("SHOAL_BENCH_SIM_SIZES")
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
-        .unwrap_or_else(|| if full { vec![100, 1000] } else { vec![20] });
+        .unwrap_or_else(|| if full { vec![50, 100, 1000] } else { vec![20] });
     for n in sizes {
         sim_figures(n, 1);
     }

@@ -22,7 +22,7 @@ use std::{
 };
 
 use shoal_core::{
-    api::{self, ChangeReceipt, PeerRequest, PeerResponse, Request, Response},
+    api::{self, ChangeReceipt, PeerRequest, PeerResponse, Repair, Request, Response},
     desired::{
         hlc::Hlc,
         spec::{Protocol, ServiceDef, ServiceSpec},
@@ -152,28 +152,51 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         (
             "peer_request_sync",
             api::frame(PeerRequest::Sync {
-                members: vec![member()],
+                members_digest: [5; 32],
                 desired_digest: [7; 32],
-                observed: observed.clone(),
+                observed_digest: [9; 32],
             })
             .unwrap(),
         ),
         (
             "peer_request_reports",
-            api::frame(PeerRequest::Reports(vec![report()])).unwrap(),
+            api::frame(PeerRequest::Reports {
+                reports: vec![report()],
+                told: vec![NodeId(2)],
+            })
+            .unwrap(),
         ),
         (
             "peer_request_desired",
             api::frame(PeerRequest::Desired(Box::new(desired()))).unwrap(),
         ),
         (
+            "peer_request_repair",
+            api::frame(PeerRequest::Repair(Box::new(Repair {
+                members: Some(vec![member()]),
+                buckets: [3u16, 200].into(),
+                desired: desired(),
+                reports: vec![report()],
+                observed: Some(observed.clone()),
+            })))
+            .unwrap(),
+        ),
+        (
             "peer_response_sync",
             api::frame(PeerResponse::Sync {
-                members: vec![member()],
-                desired_digest: [7; 32],
-                desired: Some(Box::new(desired())),
+                node: NodeId(1),
+                members: Some(vec![member()]),
+                members_digest: [5; 32],
+                buckets: Some(desired().buckets().digests),
+                observed: Some(observed),
+            })
+            .unwrap(),
+        ),
+        (
+            "peer_response_repair",
+            api::frame(PeerResponse::Repair {
+                desired: Box::new(desired()),
                 reports: vec![report()],
-                observed,
             })
             .unwrap(),
         ),

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::{
     desired::{hlc::Hlc, spec::Protocol},
@@ -240,6 +241,17 @@ impl ObservedState {
             .iter()
             .map(|(id, r)| (*id, r.version()))
             .collect()
+    }
+
+    /// Digest of [`ObservedState::versions`]: equal when two nodes hold the same reports.
+    pub fn versions_digest(&self) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        for (node, (generation, seq)) in self.versions() {
+            hasher.update(node.0.to_be_bytes());
+            hasher.update(generation.to_be_bytes());
+            hasher.update(seq.to_be_bytes());
+        }
+        hasher.finalize().into()
     }
 
     /// Reports newer than (or missing from) `versions`.

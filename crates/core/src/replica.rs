@@ -4,13 +4,17 @@
 //! A change is applied locally first (and made durable by the caller), then spread three ways:
 //! - pushed over QUIC to a few live peers at once (the CLI waits for their acknowledgement);
 //! - piggybacked on SWIM gossip when the delta is small, so it reaches everyone epidemically;
-//! - repaired by anti-entropy: every sync round compares state digests with one random peer and
-//!   exchanges full states when they differ, so a node that was down or partitioned catches up.
+//! - repaired by anti-entropy: every sync round compares state digests with one random peer and,
+//!   when they differ, the digests of the state's buckets, and the two exchange the entries of
+//!   the buckets that differ, so a node that was down or partitioned catches up.
 //!
 //! Merging is a CRDT join, so the order, duplication or loss of any of these messages never
 //! changes the outcome, only how soon it is reached.
 
-use std::cell::OnceCell;
+use std::{
+    cell::{OnceCell, RefCell},
+    collections::BTreeSet,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +22,7 @@ use super::{
     broadcast::MAX_BROADCAST_BYTES,
     desired::{
         hlc::{Clock, Hlc},
-        state::{AutoWrite, DesiredError, DesiredState, ServiceView},
+        state::{AutoWrite, BucketDigest, Buckets, DesiredError, DesiredState, ServiceView},
     },
     identity::NodeId,
     wire::{self, WireError},
@@ -51,15 +55,20 @@ pub struct Outgoing {
 pub struct Replica {
     state: DesiredState,
     clock: Clock,
-    /// Views of `state` computed on first use after a change: every anti-entropy round asks for
-    /// the digest (a full encoding of the state) and every reconcile round for the services.
-    derived: Derived,
+    /// The services, computed on first use after a change (every reconcile round asks).
+    services: OnceCell<Vec<ServiceView>>,
+    /// The bucket digests every anti-entropy round compares, kept up to date bucket by bucket:
+    /// a change refreshes only the buckets it touched, so a round costs the same with 10 or
+    /// 50,000 services.
+    buckets: RefCell<BucketCache>,
 }
 
 #[derive(Debug, Default)]
-struct Derived {
-    digest: OnceCell<[u8; 32]>,
-    services: OnceCell<Vec<ServiceView>>,
+struct BucketCache {
+    /// `None` until first asked for, and after a change of unknown extent.
+    buckets: Option<Buckets>,
+    /// Buckets changed since `buckets` was computed.
+    stale: BTreeSet<u16>,
 }
 
 impl Replica {
@@ -72,7 +81,8 @@ impl Replica {
         Replica {
             state,
             clock,
-            derived: Derived::default(),
+            services: OnceCell::new(),
+            buckets: RefCell::default(),
         }
     }
 
@@ -88,9 +98,16 @@ impl Replica {
         op: impl FnOnce(&mut DesiredState, Hlc) -> Result<DesiredState, DesiredError>,
     ) -> Result<Outgoing, DesiredError> {
         let hlc = self.clock.tick(now_ms);
-        // Even a failing op may have written before it failed.
-        self.derived = Derived::default();
-        let delta = op(&mut self.state, hlc)?;
+        self.services = OnceCell::new();
+        let delta = match op(&mut self.state, hlc) {
+            Ok(delta) => delta,
+            Err(e) => {
+                // Even a failing op may have written before it failed.
+                self.buckets = RefCell::default();
+                return Err(e);
+            }
+        };
+        self.touched(&delta);
         let gossip = encode_gossip(&delta).filter(|bytes| bytes.len() <= MAX_BROADCAST_BYTES);
         Ok(Outgoing { delta, gossip })
     }
@@ -109,7 +126,8 @@ impl Replica {
         if delta.is_empty() {
             return Ok(None);
         }
-        self.derived = Derived::default();
+        self.services = OnceCell::new();
+        self.touched(&delta);
         if let Some(max) = delta.max_hlc() {
             self.clock.observe(&max, now_ms);
         }
@@ -122,9 +140,11 @@ impl Replica {
         if let Some(max) = other.max_hlc() {
             self.clock.observe(&max, now_ms);
         }
+        let touched = other.touched_buckets();
         let changed = self.state.merge_delta(other);
         if changed {
-            self.derived = Derived::default();
+            self.services = OnceCell::new();
+            self.buckets.get_mut().stale.extend(touched);
         }
         changed
     }
@@ -142,14 +162,40 @@ impl Replica {
         }
     }
 
-    /// Digest of the state, compared in anti-entropy rounds.
+    /// Digest of the state, compared in anti-entropy rounds (the buckets' root).
     pub fn digest(&self) -> [u8; 32] {
-        *self.derived.digest.get_or_init(|| self.state.digest())
+        self.with_buckets(|b| b.root)
+    }
+
+    /// The digests of the state's buckets, compared when the roots differ.
+    pub fn bucket_digests(&self) -> Vec<BucketDigest> {
+        self.with_buckets(|b| b.digests.clone())
+    }
+
+    /// The buckets whose digests differ from a peer's.
+    pub fn differing(&self, theirs: &[BucketDigest]) -> BTreeSet<u16> {
+        self.with_buckets(|b| b.differing(theirs))
+    }
+
+    fn touched(&mut self, delta: &DesiredState) {
+        self.buckets.get_mut().stale.extend(delta.touched_buckets());
+    }
+
+    fn with_buckets<T>(&self, f: impl FnOnce(&Buckets) -> T) -> T {
+        let mut cache = self.buckets.borrow_mut();
+        let BucketCache { buckets, stale } = &mut *cache;
+        match buckets {
+            None => *buckets = Some(self.state.buckets()),
+            Some(b) if !stale.is_empty() => b.update(self.state.bucket_digests(stale)),
+            Some(_) => {}
+        }
+        stale.clear();
+        f(buckets.as_ref().expect("just computed"))
     }
 
     /// The live services, as [`DesiredState::services`] gives them.
     pub fn services(&self) -> &[ServiceView] {
-        self.derived.services.get_or_init(|| self.state.services())
+        self.services.get_or_init(|| self.state.services())
     }
 }
 
@@ -173,6 +219,56 @@ mod tests {
         spec::{ServiceDef, ServiceSpec},
         state::{AutoOutcome, ServiceUpdate, UpdateState},
     };
+
+    #[test]
+    fn the_kept_buckets_match_a_full_recompute_after_every_kind_of_write() {
+        let def = |name: &str| ServiceDef {
+            name: format!("web_{name}"),
+            stack: "web".into(),
+            replicas: 2,
+            spec: ServiceSpec {
+                image: "api:1".into(),
+                ..ServiceSpec::default()
+            },
+        };
+        let mut a = Replica::new(NodeId(1), DesiredState::default(), 1_000);
+        let mut b = Replica::new(NodeId(2), DesiredState::default(), 1_000);
+        let check = |r: &Replica| assert_eq!(r.digest(), r.state().buckets().root);
+        check(&a);
+        let out = a
+            .change(1_000, |s, hlc| {
+                s.deploy_stack("web", vec![def("a"), def("b"), def("c")], hlc)
+            })
+            .unwrap();
+        check(&a);
+        b.change(1_100, |s, hlc| {
+            s.deploy_stack(
+                "db",
+                vec![ServiceDef {
+                    stack: "db".into(),
+                    name: "db_pg".into(),
+                    ..def("x")
+                }],
+                hlc,
+            )
+        })
+        .unwrap();
+        b.merge(out.delta, 1_200);
+        check(&b);
+        // A failing op may have written before failing: everything is recomputed.
+        assert!(a
+            .change(1_300, |s, hlc| s.scale("web_nope", 3, hlc))
+            .is_err());
+        check(&a);
+        a.change(1_400, |s, hlc| s.remove_stack("web", hlc))
+            .unwrap();
+        check(&a);
+        b.merge(a.state().clone(), 1_500);
+        check(&b);
+        a.merge(b.state().clone(), 1_500);
+        check(&a);
+        assert_eq!(a.digest(), b.digest());
+    }
 
     #[test]
     fn an_automatic_write_spreads_once_and_later_commands_order_after_it() {

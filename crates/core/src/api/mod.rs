@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::wire;
 
 /// Version of the API messages below; bumped on incompatible change.
-pub const API_VERSION: u16 = 3;
+pub const API_VERSION: u16 = 4;
 
 /// A request with its protocol version.
 #[derive(Debug, Serialize, Deserialize)]

@@ -61,6 +61,7 @@
 //! to gossip. Merging deltas and full states is the same join, so deltas may be lost, reordered or
 //! duplicated: anti-entropy with full states repairs anything missed.
 
+mod buckets;
 mod cluster;
 mod entry;
 mod error;
@@ -77,17 +78,18 @@ use crdts::CvRDT;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use self::{
-    entry::{NodeEntry, ServiceEntry},
-    network::{merge_hosts, NetworkEntry},
-    reg::Reg,
-};
 pub use self::{
+    buckets::{BucketDigest, Buckets, BUCKETS},
     error::{DesiredError, MergeConflict, MAX_REPLICAS},
     network::NetworkView,
     ops::ServiceUpdate,
     status::{auto_stamp, AutoOutcome, AutoWrite, PreviousSpec, UpdateState, UpdateStatus},
     view::{NodeSettings, ServiceView, StackView},
+};
+use self::{
+    entry::{NodeEntry, ServiceEntry},
+    network::{merge_hosts, NetworkEntry},
+    reg::Reg,
 };
 use super::hlc::Hlc;
 use crate::identity::NodeId;

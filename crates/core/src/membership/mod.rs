@@ -19,6 +19,7 @@ pub mod sealing;
 use foca::{AccumulatingRuntime, Codec, Foca, Member, Message, OwnedNotification, State};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::{
     broadcast::{Broadcasts, Inbox, MAX_BROADCAST_BYTES},
@@ -542,6 +543,26 @@ impl<R: RngExt> Membership<R> {
         self.foca.iter_membership_state().cloned().collect()
     }
 
+    /// Digest of the membership state less the records of `left_out`: an anti-entropy round
+    /// compares this, with both parties left out (each holds no record of itself, and they
+    /// probe each other directly), and exchanges the states only when the digests differ.
+    pub fn digest_without(&self, left_out: &[NodeId]) -> [u8; 32] {
+        let mut records: Vec<Vec<u8>> = self
+            .foca
+            .iter_membership_state()
+            .filter(|m| !left_out.contains(&m.id().id))
+            .filter_map(|m| wire::encode(m).ok())
+            .collect();
+        // foca keeps members in no particular order.
+        records.sort_unstable();
+        let mut hasher = Sha256::new();
+        for record in &records {
+            hasher.update((record.len() as u32).to_be_bytes());
+            hasher.update(record);
+        }
+        hasher.finalize().into()
+    }
+
     /// Says goodbye: every live peer is told directly (so it shows us `left` at once), then foca
     /// gossips our departure. The node answers nothing afterwards.
     pub fn leave(&mut self, now_ms: u64) -> Result<(), MembershipError> {
@@ -623,6 +644,16 @@ impl<R: RngExt> Membership<R> {
         views
     }
 
+    /// Peers that are up and not suspected: whom pushes and relays go to. Cheaper than
+    /// [`Membership::nodes`], which builds a view of every member ever seen.
+    pub fn live_peers(&self) -> Vec<NodeIdentity> {
+        self.foca
+            .iter_members()
+            .filter(|m| m.state() == State::Alive && !self.removed.contains(&m.id().id))
+            .map(|m| m.id().clone())
+            .collect()
+    }
+
     /// A random live peer for the next anti-entropy round.
     pub fn sync_peer(&mut self, rng: &mut impl RngExt) -> Option<NodeIdentity> {
         let n = self.foca.num_members();
@@ -665,8 +696,13 @@ impl<R: RngExt> Membership<R> {
             }
             self.effects.timers.push((after, Timer::Swim(timer)));
         }
+        let mut renewed = false;
         while let Some(notification) = self.runtime.to_notify() {
+            renewed |= matches!(notification, OwnedNotification::Rejoin(_));
             self.on_notification(notification, now_ms);
+        }
+        if renewed {
+            self.announce_renewal(now_ms);
         }
         if self.lifeguard.is_suspecting() {
             let suspects: BTreeSet<(NodeId, u16)> = self
@@ -690,6 +726,39 @@ impl<R: RngExt> Membership<R> {
                 self.bucket = bucket;
             }
         }
+    }
+
+    /// After foca renews this node's identity it waits, disconnected, for a message addressed
+    /// to the new one; but peers still address the old one, and when a healed partition made
+    /// every node renew at once, nobody would ever speak first. Announcing to a few members we
+    /// knew as live (foca accepts an announce by address) gets their feeds, addressed to us.
+    fn announce_renewal(&mut self, now_ms: u64) {
+        const RENEWAL_ANNOUNCES: usize = 3;
+        let me = self.foca.identity().id;
+        let mut known: Vec<NodeIdentity> = self
+            .records
+            .values()
+            .filter(|r| r.identity.id != me && r.status == NodeStatus::Ready)
+            .map(|r| r.identity.clone())
+            .collect();
+        if known.is_empty() {
+            known = self
+                .records
+                .values()
+                .filter(|r| r.identity.id != me && r.status == NodeStatus::Down)
+                .map(|r| r.identity.clone())
+                .collect();
+        }
+        // The members after this one in id order: each renewed node asks different ones.
+        let after = known.iter().position(|m| m.id > me).unwrap_or(0);
+        known.rotate_left(after);
+        known.truncate(RENEWAL_ANNOUNCES);
+        for to in known {
+            if let Err(e) = self.foca.announce(to, &mut self.runtime) {
+                tracing::debug!(error = %e, "announce after renewal failed");
+            }
+        }
+        self.collect(now_ms);
     }
 
     fn on_notification(&mut self, notification: OwnedNotification<NodeIdentity>, now_ms: u64) {

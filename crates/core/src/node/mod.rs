@@ -41,7 +41,7 @@ use crate::{
     desired::state::DesiredState,
     identity::NodeIdentity,
     join::{JoinPlan, JoinStep},
-    membership::{self, MemberEvent, Membership, MembershipError, NodeStatus, NodeView, Settings},
+    membership::{self, MemberEvent, Membership, MembershipError, NodeView, Settings},
     replica::Replica,
     routing::routes::RoutingTable,
     runtime::{Action, LocalContainer, TaskSpec},
@@ -278,6 +278,8 @@ pub struct NodeConfig {
 enum Pending {
     /// An anti-entropy round with this peer.
     Sync(NodeIdentity),
+    /// The second half of one.
+    Repair,
     /// A push that is part of a CLI change.
     Change(u64),
     /// A push nobody waits for.
@@ -617,7 +619,7 @@ impl Node {
                     // node that was away while the gossip key rotated (its datagrams are refused
                     // until it holds the new key, which travels over QUIC only).
                     let seed = NodeIdentity::seed_quic(target);
-                    let request = self.sync_request();
+                    let request = self.sync_request(None);
                     self.call(seed.clone(), request, Pending::Sync(seed));
                 }
                 self.effects.timer(next, Timer::Join);
@@ -654,24 +656,31 @@ impl Node {
         match self.pending.remove(&call) {
             Some(Pending::Sync(peer)) => match result {
                 Ok(PeerResponse::Sync {
+                    node,
                     members,
-                    desired_digest,
-                    desired,
-                    reports,
+                    members_digest,
+                    buckets,
                     observed,
                 }) => self.on_sync_answer(
                     peer,
                     sync::SyncAnswer {
+                        node,
                         members,
-                        desired_digest,
-                        desired,
-                        reports,
+                        members_digest,
+                        buckets,
                         observed,
                     },
                     now_ms,
                 ),
                 Ok(other) => debug!(answer = ?other, "peer answered sync with something else"),
                 Err(e) => debug!(error = %e, "sync failed"),
+            },
+            Some(Pending::Repair) => match result {
+                Ok(PeerResponse::Repair { desired, reports }) => {
+                    self.on_repair_answer(*desired, reports, now_ms)
+                }
+                Ok(other) => debug!(answer = ?other, "peer answered repair with something else"),
+                Err(e) => debug!(error = %e, "repair failed"),
             },
             Some(Pending::Change(change)) => {
                 let acked = matches!(result, Ok(PeerResponse::Ack));
@@ -776,12 +785,7 @@ impl Node {
 
     /// Live peers (ready, not suspect), this node excluded.
     fn live_peers(&self) -> Vec<NodeIdentity> {
-        self.membership
-            .nodes()
-            .into_iter()
-            .filter(|v| !v.is_self && v.status == NodeStatus::Ready)
-            .map(|v| v.identity)
-            .collect()
+        self.membership.live_peers()
     }
 
     fn persist_desired(&mut self) -> u64 {

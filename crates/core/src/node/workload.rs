@@ -6,9 +6,8 @@ use std::{collections::HashSet, sync::Arc};
 
 use tracing::{debug, info, warn};
 
-use super::{Node, Pending};
+use super::Node;
 use crate::{
-    api::PeerRequest,
     desired::state::AutoWrite,
     identity::{NodeId, NodeIdentity},
     observed::{NodeReport, ObservedState, TaskReport},
@@ -179,13 +178,7 @@ impl Node {
             tasks = report.tasks.len(),
             "report changed"
         );
-        for peer in self.live_peers() {
-            self.call(
-                peer,
-                PeerRequest::Reports(vec![report.clone()]),
-                Pending::Fire,
-            );
-        }
+        self.pass_on(vec![report], Vec::new(), me.id);
         // The routing table includes this node's own replicas: refresh it with the report.
         self.publish_routes();
     }

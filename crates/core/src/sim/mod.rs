@@ -146,6 +146,9 @@ pub struct Report {
     pub calls: u64,
     /// Peer calls that failed (lost, partitioned, peer down).
     pub calls_failed: u64,
+    /// Bytes of peer calls' requests and replies, as framed on a QUIC stream (TLS and QUIC
+    /// headers not counted).
+    pub call_bytes: u64,
     /// Containers stopped and removed by reconcilers.
     pub containers_removed: u64,
     /// Containers created.
@@ -580,6 +583,7 @@ impl Sim {
         }
         for call in calls {
             self.report.calls += 1;
+            self.report.call_bytes += framed_len(&call.request);
             let to = self.by_addr.get(&call.to.addr).copied();
             match to {
                 Some(to) if self.passes(from, to) => {
@@ -604,6 +608,7 @@ impl Sim {
                 continue;
             };
             if self.passes(from, caller) {
+                self.report.call_bytes += framed_len(&response);
                 let at = self.now_ms + self.latency();
                 let input = Input::Reply {
                     call,
@@ -799,4 +804,9 @@ pub type Captured = Vec<(usize, Vec<u8>)>;
 fn sim_addr(i: usize) -> SocketAddr {
     // Loopback-shaped so that nothing could ever route it off the machine; no socket is opened.
     SocketAddr::from(([127, 1 + (i >> 16) as u8, (i >> 8) as u8, i as u8], 7946))
+}
+
+/// Bytes of a message framed as the agents send it over QUIC.
+fn framed_len<T: serde::Serialize>(message: &T) -> u64 {
+    crate::api::frame(message).map_or(0, |bytes| bytes.len() as u64)
 }
