@@ -93,6 +93,7 @@ fn table(port: u16, sticky: bool, backends: Vec<Backend>) -> Arc<RoutingTable> {
                 target: 8080,
                 sticky: sticky.then(|| StickyCookie::named("shoal_t_web")),
                 backends,
+                not_ready: BTreeSet::new(),
             },
         )]),
         ..RoutingTable::default()
