@@ -64,6 +64,7 @@ async fn run(per_case: Duration) {
         target: 8080,
         sticky,
         backends: backends.clone(),
+        not_ready: Default::default(),
     };
     let table = RoutingTable {
         routes: BTreeMap::from([

@@ -6,20 +6,24 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     convert::Infallible,
     net::{IpAddr, SocketAddr},
-    sync::Arc,
-    time::Duration,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn, Request, Response};
 use hyper_util::rt::TokioIo;
 use shoal_core::{
     identity::NodeId,
     routing::{
         routes::{Backend, Route, RoutingTable},
-        sticky::StickyCookie,
+        sticky::{self, Claim, CookieKeys, StickyCookie},
     },
+    seal::{GossipKey, Keyring},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -93,6 +97,7 @@ fn table(port: u16, sticky: bool, backends: Vec<Backend>) -> Arc<RoutingTable> {
                 target: 8080,
                 sticky: sticky.then(|| StickyCookie::named("shoal_t_web")),
                 backends,
+                not_ready: BTreeSet::new(),
             },
         )]),
         ..RoutingTable::default()
@@ -391,4 +396,264 @@ async fn udp_sessions_spread_stick_and_leave_a_dead_replica() {
         let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         assert_eq!(udp_ask(&client, to, "x").await, "a:x");
     }
+}
+
+/// A replica that reads each request's head and closes the connection without a byte of an
+/// answer (it crashed, or dropped a kept connection as it stopped); counts the requests.
+async fn closer() -> (SocketAddr, Arc<AtomicUsize>) {
+    closer_after(b"").await
+}
+
+/// A replica that reads each request's head, writes `partial` and closes the connection.
+async fn closer_after(partial: &'static [u8]) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind(SocketAddr::from((HOST, 0)))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+                let _ = stream.write_all(partial).await;
+                // Dropped: closed with no (complete) answer.
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// An HTTP backend that answers `NAME METHOD BODY`.
+async fn echo_backend(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind(SocketAddr::from((HOST, 0)))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| async move {
+                    let method = req.method().to_string();
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    let text = format!("{name} {method} {}", String::from_utf8_lossy(&body));
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A raw HTTP/1.1 request with `method` and `body` on a new connection; status and body.
+async fn send(addr: SocketAddr, method: &str, extra_headers: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n{extra_headers}\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw))
+        .await
+        .expect("an answer within 5 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+#[tokio::test]
+async fn an_idempotent_request_dropped_unanswered_is_retried_once_on_another_replica() {
+    let (dropper, dropped) = closer().await;
+    let good = echo_backend("b").await;
+    let port = free_port();
+    // The dropper first: a port's rotation starts at its first backend.
+    let backends = vec![backend_entry("tx", dropper), backend_entry("tb", good)];
+    let _tx = ingress(table(port, true, backends)).await;
+    let addr = SocketAddr::from((HOST, port));
+    wait_listening(addr).await;
+
+    // Every GET, and a PUT with its body, is answered by the good replica, whichever replica the
+    // rotation sent it to first; the dropper saw some of them.
+    for _ in 0..4 {
+        assert_eq!(send(addr, "GET", "", "").await, (200, "b GET ".to_string()));
+    }
+    assert_eq!(
+        send(addr, "PUT", "", "put-body").await,
+        (200, "b PUT put-body".to_string())
+    );
+    let after_idempotent = dropped.load(Ordering::SeqCst);
+    assert!(after_idempotent >= 2, "the dropper saw {after_idempotent}");
+
+    // A POST is never sent twice: the one that meets the dropper gets 502.
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let (status, body) = send(addr, "POST", "", "form=1").await;
+        if status == 200 {
+            assert_eq!(body, "b POST form=1");
+        }
+        statuses.push(status);
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 502]);
+    assert_eq!(dropped.load(Ordering::SeqCst), after_idempotent + 1);
+}
+
+#[tokio::test]
+async fn a_request_whose_answer_had_begun_is_not_retried() {
+    let (half, seen) = closer_after(b"HTTP/1.1 20").await;
+    let good = echo_backend("b").await;
+    let port = free_port();
+    let backends = vec![backend_entry("th", half), backend_entry("tb", good)];
+    let _tx = ingress(table(port, true, backends)).await;
+    let addr = SocketAddr::from((HOST, port));
+    wait_listening(addr).await;
+    // The first request of the port goes to its first backend.
+    let (status, body) = send(addr, "GET", "", "").await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_retry_happens_once_and_a_failed_retry_is_a_502() {
+    let (one, seen_one) = closer().await;
+    let (two, seen_two) = closer().await;
+    let (three, seen_three) = closer().await;
+    let port = free_port();
+    let backends = vec![
+        backend_entry("t1", one),
+        backend_entry("t2", two),
+        backend_entry("t3", three),
+    ];
+    // Retries are an HTTP matter: a sticky port.
+    let _tx = ingress(table(port, true, backends)).await;
+    let addr = SocketAddr::from((HOST, port));
+    wait_listening(addr).await;
+    let (status, body) = send(addr, "GET", "", "").await;
+    assert_eq!(status, 502, "{body}");
+    let total = [&seen_one, &seen_two, &seen_three]
+        .iter()
+        .map(|s| s.load(Ordering::SeqCst))
+        .sum::<usize>();
+    assert_eq!(total, 2, "sent to two replicas, not three");
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// The cluster's cookie keys in these tests.
+fn cookie_keys() -> CookieKeys {
+    CookieKeys::from_keyring(&Keyring::new(1, GossipKey([7; 32])))
+}
+
+/// `table` with the cluster's cookie keys: cookies are signed.
+fn signed_table(port: u16, backends: Vec<Backend>) -> Arc<RoutingTable> {
+    let mut t = (*table(port, true, backends)).clone();
+    t.cookie_keys = cookie_keys();
+    Arc::new(t)
+}
+
+/// What a `shoal_t_web` cookie value says, checked with the cluster's keys.
+fn claim(value: &str) -> Claim<'_> {
+    sticky::read(value, &cookie_keys(), "t_web", 8080)
+}
+
+#[tokio::test]
+async fn a_lagging_node_follows_a_signed_cookie_to_a_replica_it_has_not_heard_of() {
+    let (a, z) = (backend("a").await, backend("z").await);
+    let port = free_port();
+    // This node's table lacks replica tz (its report has not arrived here yet).
+    let _tx = ingress(signed_table(port, vec![backend_entry("ta", a)])).await;
+    let addr = SocketAddr::from((HOST, port));
+    wait_listening(addr).await;
+
+    // The cookie another node issued for tz: the request reaches tz, and the cookie stays.
+    let issued = sticky::sign(&cookie_keys(), "t_web", 8080, "tz", z, now_ms()).unwrap();
+    for _ in 0..3 {
+        let (head, body) = request(addr, &format!("Cookie: shoal_t_web={issued}\r\n")).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(body.starts_with('z'), "{body}");
+        assert!(
+            set_cookie(&head).is_none(),
+            "the cookie is still right: {head}"
+        );
+    }
+
+    // The cookie's replica is gone too: balanced, with a new signed cookie for the replica
+    // that answered.
+    let gone = sticky::sign(
+        &cookie_keys(),
+        "t_web",
+        8080,
+        "tgone",
+        dead_addr(),
+        now_ms(),
+    );
+    let (head, body) = request(addr, &format!("Cookie: shoal_t_web={}\r\n", gone.unwrap())).await;
+    assert!(body.starts_with('a'), "{body}");
+    let renewed = set_cookie(&head).expect("a new cookie");
+    let value = renewed.strip_prefix("shoal_t_web=").unwrap();
+    assert!(
+        matches!(claim(value), Claim::Signed(pin) if pin.task_id == "ta" && pin.addr == a),
+        "{renewed}"
+    );
+    // That cookie sticks, with no new cookie on a hit.
+    let (head, body) = request(addr, &format!("Cookie: {renewed}\r\n")).await;
+    assert!(body.starts_with('a'), "{body}");
+    assert!(set_cookie(&head).is_none(), "{head}");
+}
+
+#[tokio::test]
+async fn a_forged_or_tampered_cookie_is_not_followed() {
+    let (a, z) = (backend("a").await, backend("z").await);
+    let port = free_port();
+    let _tx = ingress(signed_table(port, vec![backend_entry("ta", a)])).await;
+    let addr = SocketAddr::from((HOST, port));
+    wait_listening(addr).await;
+
+    let genuine = sticky::sign(&cookie_keys(), "t_web", 8080, "ta", a, now_ms()).unwrap();
+    // Same fields, another endpoint: the signature no longer matches.
+    let tampered = genuine.replace(&a.to_string(), &z.to_string());
+    assert_ne!(tampered, genuine);
+    // Signed under a key the cluster does not hold, for an endpoint not in the table.
+    let outsider = CookieKeys::from_keyring(&Keyring::new(1, GossipKey([66; 32])));
+    let forged = sticky::sign(&outsider, "t_web", 8080, "tz", z, now_ms()).unwrap();
+    // An unsigned (old-format) cookie naming a replica this node does not know.
+    for bad in [tampered, forged, "tz".to_string()] {
+        let (head, body) = request(addr, &format!("Cookie: shoal_t_web={bad}\r\n")).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(body.starts_with('a'), "{bad} led to {body}");
+        let fresh = set_cookie(&head).expect("a fresh cookie");
+        let value = fresh.strip_prefix("shoal_t_web=").unwrap();
+        assert!(
+            matches!(claim(value), Claim::Signed(pin) if pin.task_id == "ta"),
+            "{fresh}"
+        );
+    }
+    // An old-format cookie naming a replica it knows is ready is kept, and upgraded.
+    let (head, body) = request(addr, "Cookie: shoal_t_web=ta\r\n").await;
+    assert!(body.starts_with('a'), "{body}");
+    let upgraded = set_cookie(&head).expect("re-signed");
+    assert!(matches!(
+        claim(upgraded.strip_prefix("shoal_t_web=").unwrap()),
+        Claim::Signed(_)
+    ));
 }

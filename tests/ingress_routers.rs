@@ -89,6 +89,7 @@ fn routed(
                         addr: *addr,
                     })
                     .collect(),
+                not_ready: Default::default(),
             },
             router,
         })

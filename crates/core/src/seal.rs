@@ -48,7 +48,7 @@ use chacha20poly1305::{
     Tag, XChaCha20Poly1305, XNonce,
 };
 use serde::{Deserialize, Serialize};
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::wire::MAX_DATAGRAM_BYTES;
 
@@ -239,6 +239,24 @@ impl Keyring {
             .remove(&id)
             .map(|_| ())
             .ok_or(KeyringError::UnknownId(id))
+    }
+
+    /// For every key held, a 256-bit key for another purpose, named by `label`:
+    /// HMAC-SHA-256(gossip key, label), ascending by id. Other users of the cluster's shared
+    /// secret (the ingress's sticky cookies) get a key of their own this way, so that nothing
+    /// they produce can ever be mistaken for, or help forge, a sealed datagram, and so that
+    /// their keys rotate with the gossip keys. The gossip key bytes never leave this module.
+    pub fn derive(&self, label: &[u8]) -> Vec<(u32, Zeroizing<[u8; 32]>)> {
+        use hmac::{Hmac, Mac};
+        self.keys
+            .iter()
+            .map(|(id, key)| {
+                let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&key.0)
+                    .expect("HMAC takes any key length");
+                mac.update(label);
+                (*id, Zeroizing::new(mac.finalize().into_bytes().into()))
+            })
+            .collect()
     }
 
     fn cipher(&self, id: u32) -> Option<XChaCha20Poly1305> {
@@ -680,6 +698,25 @@ mod tests {
                 counter: 9
             }
         );
+    }
+
+    #[test]
+    fn derived_keys_are_stable_per_key_and_label_and_never_the_key_itself() {
+        let mut ring = ring();
+        ring.add(2, GossipKey([9; 32])).unwrap();
+        let a = ring.derive(b"label a");
+        assert_eq!(
+            a.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            [1, 2],
+            "one per key, by id"
+        );
+        assert_ne!(*a[0].1, *a[1].1, "two keys, two derived keys");
+        assert_ne!(*a[0].1, [7; 32]);
+        assert_eq!(*ring.derive(b"label a")[0].1, *a[0].1, "stable");
+        assert_ne!(*ring.derive(b"label b")[0].1, *a[0].1, "labels separate");
+        // The same key under another id derives the same bytes: only the key matters.
+        let other = Keyring::new(5, GossipKey([7; 32]));
+        assert_eq!(*other.derive(b"label a")[0].1, *a[0].1);
     }
 
     #[test]

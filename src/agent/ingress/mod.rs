@@ -36,6 +36,7 @@ use shoal_core::{
     routing::{
         balance::Balancer,
         routes::{Backend, Route, RouterRoute, RoutingTable},
+        sticky::CookieKeys,
     },
 };
 
@@ -180,39 +181,55 @@ impl Shared {
             .map(|p| (p.backend.clone(), p.sticky_hit))
     }
 
-    fn failed(&self, key: impl Into<BalanceKey>, backend: &Backend, why: &std::io::Error) {
+    /// `task_id` at `addr` refused a connection (or a UDP port): leave it out for a while.
+    fn failed(
+        &self,
+        key: impl Into<BalanceKey>,
+        task_id: &str,
+        addr: SocketAddr,
+        why: &std::io::Error,
+    ) {
         let key = key.into();
-        warn!(%key, task = %backend.task_id, backend = %backend.addr,
+        warn!(%key, task = %task_id, backend = %addr,
             error = %why, "ingress: replica refused; leaving it out for a while");
         let mut balancers = self.balancers.lock().expect("balancers poisoned");
-        balancers
-            .entry(key)
-            .or_default()
-            .failed(&backend.task_id, now_ms());
+        balancers.entry(key).or_default().failed(task_id, now_ms());
     }
 
-    fn succeeded(&self, key: impl Into<BalanceKey>, backend: &Backend) {
+    fn succeeded(&self, key: impl Into<BalanceKey>, task_id: &str) {
         let mut balancers = self.balancers.lock().expect("balancers poisoned");
         if let Some(b) = balancers.get_mut(&key.into()) {
-            b.succeeded(&backend.task_id);
+            b.succeeded(task_id);
         }
     }
 
-    /// Connects to `backend`, noting whether it accepted for the balancer's passive health.
-    async fn dial(&self, key: impl Into<BalanceKey>, backend: &Backend) -> Option<TcpStream> {
+    /// Connects to replica `task_id` at `addr`, noting whether it accepted for the balancer's
+    /// passive health. The replica need not be in the table: a sticky cookie can lead a lagging
+    /// node to one it has not heard of yet.
+    async fn dial(
+        &self,
+        key: impl Into<BalanceKey>,
+        task_id: &str,
+        addr: SocketAddr,
+    ) -> Option<TcpStream> {
         let key = key.into();
-        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend.addr));
+        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr));
         let error = match attempt.await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
-                self.succeeded(key, backend);
+                self.succeeded(key, task_id);
                 return Some(stream);
             }
             Ok(Err(e)) => e,
             Err(_) => std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
         };
-        self.failed(key, backend, &error);
+        self.failed(key, task_id, addr, &error);
         None
+    }
+
+    /// Runs `f` on the current sticky-cookie keys (without copying them out of the table).
+    fn with_cookie_keys<R>(&self, f: impl FnOnce(&CookieKeys) -> R) -> R {
+        f(&self.table.borrow().cookie_keys)
     }
 
     /// Connects to a ready replica of `route`, trying the others when one refuses. Returns the
@@ -220,7 +237,7 @@ impl Shared {
     async fn connect(&self, port: PortKey, route: &Route) -> Option<(TcpStream, Backend)> {
         let mut tried = Vec::new();
         while let Some((backend, _)) = self.pick(port, route, None, &tried) {
-            if let Some(stream) = self.dial(port, &backend).await {
+            if let Some(stream) = self.dial(port, &backend.task_id, backend.addr).await {
                 return Some((stream, backend));
             }
             tried.push(backend.task_id);

@@ -143,7 +143,7 @@ async fn open(
         }
     };
     if let Err(e) = socket.connect(backend.addr).await {
-        shared.failed(key, &backend, &e);
+        shared.failed(key, &backend.task_id, backend.addr, &e);
         return None;
     }
     let upstream = Arc::new(socket);
@@ -170,14 +170,14 @@ async fn replies(
     loop {
         match tokio::time::timeout(IDLE, upstream.recv(&mut buf)).await {
             Ok(Ok(len)) => {
-                shared.succeeded(key, &backend);
+                shared.succeeded(key, &backend.task_id);
                 if let Err(e) = published.send_to(&buf[..len], client).await {
                     debug!(%client, error = %e, "ingress: udp reply to the client failed");
                 }
             }
             Ok(Err(e)) => {
                 // ICMP port unreachable from the replica's host: it is not listening any more.
-                shared.failed(key, &backend, &e);
+                shared.failed(key, &backend.task_id, backend.addr, &e);
                 break;
             }
             Err(_) => {

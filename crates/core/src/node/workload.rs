@@ -12,7 +12,10 @@ use crate::{
     identity::{NodeId, NodeIdentity},
     observed::{NodeReport, ObservedState, TaskReport},
     reconcile::plan::{node_facts, Inputs, Reconciler},
-    routing::routes::{routing_table, RoutingTable},
+    routing::{
+        routes::{routing_table, RoutingTable},
+        sticky::CookieKeys,
+    },
     runtime::{Action, LocalContainer, TaskSpec},
 };
 
@@ -201,7 +204,10 @@ impl Node {
     /// Recomputes the ingress routing table; an effect hands it to the listeners if it changed.
     fn publish_routes(&mut self) {
         let views = self.membership.nodes();
-        let table = routing_table(self.replica.services(), &self.workload.observed, &views);
+        let mut table = routing_table(self.replica.services(), &self.workload.observed, &views);
+        // The cookie keys follow the gossip keyring: a rotation's new primary signs new cookies
+        // from the next round on.
+        table.cookie_keys = CookieKeys::from_keyring(self.membership.keyring());
         let current = &self.workload.routes;
         if **current == table {
             return;

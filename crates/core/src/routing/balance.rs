@@ -1,6 +1,8 @@
 //! Choosing the replica for a new connection or request: round robin over the ready ones; a
 //! sticky request to its own replica while that one is ready; and passive health: a replica that
-//! refused a connection gets none for [`FAILURE_HOLD_MS`], or until it serves one again.
+//! refused a connection gets none for [`FAILURE_HOLD_MS`], or until it serves one again. And
+//! which HTTP requests may be sent to a second replica after the first failed them
+//! ([`may_retry`]).
 
 use std::collections::BTreeMap;
 
@@ -9,6 +11,27 @@ use super::routes::Backend;
 /// How long a backend that failed a connection is left out. Its node's report normally says why
 /// (the container exited, the node went down) well before this ends.
 pub const FAILURE_HOLD_MS: u64 = 10_000;
+
+/// Request methods that RFC 9110 (§9.2.2) defines as idempotent: sending one twice has the effect
+/// of sending it once, so a request of these that its replica dropped before answering may be
+/// sent to another. CONNECT, POST and PATCH (and any other method) are not: a replica may have
+/// acted on the request before it failed, and a second one would act again.
+pub const IDEMPOTENT_METHODS: [&str; 6] = ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"];
+
+/// Largest request body kept to be sent again. A body must be held whole before the first
+/// attempt to be sent twice, so a request with a longer one (or one of unknown length, sent in
+/// chunks) is streamed to its replica and never retried; 64 KiB covers forms and API calls while
+/// bounding what a connection can make the proxy hold.
+pub const MAX_RETRY_BODY_BYTES: u64 = 64 * 1024;
+
+/// Whether a request with `method` and a body of `body_len` bytes (None: not known up front) may
+/// be sent to a second replica when the first closed or broke the connection before any byte of
+/// an answer: an idempotent method, and a body of known length of at most
+/// [`MAX_RETRY_BODY_BYTES`] (a request without a body has length 0). Methods are
+/// case-sensitive (RFC 9110 §9.1).
+pub fn may_retry(method: &str, body_len: Option<u64>) -> bool {
+    IDEMPOTENT_METHODS.contains(&method) && body_len.is_some_and(|n| n <= MAX_RETRY_BODY_BYTES)
+}
 
 /// The replica chosen, and whether it was the one the request's sticky cookie named.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,6 +207,25 @@ mod tests {
         assert_ne!(first, second);
         assert!(b.pick(&all, None, &[first, second], 0).is_none());
         assert!(b.pick(&[], None, &[], 0).is_none());
+    }
+
+    #[test]
+    fn only_idempotent_requests_with_small_known_bodies_are_retried() {
+        for method in IDEMPOTENT_METHODS {
+            assert!(may_retry(method, Some(0)), "{method}");
+            assert!(may_retry(method, Some(MAX_RETRY_BODY_BYTES)), "{method}");
+            assert!(
+                !may_retry(method, Some(MAX_RETRY_BODY_BYTES + 1)),
+                "{method}"
+            );
+            assert!(
+                !may_retry(method, None),
+                "{method}: chunked, unknown length"
+            );
+        }
+        for method in ["POST", "PATCH", "CONNECT", "PROPFIND", "get", ""] {
+            assert!(!may_retry(method, Some(0)), "{method}");
+        }
     }
 
     #[test]

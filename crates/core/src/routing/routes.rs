@@ -20,7 +20,7 @@ use crate::{
     },
     identity::NodeId,
     membership::{NodeStatus, NodeView},
-    observed::{ObservedState, TaskState},
+    observed::{ObservedState, TaskState, TasksByService},
 };
 
 /// One replica that may take traffic.
@@ -45,6 +45,12 @@ pub struct Route {
     pub sticky: Option<StickyCookie>,
     /// Replicas ready for traffic, in a stable order.
     pub backends: Vec<Backend>,
+    /// Task ids of the service's other replicas that this node knows of (starting, unhealthy,
+    /// being stopped, on a down node, or finished and still in their node's history): a sticky
+    /// cookie naming one is not followed to its endpoint (see [`sticky::decide`]). Filled for
+    /// sticky routes only, the only ones that read it.
+    #[serde(default)]
+    pub not_ready: BTreeSet<String>,
 }
 
 /// A port that more than one service publishes: the first by name gets it.
@@ -81,6 +87,11 @@ pub struct RoutingTable {
     /// Every HTTP router of every service, in the order they are tried (see
     /// [`routers::order`]); each node serves them on its entry points.
     pub routers: Vec<RouterRoute>,
+    /// The keys sticky cookies are signed and checked with, from the node's gossip keyring.
+    /// Published with the table so that a rotation reaches the proxies with the routes; never
+    /// serialized (they are secrets).
+    #[serde(skip)]
+    pub cookie_keys: sticky::CookieKeys,
 }
 
 impl RoutingTable {
@@ -138,18 +149,24 @@ pub fn routing_table(
             }
             let backends =
                 ready_backends(tasks.of(&service.name), port.target, port.protocol, &status);
+            // Deploys reject unreadable labels; an old entry with one is not sticky. UDP has no
+            // cookies.
+            let sticky = match port.protocol {
+                Protocol::Tcp => sticky::from_labels(&service.name, &service.spec.labels)
+                    .ok()
+                    .flatten(),
+                Protocol::Udp => None,
+            };
+            let not_ready = match sticky {
+                Some(_) => not_ready(&tasks, &service.name, &backends),
+                None => BTreeSet::new(),
+            };
             let route = Route {
                 service: service.name.clone(),
                 target: port.target,
-                // Deploys reject unreadable labels; an old entry with one is not sticky. UDP has
-                // no cookies.
-                sticky: match port.protocol {
-                    Protocol::Tcp => sticky::from_labels(&service.name, &service.spec.labels)
-                        .ok()
-                        .flatten(),
-                    Protocol::Udp => None,
-                },
+                sticky,
                 backends,
+                not_ready,
             };
             match port.protocol {
                 Protocol::Tcp => table.routes.insert(published, route),
@@ -165,13 +182,19 @@ pub fn routing_table(
         for router in routing.routers {
             let backends =
                 ready_backends(tasks.of(&service.name), router.port, Protocol::Tcp, &status);
+            let sticky = sticky::from_labels(&service.name, &service.spec.labels)
+                .ok()
+                .flatten();
+            let not_ready = match sticky {
+                Some(_) => not_ready(&tasks, &service.name, &backends),
+                None => BTreeSet::new(),
+            };
             let route = Route {
                 service: service.name.clone(),
                 target: router.port,
-                sticky: sticky::from_labels(&service.name, &service.spec.labels)
-                    .ok()
-                    .flatten(),
+                sticky,
                 backends,
+                not_ready,
             };
             table.routers.push(RouterRoute { router, route });
         }
@@ -180,6 +203,19 @@ pub fn routing_table(
         .routers
         .sort_by_key(|r| routers::order(&r.router, &r.route.service));
     table
+}
+
+/// The task ids of `service` this node knows of, current or finished, that are not among
+/// `backends`.
+fn not_ready(tasks: &TasksByService<'_>, service: &str, backends: &[Backend]) -> BTreeSet<String> {
+    tasks
+        .of(service)
+        .iter()
+        .chain(tasks.history_of(service))
+        .map(|(_, task)| &task.task_id)
+        .filter(|id| !backends.iter().any(|b| &b.task_id == *id))
+        .cloned()
+        .collect()
 }
 
 /// The replicas among `tasks` ready for traffic to container port `target`, in a stable order.
@@ -343,6 +379,39 @@ mod tests {
         assert_eq!(route.sticky, None);
         let ids: Vec<&str> = route.backends.iter().map(|b| b.task_id.as_str()).collect();
         assert_eq!(ids, ["t1", "t3", "t4"]);
+    }
+
+    #[test]
+    fn sticky_routes_know_the_replicas_that_are_not_ready() {
+        let sticky = [("shoal.ingress.sticky", "true")];
+        let services = [
+            service("web", &[(80, 8080)], &sticky),
+            service("plain", &[(81, 8080)], &[]),
+        ];
+        let mut o = observed(vec![
+            (1, task("web", 1, TaskState::Running, Health::None, 8080)),
+            (
+                1,
+                task("web", 2, TaskState::Running, Health::Starting, 8080),
+            ),
+            (2, task("web", 3, TaskState::Running, Health::None, 8080)),
+            (1, task("plain", 4, TaskState::Starting, Health::None, 8080)),
+        ]);
+        // Node 2's finished replica, in its history.
+        let mut report = o.get(NodeId(2)).unwrap().clone();
+        report.seq += 1;
+        report.history = vec![task("web", 9, TaskState::Failed, Health::None, 8080)];
+        o.merge(report);
+        // Node 2 is down: its running replica is known, and not ready.
+        let nodes = [view(1, NodeStatus::Ready), view(2, NodeStatus::Down)];
+        let table = routing_table(&services, &o, &nodes);
+        let web = &table.routes[&80];
+        assert_eq!(web.backends.len(), 1);
+        assert_eq!(
+            web.not_ready.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["t2", "t3", "t9"]
+        );
+        assert!(table.routes[&81].not_ready.is_empty(), "layer 4 needs none");
     }
 
     #[test]
