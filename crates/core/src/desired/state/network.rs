@@ -795,14 +795,13 @@ mod tests {
         }
     }
 
+    /// One operation of a replica, as a test replays it.
+    type ReplicaOp<'a> = &'a dyn Fn(&mut DesiredState) -> Result<DesiredState, DesiredError>;
+
     /// Replays `a_ops` on one replica and `b_ops` on another (both from `base`), then hands
     /// each the other's deltas, as pushes do, in both orders: the two must end equal.
-    fn converge(
-        base: &DesiredState,
-        a_ops: &[&dyn Fn(&mut DesiredState) -> Result<DesiredState, DesiredError>],
-        b_ops: &[&dyn Fn(&mut DesiredState) -> Result<DesiredState, DesiredError>],
-    ) -> DesiredState {
-        let run = |ops: &[&dyn Fn(&mut DesiredState) -> Result<DesiredState, DesiredError>]| {
+    fn converge(base: &DesiredState, a_ops: &[ReplicaOp], b_ops: &[ReplicaOp]) -> DesiredState {
+        let run = |ops: &[ReplicaOp]| {
             let mut s = base.clone();
             let deltas: Vec<DesiredState> = ops.iter().map(|op| op(&mut s).unwrap()).collect();
             (s, deltas)
