@@ -185,8 +185,13 @@ fn create_on_one_node_use_and_remove_from_the_other() {
     assert!(removed.is_some(), "the removal did not reach node B");
     let e = refused(b.cli(&["network", "rm", "shared"]));
     assert!(e.contains("network shared not found"), "{e}");
-    // The name is free again.
+    // The name is free again; the unused network goes by its id, as Docker's idiom
+    // `network rm $(network ls -q --filter dangling=true)` does it.
     ok(b.cli(&["network", "create", "shared"]));
+    let dangling = ok(b.cli(&["network", "ls", "-q", "--filter", "dangling=true"]));
+    assert_eq!(dangling.trim(), id, "the same name gives the same id");
+    assert_eq!(ok(b.cli(&["network", "rm", &id])).trim(), id);
+    assert_eq!(names(b).unwrap(), Vec::<String>::new());
 }
 
 #[test]
