@@ -1,6 +1,7 @@
 //! The network verbs against real agents on loopback, with no container runtime: a network
 //! created on one node is listed and inspected on the other, `network rm` is refused while a
-//! service uses it (naming the service), and goes everywhere once the service is gone.
+//! service uses it (naming the service), and goes everywhere once the service is gone; the
+//! remote CLI (QUIC) has the same verbs.
 
 mod common;
 
@@ -229,4 +230,37 @@ fn a_stacks_networks_are_listed_and_guarded_like_others() {
         names(a).is_some_and(|n| n.is_empty())
     });
     assert!(gone.is_some(), "stack rm left its network on node A");
+
+    // The remote CLI (QUIC, client bundle) has the same verbs.
+    let bundle = root.path().join("ops.pem");
+    std::fs::write(&bundle, ok(a.cli(&["cluster", "client-bundle", "ops"]))).unwrap();
+    let remote = |args: &[&str]| {
+        std::process::Command::new(common::BIN)
+            .arg("--data-dir")
+            .arg(root.path().join("nowhere"))
+            .args(["--host", &b.addr.to_string(), "--bundle"])
+            .arg(&bundle)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    ok(remote(&[
+        "network", "create", "--label", "via=quic", "remote",
+    ]));
+    let seen = wait_for(Duration::from_secs(5), || {
+        names(a).is_some_and(|n| n == ["remote"])
+    });
+    assert!(
+        seen.is_some(),
+        "a network created over QUIC did not reach node A"
+    );
+    let net = ok(remote(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{json .Labels}}",
+        "remote",
+    ]));
+    assert_eq!(net.trim(), r#"{"via":"quic"}"#);
+    assert_eq!(ok(remote(&["network", "rm", "remote"])).trim(), "remote");
 }
