@@ -22,10 +22,13 @@ use std::{
 };
 
 use shoal_core::{
-    api::{self, ChangeReceipt, PeerRequest, PeerResponse, Repair, Request, Response},
+    api::{
+        self, ChangeReceipt, NetworkDetail, NetworkInfo, NetworkPeer, NetworkService, NetworkTask,
+        PeerRequest, PeerResponse, Repair, Request, Response,
+    },
     desired::{
         hlc::Hlc,
-        spec::{Protocol, ServiceDef, ServiceSpec},
+        spec::{NetworkDef, NetworkSpec, Protocol, ServiceDef, ServiceSpec},
         state::DesiredState,
     },
     format::{self, FileKind},
@@ -103,6 +106,52 @@ fn task() -> TaskReport {
         since_ms: 1_700_000_000_500,
         started_ms: Some(1_700_000_000_700),
         addresses: vec![("web_default".into(), "10.240.0.2".parse().unwrap())],
+    }
+}
+
+fn network_info() -> NetworkInfo {
+    NetworkInfo {
+        id: api::network_id("web_default"),
+        name: "web_default".into(),
+        driver: "overlay".into(),
+        subnet: "10.243.0.0/16".into(),
+        explicit_subnet: false,
+        internal: false,
+        attachable: true,
+        labels: BTreeMap::from([("team".into(), "a".into())]),
+        stack: "web".into(),
+        created_ms: 1_700_000_000_000,
+        services: vec!["web_app".into()],
+    }
+}
+
+fn network_detail() -> NetworkDetail {
+    NetworkDetail {
+        info: network_info(),
+        attached: vec![NetworkService {
+            name: "web_app".into(),
+            vip: Some("10.243.255.1".parse().unwrap()),
+            endpoint_mode: "vip".into(),
+            aliases: vec!["www".into()],
+            tasks: vec![NetworkTask {
+                name: "web_app.1".into(),
+                task_id: "t0ask1".into(),
+                container_id: "c0ffee".into(),
+                address: "10.243.0.2".parse().unwrap(),
+                node: "n1".into(),
+                node_addr: Some(addr().ip()),
+                state: "running".into(),
+            }],
+        }],
+        peers: vec![NetworkPeer {
+            id: NodeId(1).to_string(),
+            name: "n1".into(),
+            addr: Some(addr().ip()),
+            slot: 0,
+            subnet: "10.243.0.0/24".into(),
+            gateway: Some("10.243.0.1".parse().unwrap()),
+        }],
+        problems: vec![],
     }
 }
 
@@ -219,6 +268,39 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 peers_live: 3,
             }))
             .unwrap(),
+        ),
+        (
+            "request_network_create",
+            api::frame(Request::NetworkCreate {
+                def: NetworkDef {
+                    name: "shared".into(),
+                    external: false,
+                    spec: NetworkSpec {
+                        driver: "overlay".into(),
+                        attachable: true,
+                        internal: false,
+                        labels: BTreeMap::from([("team".into(), "a".into())]),
+                        subnet: Some("10.50.0.0/16".parse().unwrap()),
+                        stack: None,
+                    },
+                },
+            })
+            .unwrap(),
+        ),
+        (
+            "request_network_remove",
+            api::frame(Request::NetworkRemove {
+                network: "shared".into(),
+            })
+            .unwrap(),
+        ),
+        (
+            "response_networks",
+            api::frame(Response::Networks(vec![network_info()])).unwrap(),
+        ),
+        (
+            "response_network",
+            api::frame(Response::Network(Box::new(network_detail()))).unwrap(),
         ),
         ("desired_state", wire::encode(&desired()).unwrap()),
         ("node_report", wire::encode(&report()).unwrap()),
@@ -356,6 +438,23 @@ fn committed_fixtures_still_decode() {
         "response_changed",
         api::unframe::<Response>(&frame("response_changed")),
     );
+    for name in ["request_network_create", "request_network_remove"] {
+        must(name, api::unframe::<Request>(&frame(name)));
+    }
+    let Response::Networks(networks) = must(
+        "response_networks",
+        api::unframe::<Response>(&frame("response_networks")),
+    ) else {
+        panic!("response_networks.bin is not a Networks answer");
+    };
+    assert_eq!(networks, [network_info()]);
+    let Response::Network(detail) = must(
+        "response_network",
+        api::unframe::<Response>(&frame("response_network")),
+    ) else {
+        panic!("response_network.bin is not a Network answer");
+    };
+    assert_eq!(*detail, network_detail());
     let state = must(
         "desired_state",
         wire::decode::<DesiredState>(&read("desired_state")),

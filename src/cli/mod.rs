@@ -5,6 +5,7 @@ pub mod agent;
 pub mod client;
 pub mod cluster;
 pub mod flags;
+pub mod network;
 pub mod node;
 pub mod output;
 pub mod progress;
@@ -50,6 +51,9 @@ enum Command {
     /// Manage services.
     #[command(subcommand)]
     Service(service::ServiceCommand),
+    /// Manage service networks (overlay networks spanning the cluster).
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
     /// Manage the cluster's trust: join tokens, gossip keys, client bundles.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -71,6 +75,12 @@ pub fn print_receipt(response: shoal_core::api::Response) -> anyhow::Result<()> 
     for action in &receipt.actions {
         println!("{action}");
     }
+    receipt_notes(&receipt);
+    Ok(())
+}
+
+/// Says on stderr when a change wrote nothing or could not reach any peer yet.
+pub fn receipt_notes(receipt: &shoal_core::api::ChangeReceipt) {
     if !receipt.changed {
         eprintln!("nothing changed");
     } else if receipt.peers_live == 0 {
@@ -84,7 +94,6 @@ pub fn print_receipt(response: shoal_core::api::Response) -> anyhow::Result<()> 
             receipt.peers_live
         );
     }
-    Ok(())
 }
 
 /// Entry point of the `shoal` binary.
@@ -102,6 +111,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Agent(args) => agent::run(&data_dir, args),
         Command::Cluster(command) => cluster::run(&data_dir, command),
+        Command::Network(command) => network::run(&data_dir, command),
         Command::Node(command) => node::run(&data_dir, command),
         Command::Stack(command) => stack::run(&data_dir, command),
         Command::Service(command) => service::run(&data_dir, command),
@@ -178,6 +188,34 @@ mod tests {
             &["node", "ls", "-q", "--filter", "role=manager"],
             &["node", "inspect", "self", "--pretty"],
             &[
+                "network",
+                "create",
+                "--driver",
+                "overlay",
+                "--subnet",
+                "10.50.0.0/16",
+                "--attachable",
+                "--label",
+                "team=a",
+                "--label",
+                "flag",
+                "shared",
+            ],
+            &["network", "create", "-d", "overlay", "--internal", "back"],
+            &["network", "ls", "-q"],
+            &[
+                "network",
+                "ls",
+                "--format",
+                "json",
+                "--filter",
+                "dangling=true",
+            ],
+            &["network", "list", "--format", "{{.Name}} {{.Driver}}"],
+            &["network", "inspect", "a", "b", "-f", "{{.Id}}", "--verbose"],
+            &["network", "rm", "a", "b"],
+            &["network", "remove", "a"],
+            &[
                 "agent",
                 "--entrypoint",
                 "web=:80",
@@ -194,6 +232,10 @@ mod tests {
             &["service", "ls", "--format", "{{.Name"],
             &["agent", "--entrypoint", "web"],
             &["service", "create", "--name", "w"],
+            &["network", "create", "--subnet", "10.50.0.1/16", "x"],
+            &["network", "create"],
+            &["network", "inspect"],
+            &["network", "rm"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} accepted");
         }
@@ -203,5 +245,17 @@ mod tests {
             panic!("not a deploy");
         };
         assert!(detach && !prune, "docker's defaults: detached, no prune");
+        let Ok(Command::Network(network::NetworkCommand::Create {
+            driver,
+            subnet,
+            labels,
+            ..
+        })) = parse(&["network", "create", "--label", "k=v", "n"])
+        else {
+            panic!("not a network create");
+        };
+        assert_eq!(driver, "overlay", "shoal's only driver is the default");
+        assert_eq!(subnet, None);
+        assert_eq!(labels, [("k".to_string(), "v".to_string())]);
     }
 }

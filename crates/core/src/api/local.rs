@@ -13,6 +13,8 @@ use crate::{
     membership::{NodeStatus, NodeView},
 };
 
+use super::network::{NetworkDetail, NetworkInfo};
+
 /// What the CLI can ask an agent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
@@ -117,6 +119,23 @@ pub enum Request {
         /// The service; its `stack` is empty.
         def: Box<ServiceDef>,
     },
+    /// Create a network no stack owns (`network create`).
+    NetworkCreate {
+        /// The network; `external` must be false.
+        def: NetworkDef,
+    },
+    /// Every live network (`network ls`).
+    NetworkList,
+    /// One network in full (`network inspect`).
+    NetworkInspect {
+        /// Name, id, or unique id prefix.
+        network: String,
+    },
+    /// Remove a network that no live service uses (`network rm`).
+    NetworkRemove {
+        /// Name, id, or unique id prefix.
+        network: String,
+    },
 }
 
 /// An agent's answer.
@@ -140,6 +159,10 @@ pub enum Response {
     JoinToken(String),
     /// Answer to [`Request::ClusterClientBundle`]: the bundle, PEM.
     Bundle(String),
+    /// Answer to [`Request::NetworkList`].
+    Networks(Vec<NetworkInfo>),
+    /// Answer to [`Request::NetworkInspect`].
+    Network(Box<NetworkDetail>),
 }
 
 /// What became of a desired-state change.

@@ -4,9 +4,11 @@
 //! version, so an old CLI talking to a new agent gets a clear error instead of garbage.
 
 pub mod local;
+pub mod network;
 pub mod peer;
 
 pub use local::*;
+pub use network::*;
 pub use peer::*;
 
 use serde::{Deserialize, Serialize};

@@ -17,10 +17,12 @@
 //! - [`changes`]: CLI writes to the desired state (applied, made durable, pushed, then answered);
 //! - [`sync`]: peer requests and anti-entropy;
 //! - [`workload`]: reconcile rounds, this node's report, the routing table;
-//! - [`queries`]: read-only CLI answers (`node ls`, `service ps`, ...).
+//! - [`queries`]: read-only CLI answers (`node ls`, `service ps`, ...);
+//! - [`network_verbs`]: `network create|ls|inspect|rm`.
 
 mod changes;
 mod network;
+mod network_verbs;
 mod queries;
 mod sync;
 mod trust;

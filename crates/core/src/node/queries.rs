@@ -259,6 +259,13 @@ impl Node {
                 );
                 return;
             }
+            request @ (Request::NetworkCreate { .. }
+            | Request::NetworkList
+            | Request::NetworkInspect { .. }
+            | Request::NetworkRemove { .. }) => {
+                self.answer_network(id, request, now_ms);
+                return;
+            }
             Request::ServiceRemove { names } => {
                 self.apply_change(
                     Some(id),

@@ -110,7 +110,7 @@ pub enum DesiredError {
     /// An env var or label key or value that cannot be stored. The state was not changed.
     #[error("invalid {what} {key:?}: {reason}")]
     InvalidKey {
-        /// `env var`, `label`, `container label` or `node label`.
+        /// `env var`, `label`, `container label`, `node label` or `network label`.
         what: &'static str,
         /// The key.
         key: String,

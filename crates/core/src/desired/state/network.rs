@@ -29,6 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::{
+    error::check_keys,
     reg::{check_map, check_reg, map_marker, marker, merge_map, merge_reg, put, value, Reg},
     DesiredError, DesiredState, MergeConflict,
 };
@@ -148,6 +149,12 @@ impl DesiredState {
     /// One live network.
     pub fn network(&self, name: &str) -> Option<NetworkView> {
         self.networks().into_iter().find(|n| n.name == name)
+    }
+
+    /// The live services attached to `network`, sorted: those that keep `network rm` from
+    /// removing it.
+    pub fn network_services(&self, network: &str) -> Vec<String> {
+        self.network_users(network, |_| true)
     }
 
     /// How many networks are stored, tombstones included.
@@ -365,6 +372,13 @@ impl DesiredState {
         hlc: Hlc,
     ) -> Result<(), DesiredError> {
         check_network_name(name)?;
+        // Every node holds every network's labels: the same bounds as a service's.
+        check_keys(
+            "network label",
+            spec.labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), Some(v.as_str()))),
+        )?;
         if spec.driver.is_empty() {
             spec.driver = OVERLAY_DRIVER.to_string();
         }
@@ -768,6 +782,164 @@ mod tests {
         // Created again, it is a new network.
         s.create_network(declared("shared"), at(9)).unwrap();
         assert_eq!(s.network("shared").unwrap().created, at(9));
+    }
+
+    fn with_subnet(name: &str, subnet: &str) -> NetworkDef {
+        NetworkDef {
+            name: name.into(),
+            external: false,
+            spec: NetworkSpec {
+                subnet: Some(subnet.parse().unwrap()),
+                ..NetworkSpec::default()
+            },
+        }
+    }
+
+    /// One operation of a replica, as a test replays it.
+    type ReplicaOp<'a> = &'a dyn Fn(&mut DesiredState) -> Result<DesiredState, DesiredError>;
+
+    /// Replays `a_ops` on one replica and `b_ops` on another (both from `base`), then hands
+    /// each the other's deltas, as pushes do, in both orders: the two must end equal.
+    fn converge(base: &DesiredState, a_ops: &[ReplicaOp], b_ops: &[ReplicaOp]) -> DesiredState {
+        let run = |ops: &[ReplicaOp]| {
+            let mut s = base.clone();
+            let deltas: Vec<DesiredState> = ops.iter().map(|op| op(&mut s).unwrap()).collect();
+            (s, deltas)
+        };
+        let (mut a, a_deltas) = run(a_ops);
+        let (mut b, b_deltas) = run(b_ops);
+        for d in b_deltas.iter().rev() {
+            a.merge_delta(d.clone());
+        }
+        for d in a_deltas {
+            b.merge_delta(d);
+        }
+        assert_eq!(a, b, "the replicas differ after exchanging their deltas");
+        assert_eq!(a.layout(), b.layout());
+        a
+    }
+
+    #[test]
+    fn concurrent_create_and_rm_on_two_replicas_converge() {
+        let mut base = DesiredState::default();
+        base.create_network(declared("n"), at(1)).unwrap();
+
+        // A removes `n` and creates it again with a subnet; B removes it in between: the
+        // re-creation is the later write, so `n` lives, with A's settings.
+        let merged = converge(
+            &base,
+            &[&|s| s.remove_network("n", at(2)), &|s| {
+                s.create_network(with_subnet("n", "10.10.0.0/16"), at(4))
+            }],
+            &[&|s| s.remove_network("n", at(3))],
+        );
+        let n = merged.network("n").expect("the later create wins");
+        assert_eq!(n.created, at(4));
+        assert_eq!(
+            merged.layout().networks["n"].range.to_string(),
+            "10.10.0.0/16"
+        );
+
+        // The same, but B's removal is the later write: `n` is gone everywhere, and its
+        // tombstone stays so that an older copy of the create merged later cannot revive it.
+        let merged = converge(
+            &base,
+            &[&|s| s.remove_network("n", at(2)), &|s| {
+                s.create_network(with_subnet("n", "10.10.0.0/16"), at(3))
+            }],
+            &[&|s| s.remove_network("n", at(4))],
+        );
+        assert!(merged.network("n").is_none());
+        assert!(!merged.layout().networks.contains_key("n"));
+        assert_eq!(merged.stored_networks(), 1, "the tombstone is kept");
+        let mut late = merged.clone();
+        let mut old = base.clone();
+        old.remove_network("n", at(2)).unwrap();
+        let stale = old
+            .create_network(with_subnet("n", "10.10.0.0/16"), at(3))
+            .unwrap();
+        late.merge_delta(stale);
+        assert_eq!(late, merged, "a stale create changes nothing");
+
+        // Both sides create the same name while it does not exist: one network after the
+        // merge, with the later creation's settings.
+        let merged = converge(
+            &DesiredState::default(),
+            &[&|s| s.create_network(with_subnet("m", "10.20.0.0/16"), at(5))],
+            &[&|s| s.create_network(with_subnet("m", "10.30.0.0/16"), at(6))],
+        );
+        assert_eq!(merged.networks().len(), 1);
+        assert_eq!(
+            merged.layout().networks["m"].range.to_string(),
+            "10.30.0.0/16"
+        );
+    }
+
+    #[test]
+    fn a_stacks_network_is_removed_like_any_other_once_unused() {
+        // Docker refuses `network rm` only while a service uses the network, whoever made it.
+        let mut s = DesiredState::default();
+        s.deploy_stack("app", vec![svc("app", "web", &[])], at(1))
+            .unwrap();
+        let err = s.remove_network("app_default", at(2)).unwrap_err();
+        assert_eq!(
+            err,
+            DesiredError::NetworkInUse {
+                network: "app_default".into(),
+                services: vec!["app_web".into()]
+            }
+        );
+        assert!(err.to_string().contains("app_web"), "{err}");
+        s.remove_service("app_web", at(3)).unwrap();
+        s.remove_network("app_default", at(4)).unwrap();
+        assert!(s.networks().is_empty());
+    }
+
+    #[test]
+    fn services_of_no_stack_attach_only_to_existing_networks() {
+        let mut s = DesiredState::default();
+        let mut def = ServiceDef {
+            name: "web".into(),
+            stack: String::new(),
+            replicas: 1,
+            spec: ServiceSpec {
+                image: "demo:1".into(),
+                networks: vec!["shared".into()],
+                ..ServiceSpec::default()
+            },
+        };
+        assert_eq!(
+            s.create_service(def.clone(), at(1))
+                .unwrap_err()
+                .to_string(),
+            "network shared not found"
+        );
+        assert!(s.services().is_empty());
+        s.create_network(declared("shared"), at(2)).unwrap();
+        s.create_service(def.clone(), at(3)).unwrap();
+        assert_eq!(
+            s.remove_network("shared", at(4)),
+            Err(DesiredError::NetworkInUse {
+                network: "shared".into(),
+                services: vec!["web".into()]
+            })
+        );
+        def.name = "other".into();
+        def.spec.networks.clear();
+        s.create_service(def, at(5)).unwrap();
+    }
+
+    #[test]
+    fn network_labels_are_bounded_like_service_labels() {
+        let mut s = DesiredState::default();
+        let mut def = declared("n");
+        def.spec.labels.insert(String::new(), "x".into());
+        let err = s.create_network(def, at(1)).unwrap_err();
+        assert!(err.to_string().contains("network label"), "{err}");
+        let mut def = declared("n");
+        def.spec.labels.insert("k".into(), "v".repeat(17 * 1024));
+        assert!(s.create_network(def, at(2)).is_err());
+        assert!(s.networks().is_empty());
     }
 
     #[test]

@@ -208,7 +208,8 @@ impl DesiredState {
     }
 
     /// `docker service create`: a service of no stack (`def.stack` empty). Refused if a live
-    /// service has the name, or a port it publishes is taken.
+    /// service has the name, a port it publishes is taken, or a network it names does not
+    /// exist.
     pub fn create_service(&mut self, def: ServiceDef, hlc: Hlc) -> Delta {
         check_name("service", &def.name)?;
         if !def.stack.is_empty() {
@@ -227,6 +228,13 @@ impl DesiredState {
         check_keys("container label", entries(&spec.container_labels))?;
         if self.live(&def.name).is_ok() {
             return Err(DesiredError::ServiceExists(def.name.clone()));
+        }
+        // A service of no stack has nothing that would create its networks (Docker refuses it
+        // the same way): attached to a missing one, it would run cut off from it.
+        for a in spec.network_attachments() {
+            if !self.networks.get(&a.network).is_some_and(|e| e.is_live()) {
+                return Err(DesiredError::UnknownNetwork(a.network));
+            }
         }
         let mut held = self.port_holders(|_, _| true);
         claim_ports(&mut held, &def.name, &def.spec.ports, &BTreeSet::new())?;

@@ -1,0 +1,256 @@
+//! The network verbs in deterministic simulation: a network created on one node is listed and
+//! inspected on the others, `network rm` is refused while a service uses it, and creations and
+//! removals made on both sides of a partition end the same on every node.
+
+use shoal_core::{
+    api::{network_id, Request, Response},
+    desired::spec::{NetworkDef, NetworkSpec, ServiceDef, ServiceSpec},
+    membership::NodeStatus,
+    sim::{Sim, SimConfig},
+};
+
+fn formed(n: usize, seed: u64) -> Sim {
+    let mut sim = Sim::new(
+        n,
+        SimConfig {
+            seed,
+            ..SimConfig::default()
+        },
+    );
+    sim.start(0, &[]);
+    for i in 1..n {
+        sim.start(i, &[0]);
+    }
+    assert!(sim
+        .run_until(30_000, 50, |s| s.converged(NodeStatus::Down)
+            && s.desired_converged())
+        .is_some());
+    sim
+}
+
+fn def(name: &str, subnet: Option<&str>) -> NetworkDef {
+    NetworkDef {
+        name: name.into(),
+        external: false,
+        spec: NetworkSpec {
+            subnet: subnet.map(|s| s.parse().unwrap()),
+            ..NetworkSpec::default()
+        },
+    }
+}
+
+/// Asks node `i` and runs until it answers (changes answer once durable and their pushes are
+/// answered or timed out).
+fn call(sim: &mut Sim, i: usize, request: Request) -> Response {
+    let id = sim.ask(i, request);
+    for _ in 0..1_000 {
+        if let Some(answer) = sim.answer(i, id) {
+            return answer;
+        }
+        sim.run_for(10);
+    }
+    panic!("node {i} did not answer within 10 s");
+}
+
+fn error(response: Response) -> String {
+    match response {
+        Response::Error(e) => e,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn create_anywhere_inspect_everywhere_and_rm_only_when_unused() {
+    let mut sim = formed(3, 21);
+    let created = call(
+        &mut sim,
+        0,
+        Request::NetworkCreate {
+            def: def("shared", Some("10.50.0.0/16")),
+        },
+    );
+    let Response::Changed(receipt) = created else {
+        panic!("create refused: {created:?}");
+    };
+    assert!(receipt.changed);
+    assert!(sim
+        .run_until(5_000, 10, |s| (0..3)
+            .all(|i| s.desired(i).network("shared").is_some()))
+        .is_some());
+
+    let Response::Networks(list) = call(&mut sim, 2, Request::NetworkList) else {
+        panic!("not a list");
+    };
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].name, "shared");
+    assert_eq!(list[0].subnet, "10.50.0.0/16");
+    assert!(list[0].services.is_empty());
+    // Inspect by id prefix on another node: every node holds a slot, hence a subnet.
+    let id = network_id("shared");
+    let Response::Network(detail) = call(
+        &mut sim,
+        1,
+        Request::NetworkInspect {
+            network: id[..6].to_string(),
+        },
+    ) else {
+        panic!("not a network");
+    };
+    assert_eq!(detail.info.name, "shared");
+    assert_eq!(detail.peers.len(), 3, "{:?}", detail.peers);
+    assert!(detail
+        .peers
+        .iter()
+        .all(|p| p.subnet.starts_with("10.50.") && !p.name.is_empty()));
+
+    // Refusals, each naming what is wrong.
+    let e = error(call(
+        &mut sim,
+        1,
+        Request::NetworkCreate {
+            def: def("shared", None),
+        },
+    ));
+    assert_eq!(e, "network with name shared already exists");
+    let e = error(call(
+        &mut sim,
+        1,
+        Request::NetworkCreate {
+            def: def("small", Some("10.60.0.0/24")),
+        },
+    ));
+    assert!(e.contains("10.60.0.0/24"), "{e}");
+    let e = error(call(
+        &mut sim,
+        2,
+        Request::NetworkInspect {
+            network: "nope".into(),
+        },
+    ));
+    assert_eq!(e, "network nope not found");
+
+    // A service on it, created on node 2: node 1 refuses the removal, naming the service.
+    let web = ServiceDef {
+        name: "web".into(),
+        stack: String::new(),
+        replicas: 1,
+        spec: ServiceSpec {
+            image: "shoal-demo:v1".into(),
+            networks: vec!["shared".into()],
+            ..ServiceSpec::default()
+        },
+    };
+    let r = call(&mut sim, 2, Request::ServiceCreate { def: Box::new(web) });
+    assert!(matches!(r, Response::Changed(_)), "{r:?}");
+    assert!(sim
+        .run_until(5_000, 10, |s| s.desired(1).service("web").is_some())
+        .is_some());
+    let e = error(call(
+        &mut sim,
+        1,
+        Request::NetworkRemove {
+            network: "shared".into(),
+        },
+    ));
+    assert!(e.contains("in use by service web"), "{e}");
+    let Response::Network(detail) = call(
+        &mut sim,
+        0,
+        Request::NetworkInspect {
+            network: "shared".into(),
+        },
+    ) else {
+        panic!("not a network");
+    };
+    assert_eq!(detail.info.services, ["web"]);
+    assert_eq!(detail.attached[0].name, "web");
+
+    // Unused again, it goes, on every node.
+    let r = call(
+        &mut sim,
+        0,
+        Request::ServiceRemove {
+            names: vec!["web".into()],
+        },
+    );
+    assert!(matches!(r, Response::Changed(_)), "{r:?}");
+    assert!(sim
+        .run_until(5_000, 10, |s| s.desired(1).service("web").is_none())
+        .is_some());
+    let r = call(
+        &mut sim,
+        1,
+        Request::NetworkRemove {
+            network: "shared".into(),
+        },
+    );
+    assert!(matches!(r, Response::Changed(_)), "{r:?}");
+    assert!(sim
+        .run_until(5_000, 10, |s| (0..3)
+            .all(|i| s.desired(i).network("shared").is_none()))
+        .is_some());
+    let e = error(call(
+        &mut sim,
+        2,
+        Request::NetworkRemove {
+            network: "shared".into(),
+        },
+    ));
+    assert_eq!(e, "network shared not found");
+}
+
+#[test]
+fn creations_and_removals_in_a_partition_converge() {
+    let mut sim = formed(3, 22);
+    // Both sides create `p`, then the minority removes its copy; the removal is the last write.
+    sim.partition(&[&[0], &[1, 2]]);
+    sim.run_for(100);
+    let r = call(
+        &mut sim,
+        1,
+        Request::NetworkCreate {
+            def: def("p", Some("10.70.0.0/16")),
+        },
+    );
+    assert!(matches!(r, Response::Changed(_)), "{r:?}");
+    let r = call(
+        &mut sim,
+        0,
+        Request::NetworkCreate {
+            def: def("p", Some("10.80.0.0/16")),
+        },
+    );
+    assert!(matches!(r, Response::Changed(_)), "{r:?}");
+    // And `q` exists only on the majority's side.
+    let r = call(
+        &mut sim,
+        2,
+        Request::NetworkCreate {
+            def: def("q", None),
+        },
+    );
+    assert!(matches!(r, Response::Changed(_)), "{r:?}");
+    let r = call(
+        &mut sim,
+        0,
+        Request::NetworkRemove {
+            network: "p".into(),
+        },
+    );
+    assert!(matches!(r, Response::Changed(_)), "{r:?}");
+    sim.heal();
+    assert!(
+        sim.run_until(30_000, 50, |s| s.desired_converged())
+            .is_some(),
+        "the states did not converge after the partition healed"
+    );
+    for i in 0..3 {
+        let names: Vec<String> = sim
+            .desired(i)
+            .networks()
+            .into_iter()
+            .map(|n| n.name)
+            .collect();
+        assert_eq!(names, ["q"], "node {i}");
+    }
+}
