@@ -254,3 +254,87 @@ fn creations_and_removals_in_a_partition_converge() {
         assert_eq!(names, ["q"], "node {i}");
     }
 }
+
+/// Every node's address slot, as node `i` sees the layout; checks the slots are distinct and
+/// every moved claim is pinned (settling again would write nothing).
+fn settled_slots(sim: &Sim, i: usize) -> Vec<u16> {
+    let state = sim.desired(i);
+    let layout = state.layout();
+    let mut slots: Vec<u16> = (0..sim.len())
+        .filter(|j| sim.is_running(*j))
+        .map(|j| {
+            *layout
+                .slots
+                .get(&sim.node_id(j))
+                .unwrap_or_else(|| panic!("node {j} has no slot in node {i}'s layout"))
+        })
+        .collect();
+    let mut distinct = slots.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), slots.len(), "slots collide: {slots:?}");
+    let stamp = shoal_core::desired::hlc::Hlc {
+        wall_ms: u64::MAX / 2,
+        counter: 0,
+        node: sim.node_id(i),
+    };
+    assert!(
+        state.clone().settle_addresses(stamp).unwrap().is_empty(),
+        "node {i}: moved claims are left unpinned"
+    );
+    slots.sort_unstable();
+    slots
+}
+
+/// Sixteen nodes started at once all claim the lowest free slot they see, so their claims
+/// collide; the layout moves the later ones the same way on every node, and one steward pins
+/// them, so that every node ends with its own slot and the claims hold. Then nodes join on
+/// both sides of a partition, collide again, and settle again once it heals, without moving
+/// any node that held its slot.
+#[test]
+fn concurrent_joins_get_distinct_slots_and_the_steward_pins_them() {
+    let n = 20;
+    let mut sim = Sim::new(
+        n,
+        SimConfig {
+            seed: 31,
+            ..SimConfig::default()
+        },
+    );
+    sim.start(0, &[]);
+    for i in 1..16 {
+        sim.start(i, &[0]);
+    }
+    let formed = |s: &Sim| s.converged(NodeStatus::Down) && s.desired_converged();
+    assert!(sim.run_until(30_000, 50, formed).is_some());
+    // Settling is done once the steward's writes have spread.
+    sim.run_for(2_000);
+    assert!(sim.run_until(30_000, 50, formed).is_some());
+    let before = settled_slots(&sim, 7);
+    for i in 0..16 {
+        assert_eq!(settled_slots(&sim, i), before, "node {i} sees other slots");
+    }
+    let slot_of = |sim: &Sim, j: usize| sim.desired(0).layout().slots[&sim.node_id(j)];
+    let held: Vec<u16> = (0..16).map(|j| slot_of(&sim, j)).collect();
+
+    sim.partition(&[
+        &[0, 1, 2, 3, 4, 5, 6, 7, 16, 17],
+        &[8, 9, 10, 11, 12, 13, 14, 15, 18, 19],
+    ]);
+    sim.run_for(1_000);
+    sim.start(16, &[1]);
+    sim.start(17, &[2]);
+    sim.start(18, &[9]);
+    sim.start(19, &[10]);
+    sim.run_for(15_000);
+    sim.heal();
+    assert!(sim.run_until(60_000, 50, formed).is_some());
+    sim.run_for(2_000);
+    assert!(sim.run_until(30_000, 50, formed).is_some());
+    let after = settled_slots(&sim, 3);
+    for i in 0..n {
+        assert_eq!(settled_slots(&sim, i), after, "node {i} sees other slots");
+    }
+    let still: Vec<u16> = (0..16).map(|j| slot_of(&sim, j)).collect();
+    assert_eq!(still, held, "a node that held its slot was moved");
+}

@@ -60,8 +60,31 @@ impl Node {
         op: impl FnOnce(&mut DesiredState, Hlc) -> Result<DesiredState, DesiredError>,
         describe: impl FnOnce(&[ServiceView], &[ServiceView]) -> Vec<String>,
     ) -> ChangeOutcome {
-        let before = self.replica.digest();
         let services_before = self.replica.services().to_vec();
+        self.commit_change(reply, now_ms, op, move |after| {
+            describe(&services_before, after)
+        })
+    }
+
+    /// A change the node makes on its own (an address claim, a key retired): nobody waits
+    /// for a description of it, so the services are not copied to describe it (at tens of
+    /// thousands of services that copy would dwarf the change).
+    pub(super) fn apply_own_change(
+        &mut self,
+        now_ms: u64,
+        op: impl FnOnce(&mut DesiredState, Hlc) -> Result<DesiredState, DesiredError>,
+    ) -> ChangeOutcome {
+        self.commit_change(None, now_ms, op, |_| Vec::new())
+    }
+
+    fn commit_change(
+        &mut self,
+        reply: Option<RequestId>,
+        now_ms: u64,
+        op: impl FnOnce(&mut DesiredState, Hlc) -> Result<DesiredState, DesiredError>,
+        describe: impl FnOnce(&[ServiceView]) -> Vec<String>,
+    ) -> ChangeOutcome {
+        let before = self.replica.digest();
         let outgoing = match self.replica.change(now_ms, op) {
             Ok(outgoing) => outgoing,
             Err(e) => {
@@ -74,7 +97,7 @@ impl Node {
             }
         };
         let changed = self.replica.digest() != before;
-        let actions = describe(&services_before, self.replica.services());
+        let actions = describe(self.replica.services());
         for action in &actions {
             info!(action = %action, changed, "desired state change");
         }

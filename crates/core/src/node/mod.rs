@@ -388,12 +388,7 @@ impl Node {
         node.effects.timer(RECONCILE_PERIOD, Timer::ReconcileTick);
         node.effects.timer(PERSIST_PERIOD, Timer::Persist);
         if let Some((key, secret)) = init_trust {
-            node.apply_change(
-                None,
-                now_ms,
-                |s, hlc| Ok(s.init_trust(key, secret, hlc)),
-                |_, _| Vec::new(),
-            );
+            node.apply_own_change(now_ms, |s, hlc| Ok(s.init_trust(key, secret, hlc)));
         }
         node.after_input(now_ms);
         let effects = std::mem::take(&mut node.effects);
@@ -470,7 +465,7 @@ impl Node {
             crate::desired::hlc::Hlc,
         ) -> Result<DesiredState, crate::desired::state::DesiredError>,
     ) -> (ChangeOutcome, Effects) {
-        let outcome = self.apply_change(None, now_ms, op, |_, _| Vec::new());
+        let outcome = self.apply_own_change(now_ms, op);
         self.after_input(now_ms);
         (outcome, std::mem::take(&mut self.effects))
     }

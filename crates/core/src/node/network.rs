@@ -35,29 +35,29 @@ impl Node {
             return;
         }
         let digest = self.replica.digest();
-        if self.network.digest != Some(digest) {
+        let steward = self.is_address_steward();
+        let became_steward = steward && !self.network.steward;
+        self.network.steward = steward;
+        if self.network.digest != Some(digest) || became_steward {
             self.network.digest = Some(digest);
             let me = self.me();
             if !self.network.admitted {
                 // Once, and only once the node holds its peers' claims: an address slot of its
                 // own in every network.
-                let outcome = self.apply_change(
-                    None,
-                    now_ms,
-                    move |s, hlc| s.admit_node(me, hlc),
-                    |_, _| Vec::new(),
-                );
+                let outcome = self.apply_own_change(now_ms, move |s, hlc| s.admit_node(me, hlc));
                 info!(?outcome, "networks: this node's address slot claimed");
                 self.network.admitted = true;
             }
             // Claims made concurrently (a partition) may collide; the later ones move, the same
-            // way on every node, and this pins them (it writes nothing when nothing moved).
-            self.apply_change(
-                None,
-                now_ms,
-                |s, hlc| s.settle_addresses(hlc),
-                |_, _| Vec::new(),
-            );
+            // way on every node, and the steward pins them (it writes nothing when nothing
+            // moved). One writer, not all: were every node to pin, each would write the same
+            // values under its own stamp, thousands of broadcast writes at a 50-node
+            // bootstrap. And the pins go in one write: pinning one moved claim while another
+            // is unpinned gives the pinned one a later stamp, which the layout then orders
+            // after the other, and it moves again.
+            if steward {
+                self.apply_own_change(now_ms, |s, hlc| s.settle_addresses(hlc));
+            }
             let layout = Arc::new(self.replica.state().layout());
             let local = net::local_networks(&layout, me);
             if local != self.network.state.local {
@@ -93,6 +93,16 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Whether this node pins the address claims that collisions moved: the lowest id among
+    /// the live nodes it sees. Views that differ for a moment make two stewards, which write
+    /// the same values; a partition has one on each side, which is what settles each side.
+    fn is_address_steward(&self) -> bool {
+        let me = self.me();
+        self.membership.live_peers().iter().all(|p| p.id > me)
+    }
+}
+
 /// The node's bookkeeping of its networks.
 #[derive(Default)]
 pub(super) struct Networks {
@@ -100,6 +110,8 @@ pub(super) struct Networks {
     digest: Option<[u8; 32]>,
     /// Whether this node's slot claim was written (by this process).
     admitted: bool,
+    /// Whether this node pinned moved address claims when last refreshed.
+    steward: bool,
     layout: Arc<Layout>,
     local: Vec<LocalNetwork>,
     /// What was last handed to the shell.

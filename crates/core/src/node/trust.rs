@@ -113,12 +113,7 @@ impl Node {
             (true, Some(since)) if now_ms >= since + RETIRE_AFTER.as_millis() as u64 => {
                 self.retire_ready_ms = None;
                 info!(keep = newest, "gossip: retiring the older keys");
-                self.apply_change(
-                    None,
-                    now_ms,
-                    |s, hlc| Ok(s.retire_gossip_keys(newest, hlc)),
-                    |_, _| Vec::new(),
-                );
+                self.apply_own_change(now_ms, |s, hlc| Ok(s.retire_gossip_keys(newest, hlc)));
             }
             (true, Some(_)) => {}
         }
