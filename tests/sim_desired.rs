@@ -20,27 +20,14 @@ fn service(stack: &str, name: &str, replicas: u64) -> ServiceDef {
 }
 
 fn cluster(n: usize, seed: u64, loss: f64) -> Sim {
-    let mut sim = Sim::new(
+    Sim::formed(
         n,
         SimConfig {
             seed,
             loss,
             ..SimConfig::default()
         },
-    );
-    sim.start(0, &[]);
-    for i in 1..n {
-        sim.start(i, &[0]);
-    }
-    // Formed: every member sees every other, and holds the cluster's trust (the founder's
-    // gossip key and join secret, which spread over QUIC only).
-    assert!(
-        sim.run_until(30_000, 50, |s| s.converged(NodeStatus::Down)
-            && s.desired_converged())
-            .is_some(),
-        "seed {seed}: membership did not converge"
-    );
-    sim
+    )
 }
 
 fn deploy(sim: &mut Sim, node: usize, stack: &str, services: Vec<ServiceDef>) {

@@ -10,22 +10,13 @@ use shoal_core::{
 };
 
 fn formed(n: usize, seed: u64) -> Sim {
-    let mut sim = Sim::new(
+    Sim::formed(
         n,
         SimConfig {
             seed,
             ..SimConfig::default()
         },
-    );
-    sim.start(0, &[]);
-    for i in 1..n {
-        sim.start(i, &[0]);
-    }
-    assert!(sim
-        .run_until(30_000, 50, |s| s.converged(NodeStatus::Down)
-            && s.desired_converged())
-        .is_some());
-    sim
+    )
 }
 
 fn def(name: &str, subnet: Option<&str>) -> NetworkDef {

@@ -129,20 +129,11 @@ pub fn run(data_dir: &Path, command: NetworkCommand) -> anyhow::Result<()> {
                     Err(e) => failed.push(format!("{e:#}")),
                 }
             }
-            match format.as_deref() {
-                None => println!("{}", serde_json::to_string_pretty(&objects)?),
-                Some("json") => {
-                    for o in &objects {
-                        println!("{}", serde_json::to_string(o)?);
-                    }
-                }
-                Some(template) => {
-                    let t = output::Template::parse(template).map_err(anyhow::Error::msg)?;
-                    for o in &objects {
-                        println!("{}", t.render(o).map_err(anyhow::Error::msg)?);
-                    }
-                }
-            }
+            print!(
+                "{}",
+                output::render_inspected(&objects, format.as_deref())
+                    .map_err(anyhow::Error::msg)?
+            );
             each_failed(failed)
         }
         NetworkCommand::Rm { networks } => {

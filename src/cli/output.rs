@@ -428,6 +428,31 @@ impl Listing<'_> {
     }
 }
 
+/// What an `inspect` verb prints of `objects` for its `--format`: a JSON array by default, as
+/// docker's; `json`: one object a line; anything else: the template, once per object.
+pub fn render_inspected(objects: &[Value], format: Option<&str>) -> Result<String, String> {
+    match format {
+        None => Ok(serde_json::to_string_pretty(objects).map_err(|e| e.to_string())? + "\n"),
+        Some("json") => {
+            let mut out = String::new();
+            for o in objects {
+                out.push_str(&o.to_string());
+                out.push('\n');
+            }
+            Ok(out)
+        }
+        Some(template) => {
+            let t = Template::parse(template)?;
+            let mut out = String::new();
+            for o in objects {
+                out.push_str(&t.render(o)?);
+                out.push('\n');
+            }
+            Ok(out)
+        }
+    }
+}
+
 /// A `--filter KEY=VALUE`, parsed, checked against the keys a verb accepts.
 pub fn parse_filters(filters: &[String], known: &[&str]) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();

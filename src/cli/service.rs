@@ -549,20 +549,10 @@ fn inspect(
             print!("{}", pretty(d));
         }
     } else {
-        match format {
-            None => println!("{}", serde_json::to_string_pretty(&objects)?),
-            Some("json") => {
-                for o in &objects {
-                    println!("{}", serde_json::to_string_pretty(o)?);
-                }
-            }
-            Some(template) => {
-                let t = output::Template::parse(template).map_err(anyhow::Error::msg)?;
-                for o in &objects {
-                    println!("{}", t.render(o).map_err(anyhow::Error::msg)?);
-                }
-            }
-        }
+        print!(
+            "{}",
+            output::render_inspected(&objects, format).map_err(anyhow::Error::msg)?
+        );
     }
     each_failed(failed)
 }

@@ -735,19 +735,18 @@ impl<R: RngExt> Membership<R> {
     fn announce_renewal(&mut self, now_ms: u64) {
         const RENEWAL_ANNOUNCES: usize = 3;
         let me = self.foca.identity().id;
-        let mut known: Vec<NodeIdentity> = self
-            .records
-            .values()
-            .filter(|r| r.identity.id != me && r.status == NodeStatus::Ready)
-            .map(|r| r.identity.clone())
-            .collect();
-        if known.is_empty() {
-            known = self
-                .records
+        // Ready records if there are any, else down ones (a partition that healed with
+        // every node renewing at once leaves nothing but down records).
+        let pick = |status| -> Vec<NodeIdentity> {
+            self.records
                 .values()
-                .filter(|r| r.identity.id != me && r.status == NodeStatus::Down)
+                .filter(|r| r.identity.id != me && r.status == status)
                 .map(|r| r.identity.clone())
-                .collect();
+                .collect()
+        };
+        let mut known = pick(NodeStatus::Ready);
+        if known.is_empty() {
+            known = pick(NodeStatus::Down);
         }
         // The members after this one in id order: each renewed node asks different ones.
         let after = known.iter().position(|m| m.id > me).unwrap_or(0);

@@ -82,12 +82,15 @@ impl Node {
                         debug!(error = %e, "peer's membership state partly rejected");
                     }
                 }
+                // This node's side of the differing buckets as it was before the merge: after
+                // it, they would also hold the requester's own entries, sent back for nothing.
+                let ours = self.replica.state().in_buckets(&buckets);
                 self.merge_desired(desired, now_ms);
                 // New keys must be in use before the next datagram.
                 self.refresh_keyring(now_ms);
                 self.merge_reports(reports);
                 PeerResponse::Repair {
-                    desired: Box::new(self.replica.state().in_buckets(&buckets)),
+                    desired: Box::new(ours),
                     reports: observed
                         .map(|versions| self.workload.observed.newer_than(&versions))
                         .unwrap_or_default(),

@@ -31,7 +31,7 @@ use crate::{
     },
     identity::{NodeId, NodeIdentity, NodeMeta},
     join::JoinPlan,
-    membership::Settings,
+    membership::{NodeStatus, Settings},
     node::{CallId, ChangeOutcome, Effects, Input, Node, NodeConfig, RequestId},
     observed::Health,
     routing::routes::RoutingTable,
@@ -220,6 +220,26 @@ impl Sim {
             rng,
             report: Report::default(),
         }
+    }
+
+    /// A formed cluster of `n` nodes: node 0 founds it, every other joins through node 0, and
+    /// it runs until every member sees every other and they hold the same desired state (the
+    /// founder's trust included, which spreads over peer calls only). Panics, naming the seed,
+    /// when that takes longer than 30 s of virtual time.
+    pub fn formed(n: usize, config: SimConfig) -> Self {
+        let seed = config.seed;
+        let mut sim = Sim::new(n, config);
+        sim.start(0, &[]);
+        for i in 1..n {
+            sim.start(i, &[0]);
+        }
+        assert!(
+            sim.run_until(30_000, 50, |s| s.converged(NodeStatus::Down)
+                && s.desired_converged())
+                .is_some(),
+            "seed {seed}: the cluster of {n} did not form within 30 s"
+        );
+        sim
     }
 
     /// Virtual time now, in ms.
