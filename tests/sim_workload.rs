@@ -168,13 +168,33 @@ fn draining_hands_off_without_losing_capacity() {
     assert_eq!(sim.containers_on(drained), 0);
 }
 
-/// The scenario: 50 nodes, 200 services, random container crashes, host crashes, agent
-/// crashes (containers run on) and restarts; after every round of faults the cluster must settle
-/// to exactly the desired replicas. `SHOAL_SIM_SEEDS` (count) and `SHOAL_SIM_FIRST_SEED` choose
-/// the seeds; CI sweeps hundreds in release mode with `.ci/sim-sweep`, this default keeps the
-/// debug test run fast.
+/// Random faults over a cluster: container crashes, host crashes, agent crashes (containers run
+/// on) and restarts; after every round of faults the cluster must settle to exactly the desired
+/// replicas. `SHOAL_SIM_SEEDS` (count) and `SHOAL_SIM_FIRST_SEED` choose the seeds; CI sweeps
+/// them in release mode with `.ci/sim-sweep` (thousands of the small cluster, tens of the large
+/// one), and the debug test run does one seed of the small one.
 #[test]
+fn twelve_nodes_thirty_services_survive_random_faults() {
+    for seed in seeds() {
+        faults_round_trip(seed, 12, 6, 5);
+    }
+}
+
+/// The scenario: 50 nodes, 200 services. A seed takes about 20 s in release mode and
+/// many minutes in debug, so only `.ci/sim-sweep` runs it.
+#[test]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "minutes in debug mode; .ci/sim-sweep runs it in release mode"
+)]
 fn fifty_nodes_two_hundred_services_survive_random_faults() {
+    for seed in seeds() {
+        faults_round_trip(seed, 50, 20, 10);
+    }
+}
+
+/// The seeds `SHOAL_SIM_FIRST_SEED` and `SHOAL_SIM_SEEDS` choose (0, and one, by default).
+fn seeds() -> std::ops::Range<u64> {
     let var = |name: &str, default: u64| {
         std::env::var(name)
             .ok()
@@ -182,18 +202,17 @@ fn fifty_nodes_two_hundred_services_survive_random_faults() {
             .unwrap_or(default)
     };
     let first = var("SHOAL_SIM_FIRST_SEED", 0);
-    let count = var("SHOAL_SIM_SEEDS", 1);
-    for seed in first..first + count {
-        faults_round_trip(seed);
-    }
+    first..first + var("SHOAL_SIM_SEEDS", 1)
 }
 
-fn faults_round_trip(seed: u64) {
+/// `nodes` nodes, `stacks` stacks of `per_stack` services of 1 to 5 replicas each, deployed
+/// from random nodes; then five rounds of three random faults each.
+fn faults_round_trip(seed: u64, nodes: usize, stacks: usize, per_stack: usize) {
     use rand::{RngExt, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut sim = cluster(50, 100 + seed);
-    for stack in 0..20 {
-        let services = (0..10)
+    let mut sim = cluster(nodes, 100 + seed);
+    for stack in 0..stacks {
+        let services = (0..per_stack)
             .map(|k| {
                 service(
                     &format!("s{stack}"),
@@ -202,7 +221,7 @@ fn faults_round_trip(seed: u64) {
                 )
             })
             .collect();
-        let node = rng.random_range(0..50);
+        let node = rng.random_range(0..nodes);
         let name = format!("s{stack}");
         sim.change(node, move |s, hlc| s.deploy_stack(&name, services, hlc))
             .unwrap();
@@ -211,7 +230,7 @@ fn faults_round_trip(seed: u64) {
     for round in 0..5 {
         let mut down = Vec::new();
         for _ in 0..3 {
-            let i = rng.random_range(0..50);
+            let i = rng.random_range(0..nodes);
             match rng.random_range(0..4) {
                 0 => {
                     sim.kill_container(i);

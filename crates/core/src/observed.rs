@@ -6,7 +6,7 @@
 //! can answer `service ps` for the whole cluster and see, for a slot it is taking over, when the new
 //! owner's replica is healthy.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -267,8 +267,8 @@ impl ObservedState {
     /// at many services in one go (a reconcile round, the routing table), where calling
     /// [`ObservedState::tasks_of`] per service would scan every report once per service.
     pub fn by_service(&self) -> TasksByService<'_> {
-        let mut map: BTreeMap<&str, Vec<(NodeId, &TaskReport)>> = BTreeMap::new();
-        let mut history: BTreeMap<&str, Vec<(NodeId, &TaskReport)>> = BTreeMap::new();
+        let mut map: HashMap<&str, Vec<(NodeId, &TaskReport)>> = HashMap::new();
+        let mut history: HashMap<&str, Vec<(NodeId, &TaskReport)>> = HashMap::new();
         for report in self.nodes.values() {
             for task in &report.tasks {
                 map.entry(task.service.as_str())
@@ -299,10 +299,12 @@ impl ObservedState {
     }
 }
 
-/// Current tasks grouped by service (see [`ObservedState::by_service`]).
+/// Current tasks grouped by service (see [`ObservedState::by_service`]). Hashed, not ordered:
+/// it is only looked up by name (never iterated, so its order cannot leak into a decision), and
+/// names of one stack share long prefixes that make every ordered comparison a long one.
 pub struct TasksByService<'a> {
-    map: BTreeMap<&'a str, Vec<(NodeId, &'a TaskReport)>>,
-    history: BTreeMap<&'a str, Vec<(NodeId, &'a TaskReport)>>,
+    map: HashMap<&'a str, Vec<(NodeId, &'a TaskReport)>>,
+    history: HashMap<&'a str, Vec<(NodeId, &'a TaskReport)>>,
 }
 
 impl<'a> TasksByService<'a> {
