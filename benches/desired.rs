@@ -91,8 +91,10 @@ fn sim_figures(n: usize) {
 fn anti_entropy_figures() {
     let mut state = DesiredState::default();
     let node = NodeId(7);
-    for stack in 0..100 {
-        let services = (0..10)
+    // Ten stacks of a hundred: each stack has a default network, and the default address pool
+    // holds 16 of them.
+    for stack in 0..10 {
+        let services = (0..100)
             .map(|i| service(&format!("s{stack}"), &format!("svc{i}"), 3))
             .collect();
         let hlc = Hlc {
