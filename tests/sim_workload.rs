@@ -117,10 +117,62 @@ fn a_lost_node_slots_run_elsewhere_and_its_return_creates_no_duplicates() {
     })
     .unwrap();
     settle(&mut sim, "deploy");
+    let before = ps(&mut sim, 0, "app_web");
+    let lost_name = before
+        .iter()
+        .find(|t| !t.container_id.is_empty() && on_node(&sim, 4, t))
+        .map(|t| t.node.clone())
+        .expect("node 4 runs a replica of app_web");
     sim.crash(4);
     settle(&mut sim, "node lost");
+    // `service ps`: the lost node's tasks are shutdown history once their slots run elsewhere;
+    // the current rows are the ten slots on live nodes.
+    let after = ps(&mut sim, 0, "app_web");
+    let lost: Vec<_> = after.iter().filter(|t| t.node == lost_name).collect();
+    assert!(!lost.is_empty());
+    for t in &lost {
+        assert!(t.history, "{t:?}");
+        assert_eq!(
+            (t.desired_state.as_str(), t.state.as_str()),
+            ("shutdown", "orphaned"),
+            "{t:?}"
+        );
+    }
+    let current: Vec<_> = after.iter().filter(|t| !t.history).collect();
+    assert_eq!(current.len(), 10, "{current:#?}");
+    assert!(current
+        .iter()
+        .all(|t| t.node != lost_name && t.desired_state == "running"));
     sim.start(4, &[]);
     settle(&mut sim, "node back");
+}
+
+/// `service ps SERVICE` as node `i` answers it.
+fn ps(sim: &mut Sim, i: usize, service: &str) -> Vec<shoal_core::api::TaskInfo> {
+    let id = sim.ask(
+        i,
+        shoal_core::api::Request::ServicePs {
+            name: service.into(),
+        },
+    );
+    for _ in 0..100 {
+        sim.run_for(10);
+        if let Some(answer) = sim.answer(i, id) {
+            match answer {
+                shoal_core::api::Response::Tasks(tasks) => return tasks,
+                other => panic!("service ps: {other:?}"),
+            }
+        }
+    }
+    panic!("node {i} did not answer service ps");
+}
+
+/// Whether task `t` runs on node `i` (its container is on that node's fake engine).
+fn on_node(sim: &Sim, i: usize, t: &shoal_core::api::TaskInfo) -> bool {
+    sim.runtime(i)
+        .containers()
+        .iter()
+        .any(|c| c.id == t.container_id)
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! computed from this node's view of the whole cluster, and the dispatch of CLI writes to
 //! [`super::changes`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::info;
 
@@ -349,14 +349,14 @@ impl Node {
 
     /// Slots served by a ready replica on a live node: of any version, or of the current one.
     fn served_slots(&self, view: &ServiceView, current_only: bool) -> u64 {
-        let live: std::collections::BTreeSet<NodeId> = self
+        let live: BTreeSet<NodeId> = self
             .membership
             .nodes()
             .iter()
             .filter(|v| matches!(v.status, NodeStatus::Ready | NodeStatus::Suspect))
             .map(|v| v.identity.id)
             .collect();
-        let slots: std::collections::BTreeSet<_> = self
+        let slots: BTreeSet<_> = self
             .workload
             .observed
             .tasks_of(&view.name)
@@ -428,19 +428,41 @@ impl Node {
                     }
                 }
             }
-            for (node, t, history) in reported {
+            let is_live = |node: &NodeId| {
+                status
+                    .get(node)
+                    .is_some_and(|(_, s)| matches!(s, NodeStatus::Ready | NodeStatus::Suspect))
+            };
+            // Slots a live node runs (or starts) now: a gone node's task for one of them is
+            // history, as the task it replaced.
+            let running_live: BTreeSet<&SlotKey> = reported
+                .iter()
+                .filter(|(n, t, h)| {
+                    !h && is_live(n) && matches!(t.state, TaskState::Running | TaskState::Starting)
+                })
+                .map(|(_, t, _)| &t.slot)
+                .collect();
+            for &(node, t, history) in &reported {
                 let (name, node_status) = status
                     .get(&node)
                     .cloned()
                     .unwrap_or_else(|| (node.short(), NodeStatus::Down));
-                let live = matches!(node_status, NodeStatus::Ready | NodeStatus::Suspect);
+                let live = is_live(&node);
                 let mut state = t.state.as_str().to_string();
                 let mut error = t.error.clone().unwrap_or_default();
+                let mut history = history;
+                let mut desired_running = t.desired_running && !history;
                 if !history && !live && matches!(t.state, TaskState::Running | TaskState::Starting)
                 {
-                    // Its node is gone: nobody can vouch that it still runs.
+                    // Its node is gone: nobody can vouch that it still runs. Once its slot runs
+                    // elsewhere it is no longer wanted either: shutdown history, as Swarm shows
+                    // the tasks of a node that left.
                     state = "orphaned".into();
                     error = format!("node {name} is {}", node_status.as_str());
+                    if running_live.contains(&t.slot) {
+                        history = true;
+                        desired_running = false;
+                    }
                 }
                 out.push(TaskInfo {
                     id: t.task_id.clone(),
@@ -453,7 +475,7 @@ impl Node {
                     } else {
                         t.image.clone()
                     },
-                    desired_state: if t.desired_running && !history {
+                    desired_state: if desired_running {
                         "running".into()
                     } else {
                         "shutdown".into()
