@@ -349,6 +349,105 @@ fn a_rolling_update_keeps_capacity_and_its_parallelism() {
     settle(&mut sim, "update");
 }
 
+/// Containers of `service` on the running nodes at `version`, and in all.
+fn at_version(sim: &Sim, service: &str, version: shoal_core::desired::hlc::Hlc) -> (usize, usize) {
+    let mut at = 0;
+    let mut all = 0;
+    for i in (0..sim.len()).filter(|i| sim.is_running(*i)) {
+        for c in sim.runtime(i).containers() {
+            if c.service == service {
+                all += 1;
+                at += usize::from(c.version == version);
+            }
+        }
+    }
+    (at, all)
+}
+
+/// The node a rolling update was issued on dies mid-rollout (its host, with its replicas): the
+/// rollout does not depend on it and completes on the others.
+#[test]
+fn a_rollout_completes_when_the_node_that_issued_it_dies() {
+    use shoal_core::{
+        api::{Request, Response},
+        desired::state::ServiceUpdate,
+    };
+    let mut sim = cluster(4, 13);
+    let mut web = service("app", "web", 8);
+    web.spec.update_config.parallelism = 1;
+    web.spec.update_config.delay_ms = 500;
+    sim.change(0, |s, hlc| s.deploy_stack("app", vec![web], hlc))
+        .unwrap();
+    settle(&mut sim, "deploy");
+    let id = sim.ask(
+        2,
+        Request::ServiceUpdate {
+            name: "app_web".into(),
+            update: Box::new(ServiceUpdate {
+                image: Some("shoal-demo:v2".into()),
+                ..ServiceUpdate::default()
+            }),
+        },
+    );
+    let answer = (0..500)
+        .find_map(|_| {
+            sim.run_for(10);
+            sim.answer(2, id)
+        })
+        .expect("node 2 answered the update");
+    assert!(matches!(answer, Response::Changed(_)), "{answer:?}");
+    let version = sim.desired(0).service("app_web").unwrap().version;
+    // Mid-rollout: some replicas on the new version, not all.
+    let mid = sim.run_until(30_000, 50, |s| at_version(s, "app_web", version).0 >= 2);
+    assert!(mid.is_some(), "the rollout did not start");
+    let (new, all) = at_version(&sim, "app_web", version);
+    assert!(
+        new < all,
+        "the rollout was over before the node died: {new}/{all}"
+    );
+    sim.crash(2);
+    settle(&mut sim, "rollout after the issuing node died");
+    assert_eq!(at_version(&sim, "app_web", version), (8, 8));
+}
+
+/// Scaling 6 → 8 starts two replicas and moves none; 8 → 6 stops two and moves none (the
+/// containers that run afterwards are ones that ran before).
+#[test]
+fn scaling_up_and_down_moves_no_running_replica() {
+    use std::collections::BTreeSet;
+    let mut sim = cluster(3, 14);
+    sim.change(0, |s, hlc| {
+        s.deploy_stack("app", vec![service("app", "web", 6)], hlc)
+    })
+    .unwrap();
+    settle(&mut sim, "deploy");
+    let ids = |sim: &Sim| -> BTreeSet<(usize, String)> {
+        (0..sim.len())
+            .flat_map(|i| {
+                sim.runtime(i)
+                    .containers()
+                    .into_iter()
+                    .map(move |c| (i, c.id))
+            })
+            .collect()
+    };
+    let six = ids(&sim);
+    assert_eq!(six.len(), 6);
+    sim.change(1, |s, hlc| s.scale("app_web", 8, hlc)).unwrap();
+    settle(&mut sim, "scale to 8");
+    let eight = ids(&sim);
+    assert_eq!(eight.len(), 8);
+    assert!(
+        six.is_subset(&eight),
+        "a running replica moved or was replaced"
+    );
+    sim.change(2, |s, hlc| s.scale("app_web", 6, hlc)).unwrap();
+    settle(&mut sim, "scale to 6");
+    let back = ids(&sim);
+    assert_eq!(back.len(), 6);
+    assert!(back.is_subset(&eight), "scaling down started a container");
+}
+
 /// A node joining takes its share of the slots one at a time (parallelism 1), start-first: never
 /// fewer than the replicas ready, never more than one extra container.
 #[test]
