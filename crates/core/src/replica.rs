@@ -135,8 +135,14 @@ impl Replica {
         Ok(Some(Outgoing { delta, gossip }))
     }
 
-    /// Merges state from a peer; true if anything changed.
+    /// Merges state from a peer; true if anything changed. Service entries that break the
+    /// rules of a local write are left out (see `DesiredState::without_invalid`).
     pub fn merge(&mut self, other: DesiredState, now_ms: u64) -> bool {
+        let (other, refused) = other.without_invalid();
+        // One line a merge, however many entries a broken peer sent.
+        if let Some(first) = refused.first() {
+            tracing::warn!(refused = refused.len(), first = %first, "refused a peer's service entries");
+        }
         if let Some(max) = other.max_hlc() {
             self.clock.observe(&max, now_ms);
         }

@@ -80,7 +80,7 @@ use sha2::{Digest, Sha256};
 
 pub use self::{
     buckets::{BucketDigest, Buckets, BUCKETS},
-    error::{DesiredError, MergeConflict, MAX_REPLICAS},
+    error::{DesiredError, MergeConflict, MAX_ENTRIES, MAX_REPLICAS, MAX_SERVICES},
     network::NetworkView,
     ops::ServiceUpdate,
     status::{auto_stamp, AutoOutcome, AutoWrite, PreviousSpec, UpdateState, UpdateStatus},
@@ -110,6 +110,22 @@ pub struct DesiredState {
 }
 
 impl DesiredState {
+    /// A peer's delta without the service entries that break the rules of a local write
+    /// (`ServiceEntry::check_limits`), and why each was left out. A node's own writes keep
+    /// those rules, so this drops only what a member that does not apply them sent.
+    pub fn without_invalid(mut self) -> (DesiredState, Vec<DesiredError>) {
+        let mut refused = Vec::new();
+        self.services
+            .retain(|name, entry| match entry.check_limits(name) {
+                Ok(()) => true,
+                Err(e) => {
+                    refused.push(e);
+                    false
+                }
+            });
+        (self, refused)
+    }
+
     /// Joins `delta` (or a whole state) into `self`. Returns true if any register changed, i.e.
     /// `delta` held something new worth passing on.
     pub fn merge_delta(&mut self, delta: DesiredState) -> bool {

@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{
+    error::{check_keys, check_name, check_replicas, MAX_ENTRIES},
     reg::{
         check_map, check_reg, map_marker, map_value, marker, merge_map, merge_reg, put, put_map,
         value, Reg, RegMap,
     },
     status::{PreviousSpec, UpdateStatus},
-    MergeConflict,
+    DesiredError, MergeConflict,
 };
 use crate::desired::{hlc::Hlc, spec::*};
 
@@ -128,6 +129,69 @@ macro_rules! container_fields {
 }
 
 impl ServiceEntry {
+    /// Checks what the entry holds against the rules of a local write: its name, its replica
+    /// count, its keys and values, and the length of each of its lists. A local write checks
+    /// the entry it leaves (merged); a peer's delta is checked entry by entry before it is
+    /// merged, so that a member that does not apply them (an older or broken one) cannot grow
+    /// every node's state past them.
+    pub fn check_limits(&self, name: &str) -> Result<(), DesiredError> {
+        check_name("service", name)?;
+        if let Some(r) = &self.replicas {
+            check_replicas(name, r.val)?;
+        }
+        let too_many = |what: &'static str, count: usize| -> Result<(), DesiredError> {
+            if count > MAX_ENTRIES {
+                return Err(DesiredError::TooManyEntries {
+                    service: name.to_string(),
+                    what,
+                    count,
+                });
+            }
+            Ok(())
+        };
+        for (what, plural, map) in [
+            ("env var", "env vars", &self.env),
+            ("label", "labels", &self.labels),
+            (
+                "container label",
+                "container labels",
+                &self.container_labels,
+            ),
+        ] {
+            too_many(plural, map.values().filter(|r| r.val.is_some()).count())?;
+            check_keys(
+                what,
+                map.iter().map(|(k, r)| (k.as_str(), r.val.as_deref())),
+            )?;
+        }
+        let len = |r: &Option<Reg<Vec<_>>>| r.as_ref().map_or(0, |r| r.val.len());
+        too_many(
+            "published ports",
+            self.ports.as_ref().map_or(0, |r| r.val.len()),
+        )?;
+        too_many("mounts", self.mounts.as_ref().map_or(0, |r| r.val.len()))?;
+        too_many("networks", len(&self.networks))?;
+        too_many(
+            "network attachments",
+            self.attachments.as_ref().map_or(0, |r| r.val.len()),
+        )?;
+        too_many("added capabilities", len(&self.cap_add))?;
+        too_many("dropped capabilities", len(&self.cap_drop))?;
+        too_many("dns servers", len(&self.dns))?;
+        too_many("dns search domains", len(&self.dns_search))?;
+        too_many("extra hosts", len(&self.extra_hosts))?;
+        too_many("sysctls", self.sysctls.as_ref().map_or(0, |r| r.val.len()))?;
+        too_many("ulimits", self.ulimits.as_ref().map_or(0, |r| r.val.len()))?;
+        for (what, args) in [("command", &self.command), ("entrypoint", &self.entrypoint)] {
+            let n = args
+                .as_ref()
+                .and_then(|r| r.val.as_ref())
+                .map_or(0, Vec::len);
+            too_many(what, n)?;
+        }
+        Ok(())
+    }
+
     /// Live means a deploy created it and no later remove won: `deleted` holds false. An entry
     /// that has only an update's registers (its create not merged yet) is not live.
     pub fn is_live(&self) -> bool {

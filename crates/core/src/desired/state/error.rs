@@ -9,6 +9,15 @@ use crate::{
 /// (`scale web=1000000`) cannot make every node plan a million slots.
 pub const MAX_REPLICAS: u64 = 10_000;
 
+/// Most live services a cluster holds. Every node holds, plans and reports over all of them;
+/// the limit is far above what small fleets run, low enough that a runaway script is stopped
+/// with a clear error instead of growing every node's memory without end.
+pub const MAX_SERVICES: usize = 100_000;
+
+/// Most entries in one list of a service (env vars, labels, container labels, published ports,
+/// mounts, networks and the like): with the key and value bounds, this bounds one service's size.
+pub const MAX_ENTRIES: usize = 1_000;
+
 /// Longest service or stack name; Docker's limit, a DNS label.
 const MAX_NAME_LEN: usize = 63;
 
@@ -80,6 +89,27 @@ pub enum DesiredError {
         service: String,
         /// The count asked for.
         replicas: u64,
+    },
+    /// A deploy or create that would take the cluster past [`MAX_SERVICES`] live services. The
+    /// state was not changed.
+    #[error(
+        "{count} services would be more than the cluster's limit of {MAX_SERVICES} live \
+         services (remove some first)"
+    )]
+    TooManyServices {
+        /// Live services there would be.
+        count: usize,
+    },
+    /// One of a service's lists holds more than [`MAX_ENTRIES`] entries. The state was not
+    /// changed.
+    #[error("service {service}: {count} {what} are more than the limit of {MAX_ENTRIES}")]
+    TooManyEntries {
+        /// The service.
+        service: String,
+        /// Which list: `env vars`, `labels`, `published ports`...
+        what: &'static str,
+        /// Its length.
+        count: usize,
     },
     /// A port that another live service already publishes (in either mode: see
     /// `ops::port_holders` for why host mode is included). The state was not changed.

@@ -233,7 +233,7 @@ impl DesiredState {
         let mut delta = DesiredState::default();
         let mut layout = self.layout();
         self.write_network(&mut delta, &mut layout, &def.name, spec, hlc)?;
-        Ok(self.apply(delta))
+        self.apply(delta)
     }
 
     /// `docker network rm`: refused while a live service attaches to it.
@@ -253,7 +253,7 @@ impl DesiredState {
         put(&mut d.deleted, &entry.deleted, true, true, hlc);
         let mut delta = DesiredState::default();
         delta.networks.insert(name.to_string(), d);
-        Ok(self.apply(delta))
+        self.apply(delta)
     }
 
     /// Records that `node` takes part, claiming the lowest free slot (its subnets on every
@@ -277,7 +277,7 @@ impl DesiredState {
         let mut reg = None;
         put(&mut reg, &current.cloned(), Some(slot), true, hlc);
         delta.hosts.insert(node, reg.expect("always written"));
-        Ok(self.apply(delta))
+        self.apply(delta)
     }
 
     /// Frees the slot of a node that will not come back. (Its subnets may then go to a node
@@ -291,7 +291,7 @@ impl DesiredState {
         put(&mut reg, &Some(current.clone()), None, true, hlc);
         let mut delta = DesiredState::default();
         delta.hosts.insert(node, reg.expect("always written"));
-        Ok(self.apply(delta))
+        self.apply(delta)
     }
 
     /// Rewrites every claim the layout had to move (concurrent creations collided) to where
@@ -339,7 +339,7 @@ impl DesiredState {
                 delta.hosts.insert(*node, reg.expect("always written"));
             }
         }
-        Ok(self.apply(delta))
+        self.apply(delta)
     }
 
     /// Live services attached to `network`, among those `counted` selects.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     entry::{router_ports, NodeEntry, ServiceEntry},
-    error::{check_keys, check_name, check_replicas},
+    error::{check_keys, check_name, check_replicas, MAX_SERVICES},
     reg::{put, put_map},
     DesiredError, DesiredState,
 };
@@ -204,7 +204,7 @@ impl DesiredState {
                 delta.services.insert(name.clone(), entry.tombstone(hlc));
             }
         }
-        Ok(self.apply(delta))
+        self.apply(delta)
     }
 
     /// `docker service create`: a service of no stack (`def.stack` empty). Refused if a live
@@ -243,7 +243,7 @@ impl DesiredState {
         let written = current.write_def(&def, true, hlc);
         let mut delta = DesiredState::default();
         delta.services.insert(def.name.clone(), written);
-        Ok(self.apply(delta))
+        self.apply(delta)
     }
 
     fn check_def(&self, stack: &str, def: &ServiceDef) -> Result<(), DesiredError> {
@@ -291,7 +291,7 @@ impl DesiredState {
             return Err(DesiredError::UnknownStack(stack.to_string()));
         }
         self.stack_network_tombstones(stack, &leaving, &mut delta, hlc);
-        Ok(self.apply(delta))
+        self.apply(delta)
     }
 
     /// `docker service rm`.
@@ -301,7 +301,7 @@ impl DesiredState {
         delta
             .services
             .insert(name.to_string(), entry.tombstone(hlc));
-        Ok(self.apply(delta))
+        self.apply(delta)
     }
 
     /// `docker service scale NAME=REPLICAS`. Writes nothing if the count is already `replicas`.
@@ -401,7 +401,7 @@ impl DesiredState {
         if !d.is_empty() {
             delta.services.insert(name.to_string(), d);
         }
-        Ok(self.apply(delta))
+        self.apply(delta)
     }
 
     /// `docker node update`: sets availability and labels of `node` (`label_rm` first, then
@@ -427,7 +427,7 @@ impl DesiredState {
         if !d.is_empty() {
             delta.nodes.insert(node, d);
         }
-        Ok(self.apply(delta))
+        self.apply(delta)
     }
 
     /// Who publishes each port, among the live services that `counted` selects. Host-mode ports
@@ -465,16 +465,40 @@ impl DesiredState {
         }
     }
 
-    pub(super) fn apply(&mut self, delta: DesiredState) -> DesiredState {
+    /// Merges a write after checking what it leaves: every service it touches within the
+    /// limits a write must keep (`ServiceEntry::check_limits`), and no more than
+    /// [`MAX_SERVICES`] live services. A refused write changes nothing.
+    pub(super) fn apply(&mut self, delta: DesiredState) -> Delta {
+        let (mut created, mut removed) = (0, 0);
+        for (name, theirs) in &delta.services {
+            let mut after = self.services.get(name).cloned().unwrap_or_default();
+            let was_live = after.is_live();
+            after.merge(theirs.clone());
+            if after.is_live() {
+                after.check_limits(name)?;
+            }
+            created += usize::from(!was_live && after.is_live());
+            removed += usize::from(was_live && !after.is_live());
+        }
+        if created > removed {
+            let live = self.services.values().filter(|e| e.is_live()).count();
+            let count = live + created - removed;
+            if count > MAX_SERVICES {
+                return Err(DesiredError::TooManyServices { count });
+            }
+        }
         self.merge_delta(delta.clone());
-        delta
+        Ok(delta)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::spec::{PublishMode, ServiceSpec};
+    use crate::desired::{
+        spec::{PublishMode, ServiceSpec},
+        state::error::{MAX_ENTRIES, MAX_REPLICAS},
+    };
 
     fn at(wall_ms: u64) -> Hlc {
         Hlc {
@@ -508,6 +532,106 @@ mod tests {
                 ..ServiceSpec::default()
             },
         }
+    }
+
+    fn solo(name: &str) -> ServiceDef {
+        ServiceDef {
+            name: name.into(),
+            stack: String::new(),
+            replicas: 1,
+            spec: ServiceSpec {
+                image: "demo:1".into(),
+                ..ServiceSpec::default()
+            },
+        }
+    }
+
+    #[test]
+    fn the_cluster_holds_at_most_max_services_live_services() {
+        let mut s = DesiredState::default();
+        // Filled without the per-write checks (the state a cluster at its limit holds).
+        let mut full = DesiredState::default();
+        for i in 0..MAX_SERVICES {
+            let name = format!("s{i}");
+            let entry = ServiceEntry::default().write_def(&solo(&name), true, at(1));
+            full.services.insert(name, entry);
+        }
+        s.merge_delta(full);
+        refused(
+            &mut s,
+            |s| s.create_service(solo("one-more"), at(2)),
+            DesiredError::TooManyServices {
+                count: MAX_SERVICES + 1,
+            },
+        );
+        // Removing one makes room; updating one at the limit is fine.
+        s.remove_service("s0", at(3)).unwrap();
+        s.create_service(solo("one-more"), at(4)).unwrap();
+        s.scale("s1", 3, at(5)).unwrap();
+    }
+
+    #[test]
+    fn a_service_list_longer_than_max_entries_is_refused() {
+        let mut s = DesiredState::default();
+        let mut big = solo("big");
+        big.spec.env = (0..=MAX_ENTRIES)
+            .map(|i| (format!("K{i}"), "v".to_string()))
+            .collect();
+        refused(
+            &mut s,
+            |s| s.create_service(big, at(1)),
+            DesiredError::TooManyEntries {
+                service: "big".into(),
+                what: "env vars",
+                count: MAX_ENTRIES + 1,
+            },
+        );
+        // Nor can updates grow one past it, a few at a time.
+        let mut ok = solo("ok");
+        ok.spec.env = (0..MAX_ENTRIES)
+            .map(|i| (format!("K{i}"), "v".to_string()))
+            .collect();
+        s.create_service(ok, at(2)).unwrap();
+        refused(
+            &mut s,
+            |s| {
+                s.update_service(
+                    "ok",
+                    ServiceUpdate {
+                        env_add: vec![("ONE_MORE".into(), "v".into())],
+                        ..ServiceUpdate::default()
+                    },
+                    at(3),
+                )
+            },
+            DesiredError::TooManyEntries {
+                service: "ok".into(),
+                what: "env vars",
+                count: MAX_ENTRIES + 1,
+            },
+        );
+    }
+
+    #[test]
+    fn a_peer_entry_that_breaks_the_rules_is_left_out() {
+        let mut bad = DesiredState::default();
+        let mut def = solo("huge");
+        def.replicas = MAX_REPLICAS + 1;
+        bad.services.insert(
+            "huge".into(),
+            ServiceEntry::default().write_def(&def, true, at(1)),
+        );
+        bad.services.insert(
+            "bad name!".into(),
+            ServiceEntry::default().write_def(&solo("bad name!"), true, at(1)),
+        );
+        bad.services.insert(
+            "fine".into(),
+            ServiceEntry::default().write_def(&solo("fine"), true, at(1)),
+        );
+        let (kept, refused) = bad.without_invalid();
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert_eq!(kept.services.keys().collect::<Vec<_>>(), ["fine"]);
     }
 
     /// Asserts that `op` fails with `expected` and leaves the state as it was.
