@@ -147,6 +147,38 @@ fn a_lost_node_slots_run_elsewhere_and_its_return_creates_no_duplicates() {
     settle(&mut sim, "node back");
 }
 
+/// A node that stays down past the report horizon has its report dropped on every node, and it
+/// is not taken back from a peer that still holds it; when the node returns, its report is back.
+#[test]
+fn a_departed_nodes_report_is_pruned_and_returns_with_it() {
+    use shoal_core::node::REPORT_HORIZON;
+    let mut sim = cluster(4, 15);
+    sim.change(0, |s, hlc| {
+        s.deploy_stack("app", vec![service("app", "web", 4)], hlc)
+    })
+    .unwrap();
+    settle(&mut sim, "deploy");
+    let gone = sim.node_id(3);
+    let holds = |sim: &Sim, i: usize| sim.node(i).unwrap().observed().get(gone).is_some();
+    sim.crash(3);
+    settle(&mut sim, "node lost");
+    assert!((0..3).all(|i| holds(&sim, i)), "kept through the outage");
+    sim.run_for(REPORT_HORIZON.as_millis() as u64 + 5_000);
+    assert!(
+        (0..3).all(|i| !holds(&sim, i)),
+        "a report older than the horizon is still held"
+    );
+    // Anti-entropy rounds in between did not bring it back.
+    sim.run_for(10_000);
+    assert!((0..3).all(|i| !holds(&sim, i)));
+    sim.start(3, &[]);
+    settle(&mut sim, "node back");
+    assert!(
+        (0..4).all(|i| holds(&sim, i)),
+        "the returning node reports again"
+    );
+}
+
 /// `service ps SERVICE` as node `i` answers it.
 fn ps(sim: &mut Sim, i: usize, service: &str) -> Vec<shoal_core::api::TaskInfo> {
     let id = sim.ask(

@@ -225,6 +225,13 @@ impl ObservedState {
         }
     }
 
+    /// Drops the reports `gone` picks; returns how many.
+    pub fn prune(&mut self, gone: impl Fn(NodeId) -> bool) -> usize {
+        let before = self.nodes.len();
+        self.nodes.retain(|node, _| !gone(*node));
+        before - self.nodes.len()
+    }
+
     /// The report of `node`, if any.
     pub fn get(&self, node: NodeId) -> Option<&NodeReport> {
         self.nodes.get(&node)

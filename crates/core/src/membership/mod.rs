@@ -600,6 +600,12 @@ impl<R: RngExt> Membership<R> {
         std::mem::take(&mut self.effects)
     }
 
+    /// The status of `node` as recorded and since when (caller's clock, ms); None for a node
+    /// never heard of. Suspicion, which foca does not notify, is not overlaid (see `nodes`).
+    pub fn recorded_status(&self, node: NodeId) -> Option<(NodeStatus, u64)> {
+        self.records.get(&node).map(|r| (r.status, r.since_ms))
+    }
+
     /// Every member this node knows of, itself included, sorted by name then id.
     pub fn nodes(&self) -> Vec<NodeView> {
         let me = self.identity();

@@ -62,6 +62,10 @@ pub const RECONCILE_PERIOD: Duration = Duration::from_secs(1);
 pub const RECONCILE_MIN_GAP: Duration = Duration::from_millis(50);
 /// How often a dirty desired state and the known peers are written to the data dir.
 pub const PERSIST_PERIOD: Duration = Duration::from_secs(1);
+/// How long a node that is down or left keeps its last report on the others: long enough that
+/// `service ps` shows what it ran through an outage, short enough that departed hosts do not
+/// pile up. A node that returns reports afresh.
+pub const REPORT_HORIZON: Duration = Duration::from_secs(3_600);
 /// Until the first exchange with a peer succeeds (a peer may not trust a new node's certificate
 /// for a moment after it joins), it is retried this often: reconciling waits for it.
 pub const SETTLE_RETRY: Duration = Duration::from_millis(300);

@@ -88,7 +88,7 @@ impl Node {
                 self.merge_desired(desired, now_ms);
                 // New keys must be in use before the next datagram.
                 self.refresh_keyring(now_ms);
-                self.merge_reports(reports);
+                self.merge_reports(reports, now_ms);
                 PeerResponse::Repair {
                     desired: Box::new(ours),
                     reports: observed
@@ -110,14 +110,14 @@ impl Node {
                         other.node.short()
                     )),
                     None => {
-                        let news = self.merge_reports(reports);
+                        let news = self.merge_reports(reports, now_ms);
                         self.pass_on(news, told, from);
                         PeerResponse::Ack
                     }
                 }
             }
             PeerRequest::Relayed { reports, told } => {
-                let news = self.merge_reports(reports);
+                let news = self.merge_reports(reports, now_ms);
                 self.pass_on(news, told, from);
                 PeerResponse::Ack
             }
@@ -194,7 +194,7 @@ impl Node {
     ) {
         self.merge_desired(desired, now_ms);
         self.refresh_keyring(now_ms);
-        self.merge_reports(reports);
+        self.merge_reports(reports, now_ms);
         self.settle();
     }
 
@@ -231,12 +231,20 @@ impl Node {
     }
 
     /// Merges reports; returns those that were news.
-    pub(super) fn merge_reports(&mut self, reports: Vec<NodeReport>) -> Vec<NodeReport> {
+    pub(super) fn merge_reports(
+        &mut self,
+        reports: Vec<NodeReport>,
+        now_ms: u64,
+    ) -> Vec<NodeReport> {
         let me = self.me();
         let mut news = Vec::new();
         for report in reports {
-            // Our own report comes only from us; an echo of an older one changes nothing.
-            if report.node != me && self.workload.observed.merge(report.clone()) {
+            // Our own report comes only from us; an echo of an older one changes nothing. A
+            // departed node's is not taken back once pruned (see `prune_reports`).
+            if report.node != me
+                && !self.report_is_stale(report.node, now_ms)
+                && self.workload.observed.merge(report.clone())
+            {
                 self.reconcile_due = true;
                 news.push(report);
             }

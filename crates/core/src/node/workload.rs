@@ -6,10 +6,11 @@ use std::{collections::HashSet, sync::Arc};
 
 use tracing::{debug, info, warn};
 
-use super::Node;
+use super::{Node, REPORT_HORIZON};
 use crate::{
     desired::state::AutoWrite,
     identity::{NodeId, NodeIdentity},
+    membership::NodeStatus,
     observed::{NodeReport, ObservedState, TaskReport},
     reconcile::plan::{node_facts, Inputs, Reconciler},
     routing::{
@@ -105,6 +106,7 @@ impl Node {
     /// ending).
     pub(super) fn reconcile(&mut self, now_ms: u64) -> Option<u64> {
         self.refresh_removed(now_ms);
+        self.prune_reports(now_ms);
         self.refresh_keyring(now_ms);
         self.refresh_network(now_ms);
         self.publish_routes();
@@ -148,6 +150,38 @@ impl Node {
             self.apply_auto_write(&write, now_ms);
         }
         wake_at_ms
+    }
+
+    /// Drops the reports of nodes that departed for good: removed ones (`node rm`), and ones
+    /// down or gone for longer than [`REPORT_HORIZON`]. Every node holds every report, so
+    /// without this a cluster that replaces hosts over months would carry all of them. A node
+    /// that comes back is `ready` again and its next report is taken as any other.
+    fn prune_reports(&mut self, now_ms: u64) {
+        let me = self.me();
+        let stale: Vec<NodeId> = self
+            .workload
+            .observed
+            .reports()
+            .map(|r| r.node)
+            .filter(|n| *n != me && self.report_is_stale(*n, now_ms))
+            .collect();
+        if !stale.is_empty() {
+            let pruned = self.workload.observed.prune(|n| stale.contains(&n));
+            info!(pruned, "reports of departed nodes dropped");
+        }
+    }
+
+    /// Whether `node`'s report is one [`Node::prune_reports`] drops.
+    pub(super) fn report_is_stale(&self, node: NodeId, now_ms: u64) -> bool {
+        if self.replica.state().removed_nodes().contains(&node) {
+            return true;
+        }
+        match self.membership.recorded_status(node) {
+            Some((NodeStatus::Down | NodeStatus::Left, since_ms)) => {
+                now_ms.saturating_sub(since_ms) > REPORT_HORIZON.as_millis() as u64
+            }
+            _ => false,
+        }
     }
 
     /// Publishes this node's report to every live peer if it changed.
