@@ -657,3 +657,36 @@ async fn a_forged_or_tampered_cookie_is_not_followed() {
         Claim::Signed(_)
     ));
 }
+
+#[tokio::test]
+async fn a_listener_holds_a_burst_its_accept_loop_has_not_taken_yet() {
+    // The kernel completes connections and queues them until they are accepted; past the queue's
+    // size it drops new SYNs, and a client sends its SYN again only after 1 s. An ingress port
+    // under load must hold a burst while the accept loop is busy (tokio's default holds 128).
+    let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .unwrap_or(4096);
+    let burst = 600.min(somaxconn);
+    let listener = shoal::agent::ingress::listen_tcp(SocketAddr::from((HOST, 0))).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..burst {
+        clients.spawn(tokio::time::timeout(
+            Duration::from_millis(800),
+            TcpStream::connect(addr),
+        ));
+    }
+    let mut connected = Vec::new();
+    while let Some(done) = clients.join_next().await {
+        if let Ok(Ok(stream)) = done.unwrap() {
+            connected.push(stream);
+        }
+    }
+    assert_eq!(
+        connected.len(),
+        burst,
+        "connections completed, none accepted yet"
+    );
+    drop(listener);
+}

@@ -15,8 +15,12 @@
 //!
 //! The replica id is `$REPLICA_ID`, else the host name (`/etc/hostname`, `$HOSTNAME`); the version
 //! is `$VERSION`, else the compiled-in default: `1`, or `2` with the cargo feature `v2`. `BROKEN=1`
-//! or the feature `broken` makes `/health` never healthy. SIGTERM and SIGINT end it at once with
-//! status 0.
+//! or the feature `broken` makes `/health` never healthy. SIGTERM and SIGINT end it with status 0,
+//! gracefully: it stops accepting, answers every request still coming on a kept connection with
+//! `Connection: close` (the client then opens a new connection, which the orchestrator's ingress
+//! sends to another replica), and exits once no connection is left, at once when none is open.
+//! Connections still idle after [`SHUTDOWN_IDLE_GRACE`] are closed; a request in flight is always
+//! answered first.
 //!
 //! `shoal-demo healthcheck` asks `http://127.0.0.1:$PORT/health` and exits 0 on a 200, else 1: an
 //! image built `FROM scratch` has no curl, so its `HEALTHCHECK` runs the binary itself. For the
@@ -50,7 +54,7 @@ use hyper::{
     Method, Request, Response, StatusCode,
 };
 use hyper_util::rt::TokioIo;
-use tokio::{net::TcpListener, signal::unix::Signal};
+use tokio::{net::TcpListener, signal::unix::Signal, sync::watch, task::JoinSet};
 
 use token::TokenKey;
 
@@ -64,6 +68,13 @@ const MAX_BODY: usize = 16 * 1024;
 const EXIT_DELAY: Duration = Duration::from_millis(100);
 /// How long the health check waits to connect and for the answer.
 const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// After SIGTERM, how long a kept connection may stay open waiting for its next request. Closing an
+/// idle connection races with a request the client may be sending on it at that moment (which
+/// then fails), while an answer that says `Connection: close` ends it cleanly: so active clients
+/// get that answer first, and only connections idle this long are closed.
+const SHUTDOWN_IDLE_GRACE: Duration = Duration::from_secs(2);
+/// The longest a shutdown takes, requests in flight included: below Docker's 10 s before SIGKILL.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(8);
 
 const USAGE: &str = "usage: shoal-demo [healthcheck | resolve NAME | get URL [COUNT [INTERVAL_MS]]]
   (no argument)  serve on 0.0.0.0:$PORT (default 8080)
@@ -158,6 +169,8 @@ struct App {
     healthy: AtomicBool,
     /// A release that is never healthy.
     broken: bool,
+    /// Set by SIGTERM or SIGINT: every answer closes its connection.
+    stopping: AtomicBool,
     tokens: TokenKey,
 }
 
@@ -172,6 +185,7 @@ fn serve(port: u16) -> ExitCode {
         replica_id,
         healthy: AtomicBool::new(true),
         broken,
+        stopping: AtomicBool::new(false),
         tokens: TokenKey::random(),
     });
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -213,18 +227,45 @@ fn serve(port: u16) -> ExitCode {
                 ""
             }
         );
-        tokio::select! {
-            () = accept_loop(listener, app) => ExitCode::FAILURE,
-            signal = shutdown_signal(term, int) => {
-                eprintln!("shoal-demo: {signal}, exiting");
-                ExitCode::SUCCESS
+        let mut connections = JoinSet::new();
+        let (close_idle, close_idle_rx) = watch::channel(false);
+        // The listener goes with the accept loop when the signal comes: no new connection.
+        let signal = tokio::select! {
+            () = accept_loop(listener, app.clone(), &mut connections, close_idle_rx) => {
+                return ExitCode::FAILURE;
             }
-        }
+            signal = shutdown_signal(term, int) => signal,
+        };
+        app.stopping.store(true, Ordering::SeqCst);
+        eprintln!(
+            "shoal-demo: {signal}, exiting once its {} connection(s) are closed",
+            connections.len()
+        );
+        let drained = async { while connections.join_next().await.is_some() {} };
+        let idle_closed = async {
+            tokio::time::sleep(SHUTDOWN_IDLE_GRACE).await;
+            let _ = close_idle.send(true);
+            std::future::pending::<()>().await
+        };
+        let _ = tokio::time::timeout(SHUTDOWN_LIMIT, async {
+            tokio::select! {
+                () = drained => {}
+                () = idle_closed => {}
+            }
+        })
+        .await;
+        ExitCode::SUCCESS
     })
 }
 
-/// Serves every connection `listener` accepts.
-async fn accept_loop(listener: TcpListener, app: Arc<App>) {
+/// Serves every connection `listener` accepts, each in a task of `connections`; once
+/// `close_idle` turns true, connections close after the request in flight (idle ones at once).
+async fn accept_loop(
+    listener: TcpListener,
+    app: Arc<App>,
+    connections: &mut JoinSet<()>,
+    close_idle: watch::Receiver<bool>,
+) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -235,16 +276,33 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>) {
                 continue;
             }
         };
+        while connections.try_join_next().is_some() {}
         let app = app.clone();
-        tokio::spawn(async move {
+        let mut close_idle = close_idle.clone();
+        connections.spawn(async move {
             let service = service_fn(move |request| {
                 let app = app.clone();
-                async move { Ok::<_, Infallible>(handle(&app, request).await) }
+                async move {
+                    let mut response = handle(&app, request).await;
+                    if app.stopping.load(Ordering::SeqCst) {
+                        // hyper closes the connection once this answer is out.
+                        response
+                            .headers_mut()
+                            .insert(CONNECTION, "close".parse().expect("a valid header"));
+                    }
+                    Ok::<_, Infallible>(response)
+                }
             });
+            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
             // Clients that hang up early are not worth a log line.
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = async { let _ = close_idle.wait_for(|close| *close).await; } => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
         });
     }
 }

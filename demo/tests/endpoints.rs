@@ -270,3 +270,110 @@ fn sigterm_and_sigint_end_it_at_once_with_success() {
         assert!(started.elapsed() < Duration::from_secs(2));
     }
 }
+
+/// Reads one answer from a kept connection (the body by its `Content-Length`).
+fn read_answer(stream: &mut TcpStream) -> Answer {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream
+            .read_exact(&mut byte)
+            .expect("reading an answer's head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().trim_end().to_string();
+    let mut answer = Answer {
+        status: head.split_whitespace().nth(1).unwrap().parse().unwrap(),
+        head,
+        body: String::new(),
+    };
+    let length: usize = header(&answer, "content-length").unwrap().parse().unwrap();
+    let mut body = vec![0u8; length];
+    stream
+        .read_exact(&mut body)
+        .expect("reading an answer's body");
+    answer.body = String::from_utf8(body).unwrap();
+    answer
+}
+
+/// A kept connection to `port` with one request answered on it.
+fn kept_connection(port: u16) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connecting");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let answer = read_answer(&mut stream);
+    assert_eq!(answer.status, 200);
+    assert_eq!(header(&answer, "connection"), None, "{}", answer.head);
+    stream
+}
+
+fn sigterm(demo: &Demo) {
+    let killed = Command::new("kill")
+        .args(["-TERM", &demo.child.id().to_string()])
+        .status()
+        .expect("running kill");
+    assert!(killed.success());
+    // It stops listening as it starts to shut down.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while TcpStream::connect(("127.0.0.1", demo.port)).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn sigterm_closes_a_kept_connection_after_its_next_answer() {
+    // What a rolling update does to a replica that a client keeps a connection to (through the
+    // layer-4 ingress): the client's next request is answered, with `Connection: close`, and it
+    // goes on with a new connection elsewhere; none is dropped.
+    let mut demo = Demo::start(&[]);
+    let mut stream = kept_connection(demo.port);
+    let started = Instant::now();
+    sigterm(&demo);
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let answer = read_answer(&mut stream);
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.body,
+        format!("{} {VERSION}\n", answer.body.split(' ').next().unwrap())
+    );
+    assert_eq!(
+        header(&answer, "connection"),
+        Some("close"),
+        "{}",
+        answer.head
+    );
+    let mut rest = Vec::new();
+    stream
+        .read_to_end(&mut rest)
+        .expect("the connection ends cleanly");
+    assert!(rest.is_empty());
+    // Its last connection gone, it exits without waiting out the grace for idle ones.
+    let status = demo.wait_exit(Duration::from_secs(1));
+    assert!(status.success(), "{status}");
+    assert!(started.elapsed() < Duration::from_millis(1500));
+}
+
+#[test]
+fn sigterm_closes_idle_kept_connections_after_a_grace() {
+    let mut demo = Demo::start(&[]);
+    let mut stream = kept_connection(demo.port);
+    let started = Instant::now();
+    sigterm(&demo);
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).expect("closed, not reset");
+    assert!(rest.is_empty());
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "closed after {waited:?}"
+    );
+    let status = demo.wait_exit(Duration::from_secs(3));
+    assert!(status.success(), "{status}");
+}

@@ -24,7 +24,7 @@ use std::{
 };
 
 use tokio::{
-    net::{TcpListener, TcpStream, UdpSocket},
+    net::{TcpListener, TcpSocket, TcpStream, UdpSocket},
     sync::watch,
     task::JoinHandle,
 };
@@ -45,6 +45,14 @@ use shoal_core::{
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often a port that could not be bound is tried again.
 pub const REBIND_PERIOD: Duration = Duration::from_secs(5);
+/// Connections the kernel completes and holds for a listener until its accept loop takes them
+/// (capped by `net.core.somaxconn`, 4096 by default since Linux 5.4). tokio's `TcpListener::bind`
+/// asks for 128, as the standard library does: a node taking 500 new connections a second fills
+/// that whenever its accept loop falls a quarter second behind (a busy machine, a burst of
+/// clients), and the kernel then drops new SYNs, which clients send again only after 1 s.
+/// `testnet/load` saw it: 664 listen-queue overflows on the two nodes it loaded, and requests
+/// taking 1.04-1.12 s during updates.
+pub const LISTEN_BACKLOG: u32 = 4096;
 
 /// What every connection handler shares: the current table, each port's balancer, and this
 /// node's entry points for HTTP routers.
@@ -139,6 +147,17 @@ impl EntryPoint {
             port: 80,
         }
     }
+}
+
+/// A TCP listener on `addr` with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as tokio's own bind).
+pub fn listen_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// The routes of one protocol in `table`.
@@ -339,7 +358,7 @@ pub async fn run_with(
                 let addr = SocketAddr::new(bind_ip, *port);
                 let span = info_span!("ingress", port, service = %route.service);
                 let started = match protocol {
-                    Protocol::Tcp => TcpListener::bind(addr).await.map(|listener| {
+                    Protocol::Tcp => listen_tcp(addr).map(|listener| {
                         let task = accept(listener, *port, shared.clone());
                         tokio::spawn(task.instrument(span))
                     }),
@@ -373,7 +392,7 @@ pub async fn run_with(
             }
             let addr = SocketAddr::new(entry_ip[port], *port);
             let span = info_span!("ingress", port, entrypoint = %name);
-            match TcpListener::bind(addr).await {
+            match listen_tcp(addr) {
                 Ok(listener) => {
                     let task = accept(listener, *port, shared.clone());
                     info!(port, entrypoint = %name, "ingress: HTTP routers listening on {addr}");
