@@ -33,14 +33,8 @@ fn def(name: &str, subnet: Option<&str>) -> NetworkDef {
 /// Asks node `i` and runs until it answers (changes answer once durable and their pushes are
 /// answered or timed out).
 fn call(sim: &mut Sim, i: usize, request: Request) -> Response {
-    let id = sim.ask(i, request);
-    for _ in 0..1_000 {
-        if let Some(answer) = sim.answer(i, id) {
-            return answer;
-        }
-        sim.run_for(10);
-    }
-    panic!("node {i} did not answer within 10 s");
+    sim.call(i, request, 10_000)
+        .unwrap_or_else(|| panic!("node {i} did not answer within 10 s"))
 }
 
 fn error(response: Response) -> String {

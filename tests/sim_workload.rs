@@ -181,22 +181,14 @@ fn a_departed_nodes_report_is_pruned_and_returns_with_it() {
 
 /// `service ps SERVICE` as node `i` answers it.
 fn ps(sim: &mut Sim, i: usize, service: &str) -> Vec<shoal_core::api::TaskInfo> {
-    let id = sim.ask(
-        i,
-        shoal_core::api::Request::ServicePs {
-            name: service.into(),
-        },
-    );
-    for _ in 0..100 {
-        sim.run_for(10);
-        if let Some(answer) = sim.answer(i, id) {
-            match answer {
-                shoal_core::api::Response::Tasks(tasks) => return tasks,
-                other => panic!("service ps: {other:?}"),
-            }
-        }
+    let request = shoal_core::api::Request::ServicePs {
+        name: service.into(),
+    };
+    match sim.call(i, request, 1_000) {
+        Some(shoal_core::api::Response::Tasks(tasks)) => tasks,
+        Some(other) => panic!("service ps: {other:?}"),
+        None => panic!("node {i} did not answer service ps"),
     }
-    panic!("node {i} did not answer service ps");
 }
 
 /// Whether task `t` runs on node `i` (its container is on that node's fake engine).
@@ -411,21 +403,15 @@ fn a_rollout_completes_when_the_node_that_issued_it_dies() {
     sim.change(0, |s, hlc| s.deploy_stack("app", vec![web], hlc))
         .unwrap();
     settle(&mut sim, "deploy");
-    let id = sim.ask(
-        2,
-        Request::ServiceUpdate {
-            name: "app_web".into(),
-            update: Box::new(ServiceUpdate {
-                image: Some("shoal-demo:v2".into()),
-                ..ServiceUpdate::default()
-            }),
-        },
-    );
-    let answer = (0..500)
-        .find_map(|_| {
-            sim.run_for(10);
-            sim.answer(2, id)
-        })
+    let update = Request::ServiceUpdate {
+        name: "app_web".into(),
+        update: Box::new(ServiceUpdate {
+            image: Some("shoal-demo:v2".into()),
+            ..ServiceUpdate::default()
+        }),
+    };
+    let answer = sim
+        .call(2, update, 5_000)
         .expect("node 2 answered the update");
     assert!(matches!(answer, Response::Changed(_)), "{answer:?}");
     let version = sim.desired(0).service("app_web").unwrap().version;

@@ -458,6 +458,19 @@ impl Sim {
         self.nodes[i].answers.remove(&id)
     }
 
+    /// Asks node `i` and runs, 10 ms at a time, until it answers (changes answer once durable
+    /// and their pushes are answered or timed out); None if it has not within `within_ms`.
+    pub fn call(&mut self, i: usize, request: Request, within_ms: u64) -> Option<Response> {
+        let id = self.ask(i, request);
+        for _ in 0..within_ms.div_ceil(10) {
+            if let Some(answer) = self.answer(i, id) {
+                return Some(answer);
+            }
+            self.run_for(10);
+        }
+        self.answer(i, id)
+    }
+
     /// Advances virtual time by `ms`, processing every event due.
     pub fn run_for(&mut self, ms: u64) {
         let until = self.now_ms + ms;
